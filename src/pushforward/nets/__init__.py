@@ -1,0 +1,5 @@
+"""Conditioner networks: they predict the parameters of transformers."""
+
+from .mlp import MLP, activation
+
+__all__ = ["MLP", "activation"]

@@ -1,0 +1,5 @@
+"""Training loops."""
+
+from .fit import History, evaluate_nll, fit
+
+__all__ = ["History", "evaluate_nll", "fit"]
