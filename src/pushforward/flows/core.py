@@ -50,10 +50,11 @@ class Flow(nn.Module):
         if not isinstance(transform, Transform):
             raise TypeError(f"transform must be a Transform, got {type(transform).__name__}")
         self.transform = transform
-        self.base = base if base is not None else StandardNormal(transform.event_shape)
-        if math.prod(self.base.event_shape) != math.prod(transform.event_shape):
+        self.base = base if base is not None else StandardNormal(transform.latent_shape)
+        if self.base.event_shape != transform.latent_shape:
             raise ValueError(
-                f"base event shape {self.base.event_shape} does not match the transform's {transform.event_shape}"
+                f"base event shape {self.base.event_shape} does not match the transform's latent shape "
+                f"{transform.latent_shape}"
             )
         self.event_shape: tuple[int, ...] = transform.event_shape
         self.context_features: int = transform.context_features
@@ -94,7 +95,7 @@ class Flow(nn.Module):
         batch_shape = tuple(x.shape[: x.dim() - len(self.event_shape)])
         ctx = self._context(context, batch_shape)
         z, ladj = self.transform(x.reshape(-1, *self.event_shape), ctx)
-        return (self.base.log_prob(z.reshape(-1, *self.base.event_shape)) + ladj).reshape(batch_shape)
+        return (self.base.log_prob(z) + ladj).reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Alias of :meth:`log_prob`."""
@@ -117,7 +118,7 @@ class Flow(nn.Module):
         if count == 0:
             raise ValueError("sample_shape has zero samples")
         z, log_q = self.base.rsample_and_log_prob((count,))
-        x, ladj = self.transform.inverse(z.reshape(count, *self.event_shape), ctx)
+        x, ladj = self.transform.inverse(z, ctx)
         x = x.reshape(*out_shape, *self.event_shape)
         if not with_log_prob:
             return x

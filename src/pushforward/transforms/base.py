@@ -18,7 +18,9 @@ These two fused methods are the only abstract methods; everything else (:meth:`T
 Shapes
 ------
 Inputs have shape ``(batch, *event_shape)``: exactly one batch dimension followed by the transform's
-declared :attr:`Transform.event_shape`. ``ladj`` has shape ``(batch,)``. Higher batch ranks are
+declared :attr:`Transform.event_shape`; outputs have shape ``(batch, *latent_shape)``, where
+:attr:`Transform.latent_shape` equals ``event_shape`` unless the transform reshapes (e.g. a squeeze)
+while keeping the number of scalars. ``ladj`` has shape ``(batch,)``. Higher batch ranks are
 handled by :class:`pushforward.Flow`, which flattens them before calling the transform.
 
 Context
@@ -54,6 +56,8 @@ class Transform(nn.Module):
 
     Attributes:
         event_shape: The shape of one sample (``(D,)`` for vectors, ``(C, H, W)`` for images).
+        latent_shape: The shape of one output of ``forward`` (same number of scalars); defaults to
+            ``event_shape``.
         context_features: Size of the conditioning vector; ``0`` for unconditional transforms.
         analytic_inverse: ``True`` when :meth:`inverse` is closed form; ``False`` when it solves
             numerically (bisection, Newton, fixed point, ODE).
@@ -66,9 +70,17 @@ class Transform(nn.Module):
 
     analytic_inverse: bool = True
 
-    def __init__(self, event_shape: int | Sequence[int], context_features: int = 0) -> None:
+    def __init__(
+        self,
+        event_shape: int | Sequence[int],
+        context_features: int = 0,
+        latent_shape: int | Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.event_shape: tuple[int, ...] = _shape(event_shape)
+        self.latent_shape: tuple[int, ...] = self.event_shape if latent_shape is None else _shape(latent_shape)
+        if math.prod(self.latent_shape) != math.prod(self.event_shape):
+            raise ValueError(f"latent shape {self.latent_shape} has a different size than {self.event_shape}")
         self.context_features = int(context_features)
 
     # ------------------------------------------------------------------ contract
@@ -119,7 +131,7 @@ class Inverse(Transform):
     """
 
     def __init__(self, transform: Transform) -> None:
-        super().__init__(transform.event_shape, transform.context_features)
+        super().__init__(transform.latent_shape, transform.context_features, transform.event_shape)
         self.transform = transform
         self.analytic_inverse = transform.analytic_inverse
 
@@ -158,8 +170,15 @@ class Compose(Transform):
         for t in transforms:
             if not isinstance(t, Transform):
                 raise TypeError(f"Compose takes Transform instances, got {type(t).__name__}")
-        event_in = transforms[0].event_shape
-        super().__init__(event_in, max(t.context_features for t in transforms))
+        for a, b in zip(transforms[:-1], transforms[1:]):
+            if a.latent_shape != b.event_shape:
+                raise ValueError(
+                    f"cannot compose: {type(a).__name__} outputs shape {a.latent_shape} "
+                    f"but {type(b).__name__} expects {b.event_shape}"
+                )
+        super().__init__(
+            transforms[0].event_shape, max(t.context_features for t in transforms), transforms[-1].latent_shape
+        )
         self.transforms = nn.ModuleList(transforms)
         self.analytic_inverse = all(t.analytic_inverse for t in transforms)
 
