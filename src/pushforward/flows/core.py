@@ -78,6 +78,8 @@ class Flow(nn.Module):
             return None
         if context is None:
             raise ValueError(f"this flow is conditional: pass a context of {self.context_features} features")
+        if isinstance(context, Tensor) and context.dim() == 1:
+            context = context.unsqueeze(0)  # one context for the whole batch
         context = check_input(context, (self.context_features,), name="context", dtype=self._dtype())
         if batch_shape is not None:
             try:
@@ -109,7 +111,8 @@ class Flow(nn.Module):
             ctx = self._context(context, None)  # raises when context is missing
             cb = tuple(context.shape[:-1])  # type: ignore[union-attr]
             m = ctx.shape[0]  # type: ignore[union-attr]
-            ctx = ctx.unsqueeze(0)  # type: ignore[union-attr].expand(n, m, self.context_features).reshape(n * m, self.context_features)
+            ctx = ctx.unsqueeze(0).expand(n, m, self.context_features)  # type: ignore[union-attr]
+            ctx = ctx.reshape(n * m, self.context_features)
             out_shape = shape + cb
             count = n * m
         else:

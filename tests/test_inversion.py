@@ -1,0 +1,67 @@
+"""The numerical inversion helpers: accuracy, bracket expansion, clear failures, implicit gradients."""
+
+import pytest
+import torch
+
+from pushforward.inversion import ConvergenceError, bisection, fixed_point, implicit_gradient, newton
+
+torch.set_default_dtype(torch.float32)
+
+
+def cubic(x):
+    return x + x**3
+
+
+@pytest.mark.parametrize("solver", ["bisection", "newton"])
+def test_solves_monotone_equation_with_expanding_bracket(solver):
+    y = torch.tensor([-1e4, -2.0, 0.0, 0.5, 3.0, 1e5], dtype=torch.float64)
+    if solver == "bisection":
+        x = bisection(cubic, y, -1.0, 1.0, atol=1e-12)
+    else:
+        x = newton(cubic, y, atol=1e-12)
+    torch.testing.assert_close(cubic(x), y, atol=1e-8, rtol=1e-12)
+
+
+def test_newton_with_explicit_derivative_and_bracket():
+    y = torch.linspace(-5, 5, 11, dtype=torch.float64)
+    x = newton(torch.sinh, y, df=torch.cosh, low=-10.0, high=10.0, atol=1e-13)
+    torch.testing.assert_close(x, torch.asinh(y), atol=1e-10, rtol=0)
+
+
+def test_bisection_reports_failure_instead_of_wrong_answer():
+    y = torch.tensor([5.0], dtype=torch.float64)
+    with pytest.raises(ConvergenceError, match="bracket"):
+        bisection(torch.tanh, y, -1.0, 1.0, max_expand=10)  # tanh never reaches 5
+    with pytest.raises(ConvergenceError, match="did not converge"):
+        bisection(cubic, y, -1.0, 2.0, atol=1e-14, max_iter=5)
+
+
+def test_newton_reports_failure():
+    with pytest.raises(ConvergenceError):
+        newton(cubic, torch.tensor([3.0], dtype=torch.float64), atol=1e-300, max_iter=3)
+
+
+def test_fixed_point_contraction_and_divergence():
+    y = torch.randn(20, 3, dtype=torch.float64)
+    x = fixed_point(lambda x: y - 0.5 * torch.tanh(x), torch.zeros_like(y), atol=1e-13)
+    torch.testing.assert_close(x + 0.5 * torch.tanh(x), y, atol=1e-12, rtol=0)
+    with pytest.raises(ConvergenceError):
+        fixed_point(lambda x: 2.0 * x + 1.0, torch.ones(3), max_iter=2000)
+    with pytest.raises(ConvergenceError, match="did not converge"):
+        fixed_point(lambda x: y - 0.99 * torch.tanh(x), torch.zeros_like(y), atol=1e-15, max_iter=3)
+
+
+def test_implicit_gradient_matches_analytic():
+    a = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0.3, 2.0], dtype=torch.float64, requires_grad=True)
+
+    def f(x):
+        return a * x + x**3
+
+    x = newton(f, y.detach(), atol=1e-14)
+    xh = implicit_gradient(f, y, x)
+    torch.testing.assert_close(xh, x, atol=1e-12, rtol=0)
+    gy, ga = torch.autograd.grad(xh.sum(), (y, a))
+    d = a.detach() + 3 * x**2
+    torch.testing.assert_close(gy, 1 / d)
+    torch.testing.assert_close(ga, (-x / d).sum())
