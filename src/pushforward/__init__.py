@@ -4,11 +4,38 @@
 See :mod:`pushforward.transforms.base` for the full contract.
 """
 
-from . import distributions, flows, nets, transformers, transforms
+from . import distributions, flows, manifolds, nets, transformers, transforms
 from .checks import set_validation
 from .flows.core import Flow
+from .montecarlo import Estimate, expectation
 from .train.fit import History, fit
+from .vi import VIResult, fit_vi
 
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "History", "distributions", "fit", "flows", "nets", "set_validation", "transformers", "transforms"]
+
+def __getattr__(name: str):
+    # FlowDensity is loaded lazily so that importing pushforward does not import scikit-learn.
+    if name == "FlowDensity":
+        from .sklearn import FlowDensity
+
+        return FlowDensity
+    raise AttributeError(f"module 'pushforward' has no attribute {name!r}")
+
+__all__ = [
+    "Estimate",
+    "Flow",
+    "FlowDensity",
+    "History",
+    "VIResult",
+    "distributions",
+    "expectation",
+    "fit",
+    "fit_vi",
+    "flows",
+    "manifolds",
+    "nets",
+    "set_validation",
+    "transformers",
+    "transforms",
+]

@@ -7,13 +7,51 @@ preset constructors.
 
 from collections.abc import Callable
 
+from .autoregressive import BNAF, IAF, MAF, NAF, NSF
+from .continuous import FFJORD, AugmentedFlow, continuous_regularization
 from .core import Flow
 from .coupling import NICE, RealNVP, coupling_masks
+from .image import Glow, RealNVPImage, ScaleNormal
+from .planar import PlanarFlow, RadialFlow, SylvesterFlow
+from .residual import ResidualFlow
 
 #: Preset name → constructor with the shared preset signature.
 PRESETS: dict[str, Callable[..., Flow]] = {
     "nice": NICE,
     "realnvp": RealNVP,
+    "maf": MAF,
+    "iaf": IAF,
+    "nsf": NSF,
+    "naf": NAF,
+    "bnaf": BNAF,
+    "planar": PlanarFlow,
+    "radial": RadialFlow,
+    "sylvester": SylvesterFlow,
+    "realnvp_image": RealNVPImage,
+    "glow": Glow,
+    "residual": ResidualFlow,
+    "ffjord": FFJORD,
 }
 
-__all__ = ["NICE", "PRESETS", "Flow", "RealNVP", "coupling_masks"]
+__all__ = [
+    "BNAF",
+    "FFJORD",
+    "IAF",
+    "MAF",
+    "NAF",
+    "NICE",
+    "NSF",
+    "PRESETS",
+    "AugmentedFlow",
+    "Flow",
+    "Glow",
+    "PlanarFlow",
+    "RadialFlow",
+    "RealNVP",
+    "RealNVPImage",
+    "ResidualFlow",
+    "ScaleNormal",
+    "SylvesterFlow",
+    "continuous_regularization",
+    "coupling_masks",
+]

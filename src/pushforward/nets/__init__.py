@@ -1,5 +1,8 @@
 """Conditioner networks: they predict the parameters of transformers."""
 
+from .conv import ConvResNet
+from .lipschitz import LipschitzMLP, LipSwish, SpectralLinear
+from .made import MADE, MaskedLinear
 from .mlp import MLP, activation
 
-__all__ = ["MLP", "activation"]
+__all__ = ["MADE", "MLP", "MaskedLinear", "ConvResNet", "LipSwish", "LipschitzMLP", "SpectralLinear", "activation"]

@@ -2,5 +2,13 @@
 
 from .affine import AdditiveTransformer, AffineTransformer
 from .base import Transformer
+from .sigmoidal import DeepSigmoidTransformer
+from .spline import RQSTransformer
 
-__all__ = ["AdditiveTransformer", "AffineTransformer", "Transformer"]
+__all__ = [
+    "AdditiveTransformer",
+    "AffineTransformer",
+    "DeepSigmoidTransformer",
+    "RQSTransformer",
+    "Transformer",
+]

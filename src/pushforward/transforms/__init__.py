@@ -1,6 +1,10 @@
 """Bijections. Every transform maps data → latent in ``forward``; see :mod:`pushforward.transforms.base`."""
 
+from .autoregressive import MaskedAutoregressive
 from .base import Compose, Inverse, Transform
+from .block import BlockAutoregressive
+from .continuous import ContinuousFlow
+from .conv import EmergingConv, FourierConv, MaskedConv
 from .coupling import (
     AdditiveCoupling,
     AffineCoupling,
@@ -12,7 +16,14 @@ from .coupling import (
     schedule_mask,
 )
 from .elementwise import ActNorm, Affine, BatchNorm, Logit, NormalCDF, Scale, Shift, Sigmoid, Tanh
+from .image import InvConv1x1, MultiScale, Squeeze, channel_mask, checkerboard_mask
 from .linear import LULinear, Permutation
+from .matrix import CholeskyProduct, FillTriangular
+from .planar import Planar, Radial
+from .residual import ResidualBlock
+from .simplex import CalibrationTransform, GeneralizedCalibration
+from .sphere import NormalizedAffine, NormalizedLinear, NormalizedTranslation
+from .sylvester import Householder, Sylvester
 
 __all__ = [
     "ActNorm",
@@ -20,19 +31,42 @@ __all__ = [
     "Affine",
     "AffineCoupling",
     "BatchNorm",
+    "BlockAutoregressive",
+    "CalibrationTransform",
+    "CholeskyProduct",
     "Compose",
+    "ContinuousFlow",
     "Coupling",
+    "EmergingConv",
+    "FillTriangular",
+    "FourierConv",
+    "GeneralizedCalibration",
+    "Householder",
+    "InvConv1x1",
     "Inverse",
     "LULinear",
     "Logit",
+    "MaskedAutoregressive",
+    "MaskedConv",
+    "MultiScale",
     "NormalCDF",
+    "NormalizedAffine",
+    "NormalizedLinear",
+    "NormalizedTranslation",
     "Permutation",
+    "Planar",
+    "Radial",
+    "ResidualBlock",
     "Scale",
     "Shift",
     "Sigmoid",
+    "Squeeze",
+    "Sylvester",
     "Tanh",
     "Transform",
     "alternating_mask",
+    "channel_mask",
+    "checkerboard_mask",
     "half_mask",
     "mask_schedule",
     "random_mask",

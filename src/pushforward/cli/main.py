@@ -1,0 +1,580 @@
+"""The ``pushforward`` command line.
+
+Commands::
+
+    pushforward demo [--dataset 8gaussians] [--out demo.png]
+    pushforward fit DATA.csv|DATA.npy --flow PRESET [--layers N --hidden 64,64 --option K=V ...] --out MODEL
+    pushforward sample MODEL -n N [--out FILE.csv|.npy]
+    pushforward score MODEL DATA [--anomalies Q] [--out FILE]
+    pushforward report MODEL DATA --out report.html
+    pushforward presets
+
+Errors are reported as one line on stderr (exit status 2 for usage errors, 1 for failures); set
+``PUSHFORWARD_DEBUG=1`` for full tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+PROG = "pushforward"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise _UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+def _presets_text() -> str:
+    from ..flows import PRESETS
+
+    return ", ".join(sorted(PRESETS))
+
+
+def default_preset() -> str:
+    """``"nsf"`` when that preset is registered, else ``"realnvp"``."""
+    from ..flows import PRESETS
+
+    return "nsf" if "nsf" in PRESETS else "realnvp"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return v
+
+
+def _quantile(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a quantile in (0, 1), got {text}")
+    return v
+
+
+def _option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"bad option name {key!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare string such as activation=tanh
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pushforward`` command."""
+    p = _Parser(
+        prog=PROG,
+        description="Normalizing flows on tabular data: fit, sample, score, report; plus a 2-D demo.",
+        epilog="Run 'pushforward COMMAND --help' for the options of each command.",
+    )
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"pushforward {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # demo ---------------------------------------------------------------------------------------
+    d = sub.add_parser(
+        "demo",
+        help="train a RealNVP on a built-in 2-D density and plot it (about 20 s on a laptop CPU)",
+        description="Train a RealNVP on a built-in 2-D toy density, print train/test NLL in nats (and the "
+        "true entropy where known) and write a PNG with the data, samples and the learned density.",
+    )
+    d.add_argument(
+        "--dataset",
+        default="8gaussians",
+        help="toy density: 8gaussians, moons, checkerboard, pinwheel, 2spirals, rings, circles "
+        "(default 8gaussians)",
+    )
+    d.add_argument("--out", default="demo.png", help="output PNG (default demo.png)")
+    d.add_argument("--steps", type=_positive_int, default=2000, help="training steps (default 2000)")
+    d.add_argument("--layers", type=_positive_int, default=8, help="coupling layers (default 8)")
+    d.add_argument("--hidden", type=_ints, default=(64, 64), help="hidden units, e.g. 64,64 (default)")
+    d.add_argument("--n-train", type=_positive_int, default=20000, help="training points (default 20000)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    # fit ----------------------------------------------------------------------------------------
+    f = sub.add_parser(
+        "fit",
+        help="fit a flow to a .csv/.tsv/.txt/.npy table and save a model file",
+        description="Fit a flow preset to the rows of a numeric table (columns are standardised; a seeded "
+        "validation split drives early stopping and anomaly thresholds) and write a model file "
+        "(safetensors weights + JSON config).",
+    )
+    f.add_argument("data", help="data file: .csv/.tsv/.txt (optional header line) or .npy (2-D numeric)")
+    f.add_argument(
+        "--flow",
+        default=None,
+        help=f"flow preset (default nsf if available, else realnvp); available: {_presets_text()}",
+    )
+    f.add_argument(
+        "--out", default="model.safetensors", help="model file to write (default model.safetensors)"
+    )
+    f.add_argument("--layers", type=_positive_int, default=None, help="number of layers (preset default)")
+    f.add_argument(
+        "--hidden", type=_ints, default=None, help="hidden units per conditioner layer, e.g. 128,128"
+    )
+    f.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="family option passed to the preset, value parsed as JSON (repeatable), e.g. "
+        "--option clamp=2.0 --option activation=tanh",
+    )
+    length = f.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_positive_int, default=None, help="training steps (default 1000)")
+    length.add_argument("--epochs", type=_positive_int, default=None, help="training epochs instead of steps")
+    f.add_argument("--batch-size", type=_positive_int, default=256, help="global batch size (default 256)")
+    f.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    f.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    f.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=0.1,
+        help="fraction of rows held out for validation (default 0.1; 0 disables)",
+    )
+    f.add_argument(
+        "--patience",
+        type=_nonneg_int,
+        default=10,
+        help="early stopping: evaluation rounds without improvement (default 10; 0 disables)",
+    )
+    f.add_argument("--eval-every", type=_positive_int, default=None, help="steps between evaluations")
+    f.add_argument("--no-standardize", action="store_true", help="do not standardise the columns")
+    f.add_argument(
+        "--event-shape",
+        type=_ints,
+        default=None,
+        help="shape of one event when rows are flattened, e.g. 1,8,8 for image presets",
+    )
+    f.add_argument("--checkpoint", default=None, help="checkpoint file (default: MODEL.ckpt)")
+    f.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=None,
+        help="steps between checkpoints (default: every evaluation)",
+    )
+    f.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    f.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training under torchrun (gloo on CPU, nccl on GPU)",
+    )
+    f.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="check invertibility (reconstruction and ladj errors) on validation data",
+    )
+    f.add_argument(
+        "--seed", type=int, default=0, help="seed for split, initial weights and batches (default 0)"
+    )
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    f.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="precision")
+    f.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
+    f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    # sample -------------------------------------------------------------------------------------
+    s = sub.add_parser(
+        "sample",
+        help="draw rows from a model file",
+        description="Draw rows from a fitted model, in the units of the training data.",
+    )
+    s.add_argument("model", help="model file written by 'pushforward fit'")
+    s.add_argument("-n", "--num", type=_positive_int, required=True, help="number of rows")
+    s.add_argument("--out", default=None, help=".csv/.tsv/.npy output (default: CSV on stdout)")
+    s.add_argument("--seed", type=int, default=None, help="random seed")
+
+    # score --------------------------------------------------------------------------------------
+    c = sub.add_parser(
+        "score",
+        help="per-row log-likelihood of a data file, optionally flagging anomalies",
+        description="Print (or write) the log-likelihood of every row, in nats, in the units of the data. "
+        "With --anomalies Q, rows below the Q-quantile of the validation log-likelihoods stored in the model "
+        "are flagged (about a fraction Q of normal rows will be). With --typicality, rows whose "
+        "log-likelihood is atypically high or low (Nalisnick et al. 2019) are flagged too.",
+    )
+    c.add_argument("model", help="model file written by 'pushforward fit'")
+    c.add_argument("data", help="data file (.csv/.tsv/.txt/.npy) with the training columns")
+    c.add_argument(
+        "--anomalies",
+        type=_quantile,
+        default=None,
+        metavar="Q",
+        help="flag rows below the Q-quantile of validation scores, e.g. 0.01",
+    )
+    c.add_argument("--typicality", action="store_true", help="add a per-row two-sided typicality flag")
+    c.add_argument("--out", default=None, help="output .csv/.npy (default: CSV on stdout)")
+    c.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
+
+    # report -------------------------------------------------------------------------------------
+    r = sub.add_parser(
+        "report",
+        help="self-contained HTML report: curves, marginals, pair plots, heatmap",
+        description="Write one HTML file with embedded PNGs: training curves, 1-D marginals and 2-D pair "
+        "plots "
+        "of data vs samples, and a density heatmap for 2-D data.",
+    )
+    r.add_argument("model", help="model file written by 'pushforward fit'")
+    r.add_argument("data", help="data file to compare with (e.g. a test set)")
+    r.add_argument("--out", default="report.html", help="output HTML (default report.html)")
+    r.add_argument("--samples", type=_positive_int, default=None, help="number of model samples")
+    r.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    r.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
+
+    sub.add_parser(
+        "presets",
+        help="list the available flow presets",
+        description="List the flow presets 'fit --flow' accepts.",
+    )
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CLIError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("device cuda requested but CUDA is not available")
+    return dev
+
+
+def _load_data(path: str, delimiter: str | None = None):
+    from ..data.csv import load_table
+
+    return load_table(path, delimiter=delimiter)
+
+
+def _load_model(path: str):
+    from ..io import FlowModel
+
+    return FlowModel.load(path)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(
+        a.dataset,
+        a.out,
+        steps=a.steps,
+        n_train=a.n_train,
+        layers=a.layers,
+        hidden=a.hidden,
+        seed=a.seed,
+        progress=not a.no_progress,
+        threads=a.threads,
+    )
+    return 0
+
+
+def _cmd_fit(a: argparse.Namespace) -> int:
+    import torch
+
+    from ..io import FlowModel, build_flow
+
+    preset = (a.flow or default_preset()).lower()
+    options = dict(a.option)
+    if a.layers is not None:
+        options["layers"] = a.layers
+    if a.hidden is not None:
+        options["hidden"] = list(a.hidden)
+    rank = 0
+    if a.distributed:
+        from ..train import distributed
+
+        rank, _, device = distributed.init(a.device)
+    else:
+        device = _device(a.device)
+    out = Path(a.out)
+    if out.parent and not out.parent.exists():
+        raise CLIError(f"output directory {out.parent} does not exist")
+    x, columns = _load_data(a.data, a.delimiter)
+    log = print if rank == 0 else (lambda *_, **__: None)
+    if x.shape[0] < 2:
+        raise CLIError(f"{a.data}: need at least 2 rows to fit, got {x.shape[0]}")
+    build_flow(preset, tuple(a.event_shape) if a.event_shape else x.shape[1], options=options)  # fail early
+    checkpoint = a.checkpoint or str(out) + ".ckpt"
+    if a.resume and not Path(checkpoint).exists():
+        log(f"no checkpoint at {checkpoint}; starting from scratch", file=sys.stderr)
+    log(
+        f"fitting {preset} to {a.data}: {x.shape[0]} rows x {x.shape[1]} columns on {device}", file=sys.stderr
+    )
+    try:
+        model = FlowModel.train(
+            x,
+            preset,
+            options=options,
+            val_fraction=a.val_fraction,
+            standardize=not a.no_standardize,
+            seed=a.seed,
+            columns=columns,
+            event_shape=a.event_shape,
+            device=device,
+            dtype=getattr(torch, a.dtype),
+            steps=a.steps,
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            lr=a.lr,
+            weight_decay=a.weight_decay,
+            patience=a.patience or None,
+            eval_every=a.eval_every,
+            progress=not a.no_progress,
+            checkpoint=checkpoint,
+            checkpoint_every=a.checkpoint_every,
+            resume=a.resume,
+            distributed=a.distributed,
+            diagnostics=a.diagnostics,
+        )
+    finally:
+        if a.distributed:
+            from ..train import distributed
+
+            if rank:
+                distributed.cleanup()
+    if rank == 0:
+        model.save(out)
+        h = model.history or {}
+        n_params = sum(p.numel() for p in model.flow.parameters())
+        log(
+            f"wrote {out} ({preset}, {n_params:,} parameters, {(h.get('steps') or [0])[-1]} "
+            f"steps, {h.get('seconds', 0.0):.1f} s)",
+            file=sys.stderr,
+        )
+        if h.get("train_nll"):
+            log(f"final train NLL {h['train_nll'][-1]:.4f} nats (standardised data)", file=sys.stderr)
+        if model.validation and model.validation.get("source") == "validation":
+            log(
+                f"validation log-likelihood {model.validation['mean']:.4f} nats per row (original units)",
+                file=sys.stderr,
+            )
+        if h.get("skipped_batches"):
+            log(f"skipped {h['skipped_batches']} batches with non-finite loss or gradient", file=sys.stderr)
+        if h.get("stopped_early"):
+            log(f"stopped early; best validation at step {h.get('best_step')}", file=sys.stderr)
+        if h.get("diagnostics"):
+            dg = h["diagnostics"]
+            log(
+                f"invertibility {'OK' if dg['ok'] else 'PROBLEM'}: max reconstruction error "
+                f"{dg['max_reconstruction_error']:.3g}, max ladj error {dg['max_ladj_error']:.3g}, "
+                f"non-finite rows {dg['nonfinite_rows']}",
+                file=sys.stderr,
+            )
+        if a.distributed:
+            from ..train import distributed
+
+            distributed.cleanup()
+    return 0
+
+
+def _write_rows(path: str | None, x, columns: list[str] | None) -> None:
+    import numpy as np
+
+    from ..data.csv import save_table
+
+    if path is None:
+        if columns:
+            print(",".join(columns))
+        np.savetxt(sys.stdout, x, delimiter=",", fmt="%.9g")
+        return
+    p = Path(path)
+    if p.suffix.lower() not in (".csv", ".tsv", ".txt", ".npy"):
+        raise CLIError(f"--out must end in .csv, .tsv, .txt or .npy, got {p.name}")
+    if p.parent and not p.parent.exists():
+        raise CLIError(f"output directory {p.parent} does not exist")
+    save_table(p, x, columns)
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    model = _load_model(a.model)
+    x = model.sample(a.num, seed=a.seed)
+    _write_rows(a.out, x, model.columns)
+    if a.out:
+        print(f"wrote {a.num} samples to {a.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_score(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    model = _load_model(a.model)
+    x, _ = _load_data(a.data, a.delimiter)
+    if x.shape[1] != model.features:
+        raise CLIError(f"{a.data} has {x.shape[1]} columns but the model was fitted on {model.features}")
+    scores = model.log_prob(x)
+    cols = [scores]
+    names = ["log_likelihood"]
+    if a.anomalies is not None:
+        threshold = model.validation_quantile(a.anomalies)
+        flags = ~np.isfinite(scores) | (scores < threshold)
+        cols.append(flags.astype(np.float64))
+        names.append("anomaly")
+        print(
+            f"threshold {threshold:.4f} ({a.anomalies:g}-quantile of {model.validation.get('source')} "
+            f"scores): {int(flags.sum())} of {len(flags)} rows flagged",
+            file=sys.stderr,
+        )
+    if a.typicality:
+        from ..anomaly import TypicalityTest
+
+        v = model.validation
+        test = TypicalityTest(batch_size=1).fit(np.asarray(v["quantiles"]))
+        flags = test.test_rows(scores)
+        cols.append(flags.astype(np.float64))
+        names.append("atypical")
+        print(
+            f"typicality: entropy estimate {test.entropy_:.4f} nats, epsilon {test.epsilon_:.4f}: "
+            f"{int(flags.sum())} rows atypical",
+            file=sys.stderr,
+        )
+    print(f"mean log-likelihood {float(np.mean(scores)):.4f} nats over {len(scores)} rows", file=sys.stderr)
+    _write_rows(a.out, np.stack(cols, 1), names)
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    model = _load_model(a.model)
+    x, _ = _load_data(a.data, a.delimiter)
+    if x.shape[1] != model.features:
+        raise CLIError(f"{a.data} has {x.shape[1]} columns but the model was fitted on {model.features}")
+    out = Path(a.out)
+    if out.parent and not out.parent.exists():
+        raise CLIError(f"output directory {out.parent} does not exist")
+    write_report(model, x, out, n_samples=a.samples, seed=a.seed)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_presets(a: argparse.Namespace) -> int:
+    from ..flows import PRESETS
+
+    for name in sorted(PRESETS):
+        doc = (PRESETS[name].__doc__ or "").strip().splitlines()
+        print(f"{name:16s} {doc[0] if doc else ''}")
+    return 0
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "fit": _cmd_fit,
+    "sample": _cmd_sample,
+    "score": _cmd_score,
+    "report": _cmd_report,
+    "presets": _cmd_presets,
+}
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) < 500 else text[:497] + "..."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 success, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as e:
+        _err(str(e))
+        return 2
+    except SystemExit as e:  # --help / --version
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    debug = bool(os.environ.get("PUSHFORWARD_DEBUG"))
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        _err(f"{PROG} {args.command}: interrupted")
+        return 130
+    except (CLIError, ValueError, TypeError, OSError, NotImplementedError, RuntimeError, MemoryError) as e:
+        if debug:
+            raise
+        if isinstance(e, FileNotFoundError) and e.filename and not str(e).startswith(str(e.filename)):
+            msg = f"{e.filename}: no such file"
+        else:
+            msg = _one_line(e)
+        _err(f"{PROG} {args.command}: error: {msg}")
+        return 1

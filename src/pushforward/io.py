@@ -1,0 +1,482 @@
+r"""Safe model files and :class:`FlowModel`, a preset flow trained on a table of data.
+
+A model file is one `safetensors <https://huggingface.co/docs/safetensors>`_ file: the weights are its
+tensors, and a JSON config sits in its header metadata under the key ``"pushforward"``::
+
+    {"format": "pushforward-model", "format_version": 1, "pushforward_version": "0.1.0",
+     "preset": "realnvp", "event_shape": [2], "context": 0, "options": {"layers": 8, "hidden": [64, 64]},
+     "standardize": {"mean": [...], "scale": [...]}, "columns": ["a", "b"], "history": {...},
+     "validation": {"quantiles": [...], "mean": -2.1, "std": 0.9, "n": 200}, "dtype": "float32",
+     "sha256": "..."}
+
+Loading parses the header as JSON, rebuilds the flow with
+``PRESETS[preset](features, context=..., **options)``
+and copies the tensors in with a strict ``load_state_dict``: nothing is ever unpickled. ``sha256`` covers the
+config (without the hash) and every tensor's name, dtype, shape and bytes, so a tampered or truncated file
+raises :class:`ModelFileError` with a one-line reason.
+
+Example:
+    >>> model = FlowModel.train(x, "realnvp", options={"layers": 4}, steps=200)  # doctest: +SKIP
+    >>> model.save("model.safetensors")  # doctest: +SKIP
+    >>> FlowModel.load("model.safetensors").log_prob(x[:5])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .flows.core import Flow
+
+__all__ = ["FORMAT_VERSION", "FlowModel", "ModelFileError", "build_flow", "load_model", "save_model"]
+
+FORMAT_VERSION = 1
+_KEY = "pushforward"
+_MAX_HEADER = 100 * 2**20
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing pieces, truncated, tampered with or from an unknown preset."""
+
+
+def _presets() -> dict[str, Callable[..., Flow]]:
+    from .flows import PRESETS
+
+    return PRESETS
+
+
+def _json_safe(value: Any, name: str) -> Any:
+    """Options must survive JSON: numbers, strings, booleans, None, lists and string-keyed dicts."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"option {name} must be finite, got {value}")
+        return float(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return _json_safe(value.item(), name)
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, name) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, f"{name}.{k}") for k, v in value.items()}
+    raise TypeError(
+        f"option {name} has type {type(value).__name__}; model files only hold numbers, strings, booleans, "
+        "lists and dicts"
+    )
+
+
+def _restore_option(value: Any) -> Any:
+    return tuple(_restore_option(v) for v in value) if isinstance(value, list) else value
+
+
+def build_flow(
+    preset: str, event_shape: int | tuple[int, ...], *, context: int = 0, options: dict | None = None
+) -> Flow:
+    """Build ``PRESETS[preset]`` for data of ``event_shape`` (an int for vectors) with JSON-style options.
+
+    Lists in ``options`` become tuples (e.g. ``hidden``). Raises ``ValueError`` naming the problem for an
+    unknown preset or options the preset does not accept.
+    """
+    presets = _presets()
+    name = str(preset).lower()
+    if name not in presets:
+        raise ValueError(f"unknown flow preset {preset!r}; available: {', '.join(sorted(presets))}")
+    shape = tuple(event_shape) if isinstance(event_shape, (tuple, list)) else (int(event_shape),)
+    features: int | tuple[int, ...] = shape[0] if len(shape) == 1 else shape
+    kwargs = {k: _restore_option(v) for k, v in (options or {}).items()}
+    try:
+        flow = presets[name](features, context=context, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"preset {name!r} rejected its options {sorted(kwargs)}: {e}") from None
+    except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"cannot build preset {name!r} for event shape {shape}: {msg}") from None
+    if not isinstance(flow, Flow):
+        raise ValueError(f"preset {name!r} did not return a Flow")
+    return flow
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _digest(config: dict, tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    body = {k: v for k, v in config.items() if k != "sha256"}
+    h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_model(path: str | Path, flow: Flow, config: dict) -> None:
+    """Write ``flow``'s weights and ``config`` (JSON-serialisable) to one safetensors file, atomically."""
+    from safetensors.torch import save
+
+    from . import __version__
+    from .train.checkpoint import atomic_write_bytes
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in flow.state_dict().items()}
+    cfg = dict(config)
+    cfg.update(format="pushforward-model", format_version=FORMAT_VERSION, pushforward_version=__version__)
+    cfg = _json_safe(cfg, "config")
+    cfg["sha256"] = _digest(cfg, tensors)
+    data = save(tensors, metadata={_KEY: json.dumps(cfg, allow_nan=False)})
+    atomic_write_bytes(path, data)
+
+
+def _read_header(raw: bytes, path: Path) -> dict:
+    if len(raw) < 8:
+        raise ModelFileError(f"{path}: truncated model file ({len(raw)} bytes)")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > _MAX_HEADER or 8 + n > len(raw):
+        raise ModelFileError(f"{path}: not a pushforward model file, or truncated (bad safetensors header)")
+    try:
+        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: corrupted header (not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: corrupted header")
+    return header
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Flow, dict]:
+    """Read a model file: rebuild the flow from its config and load the weights (never unpickles).
+
+    Returns:
+        ``(flow, config)``, the flow in eval mode.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ModelFileError: Truncated, tampered, wrong format, unknown preset or mismatched weights.
+    """
+    from safetensors.torch import load
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such model file")
+    if p.is_dir():
+        raise ModelFileError(f"{p}: is a directory, not a model file")
+    raw = p.read_bytes()
+    header = _read_header(raw, p)
+    meta = header.get("__metadata__") or {}
+    if _KEY not in meta:
+        raise ModelFileError(f"{p}: not a pushforward model file (no '{_KEY}' config in the header)")
+    try:
+        cfg = json.loads(meta[_KEY])
+    except (TypeError, json.JSONDecodeError):
+        raise ModelFileError(f"{p}: the config is corrupted (not valid JSON)") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != "pushforward-model":
+        raise ModelFileError(f"{p}: not a pushforward model file")
+    if int(cfg.get("format_version", -1)) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{p}: written by a newer pushforward (format {cfg.get('format_version')}); please upgrade"
+        )
+    try:
+        tensors = load(raw)
+    except Exception as e:  # safetensors raises its own error type for damaged payloads
+        raise ModelFileError(f"{p}: corrupted or truncated weights ({str(e).splitlines()[0]})") from None
+    if cfg.get("sha256") != _digest(cfg, tensors):
+        raise ModelFileError(f"{p}: checksum mismatch; the file was modified or corrupted")
+    for key in ("preset", "event_shape"):
+        if key not in cfg:
+            raise ModelFileError(f"{p}: the config lacks {key!r}")
+    try:
+        flow = build_flow(
+            cfg["preset"],
+            tuple(cfg["event_shape"]),
+            context=int(cfg.get("context", 0)),
+            options=cfg.get("options") or {},
+        )
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{p}: {e}") from None
+    dtype = getattr(torch, str(cfg.get("dtype", "float32")), None)
+    if isinstance(dtype, torch.dtype):
+        flow = flow.to(dtype)
+    try:
+        flow.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = " ".join(str(e).split())[:300]
+        raise ModelFileError(f"{p}: the weights do not fit preset {cfg['preset']!r}: {first}") from None
+    flow.to(map_location).eval()
+    return flow, cfg
+
+
+# ---------------------------------------------------------------------------------------------- model
+class FlowModel:
+    r"""A preset flow fitted to tabular data, with the standardisation that goes with it.
+
+    Data rows :math:`x` are standardised as :math:`u = (x - \mu) / \sigma` (training-split statistics) before
+    the flow sees them, so densities in the units of the original data are
+
+    .. math:: \log p_X(x) = \log p_U\!\left(\frac{x - \mu}{\sigma}\right) - \sum_j \log \sigma_j .
+
+    Attributes:
+        flow: The trained :class:`~pushforward.Flow`.
+        preset, options: The preset name and its options (what the model file stores).
+        mean, scale: Standardisation (``float64`` arrays of length ``features``).
+        history: The training :class:`~pushforward.History` as a dict (or ``None``).
+        validation: Summary of held-out log-likelihoods: 1001 quantiles, mean, std, count (or ``None``).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(500, 2))
+        >>> opts = {"layers": 2, "hidden": [16]}
+        >>> model = FlowModel.train(x, "realnvp", options=opts, steps=20, progress=False)
+        >>> model.log_prob(x[:3]).shape
+        (3,)
+    """
+
+    def __init__(
+        self,
+        flow: Flow,
+        preset: str,
+        options: dict | None = None,
+        *,
+        mean: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+        columns: list[str] | None = None,
+        history: dict | None = None,
+        validation: dict | None = None,
+    ) -> None:
+        self.flow = flow
+        self.preset = preset
+        self.options = dict(options or {})
+        d = flow.features
+        self.mean = np.zeros(d) if mean is None else np.asarray(mean, dtype=np.float64).reshape(d)
+        self.scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64).reshape(d)
+        self.columns = list(columns) if columns else None
+        self.history = history
+        self.validation = validation
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def features(self) -> int:
+        """Number of columns of one data row."""
+        return self.flow.features
+
+    @property
+    def log_scale_sum(self) -> float:
+        """:math:`\\sum_j \\log\\sigma_j`, the standardisation's contribution to log-densities."""
+        return float(np.log(self.scale).sum())
+
+    def _device(self) -> torch.device:
+        return next((p.device for p in self.flow.parameters()), torch.device("cpu"))
+
+    def _dtype(self) -> torch.dtype:
+        return self.flow._dtype() or torch.get_default_dtype()
+
+    def check_data(self, x: np.ndarray, name: str = "data") -> np.ndarray:
+        """Return ``x`` as a finite ``float64`` array of shape ``(N, features)``, or raise ``ValueError``."""
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
+        a = a.astype(np.float64)
+        if a.ndim != 2 or a.shape[1] != self.features:
+            raise ValueError(f"{name} has shape {a.shape}; the model expects (rows, {self.features})")
+        if a.shape[0] == 0:
+            raise ValueError(f"{name} has no rows")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return a
+
+    # ------------------------------------------------------------------ density and sampling
+    def standardize(self, x: np.ndarray) -> torch.Tensor:
+        """Rows in original units → standardised tensor ``(N, *event_shape)`` on the flow's device."""
+        u = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        t = torch.from_numpy(u).to(self._dtype())
+        return t.reshape(-1, *self.flow.event_shape).to(self._device())
+
+    @torch.no_grad()
+    def log_prob(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Log-density of each row of ``x`` in the units of the original data (``float64``, ``(N,)``)."""
+        a = self.check_data(x)
+        self.flow.eval()
+        out = []
+        for i in range(0, a.shape[0], batch_size):
+            lp = self.flow.log_prob(self.standardize(a[i : i + batch_size]))
+            out.append(lp.double().cpu().numpy())
+        return np.concatenate(out) - self.log_scale_sum
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+        """``n`` rows drawn from the model, in original units (``float64``, shape ``(n, features)``)."""
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+            raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
+        self.flow.eval()
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            try:
+                u = self.flow.sample((int(n),))
+            except NotImplementedError:
+                raise ValueError(f"preset {self.preset!r} cannot sample (it has no inverse)") from None
+        u = u.reshape(int(n), -1).double().cpu().numpy()
+        return u * self.scale + self.mean
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def train(
+        cls,
+        x: np.ndarray,
+        preset: str,
+        *,
+        options: dict | None = None,
+        val_fraction: float = 0.1,
+        standardize: bool = True,
+        seed: int | None = 0,
+        columns: list[str] | None = None,
+        event_shape: tuple[int, ...] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **fit_kwargs: Any,
+    ) -> FlowModel:
+        """Standardise, split off a validation set, build ``preset`` and fit it with :func:`pushforward.fit`.
+
+        Args:
+            x: Data rows, shape ``(N, D)`` (finite numbers).
+            preset: A name in :data:`pushforward.flows.PRESETS`.
+            options: Preset options (``layers``, ``hidden``, family options); JSON-style values.
+            val_fraction: Fraction of rows held out (seeded shuffle) for early stopping, best-weights restore
+                and the validation score summary used for anomaly thresholds; ``0`` disables.
+            standardize: Scale each column to zero mean and unit variance (training-split statistics).
+            seed: Seeds the split, the initial weights and the batch order.
+            columns: Column names to store in the model file.
+            event_shape: Shape of one event when rows are flattened images etc.; default ``(D,)``.
+            device, dtype: Where and in which precision to train.
+            fit_kwargs: Passed to :func:`pushforward.fit` (``steps``, ``batch_size``, ``lr``, ``patience``,
+                ``checkpoint``, ``resume``, ``distributed``, ``diagnostics``, ``progress``, ...).
+        """
+        from .train.fit import fit
+
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"data must be numeric, got dtype {a.dtype}")
+        a = a.astype(np.float64)
+        if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+            raise ValueError(f"data must be a non-empty 2-D array (rows, columns), got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError("data contains NaN or infinite values")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        shape = tuple(event_shape) if event_shape else (a.shape[1],)
+        if math.prod(shape) != a.shape[1]:
+            raise ValueError(
+                f"event shape {shape} has {math.prod(shape)} values but the data has {a.shape[1]}"
+            )
+        rng = np.random.default_rng(seed)
+        n_val = math.floor(val_fraction * a.shape[0])
+        if a.shape[0] - n_val < 1:
+            n_val = 0
+        perm = rng.permutation(a.shape[0])
+        tr, va = a[perm[n_val:]], (a[perm[:n_val]] if n_val else None)
+        if standardize:
+            mean = tr.mean(0)
+            scale = tr.std(0)
+            scale = np.where(np.isfinite(scale) & (scale > 1e-12 * np.maximum(1.0, np.abs(mean))), scale, 1.0)
+        else:
+            mean, scale = np.zeros(a.shape[1]), np.ones(a.shape[1])
+        opts = _json_safe(dict(options or {}), "options")
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            flow = build_flow(preset, shape, options=opts).to(device=device, dtype=dtype)
+            model = cls(flow, str(preset).lower(), opts, mean=mean, scale=scale, columns=columns)
+            train_t = model.standardize(tr).cpu()
+            val_t = model.standardize(va).cpu() if va is not None else None
+            if torch.device(device).type != "cpu":
+                train_t = train_t.to(device)
+                val_t = val_t.to(device) if val_t is not None else None
+            history = fit(flow, train_t, val_t, seed=seed, **fit_kwargs)
+        model.history = history.as_dict()
+        model.validation = model.score_summary(va if va is not None else tr)
+        model.validation["source"] = "validation" if va is not None else "train"
+        return model
+
+    def score_summary(self, x: np.ndarray) -> dict:
+        """Mean, std, count and 1001 quantiles (levels 0, 0.001, ..., 1) of the log-likelihoods of ``x``."""
+        s = self.log_prob(x)
+        finite = s[np.isfinite(s)]
+        if finite.size == 0:
+            raise ValueError("every log-likelihood is non-finite; the model is broken")
+        return {
+            "mean": float(finite.mean()),
+            "std": float(finite.std()),
+            "n": int(s.size),
+            "quantiles": [float(q) for q in np.quantile(finite, np.linspace(0, 1, 1001))],
+        }
+
+    def validation_quantile(self, q: float) -> float:
+        """The ``q``-quantile of the stored held-out log-likelihoods (interpolated on the 1001-point grid)."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"the quantile must be in [0, 1], got {q}")
+        if not self.validation or "quantiles" not in self.validation:
+            raise ValueError("this model stores no validation scores; calibrate on held-out data instead")
+        return float(np.interp(q, np.linspace(0, 1, 1001), self.validation["quantiles"]))
+
+    # ------------------------------------------------------------------ files
+    def config(self) -> dict:
+        """The JSON config of the model file (without format fields and checksum)."""
+        return {
+            "preset": self.preset,
+            "event_shape": list(self.flow.event_shape),
+            "context": int(self.flow.context_features),
+            "options": self.options,
+            "dtype": str(self._dtype()).replace("torch.", ""),
+            "standardize": {"mean": self.mean.tolist(), "scale": self.scale.tolist()},
+            "columns": self.columns,
+            "history": _finite_history(self.history),
+            "validation": self.validation,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the model file (safetensors weights + JSON config), atomically."""
+        save_model(path, self.flow, self.config())
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FlowModel:
+        """Read a model file written by :meth:`save` (see :func:`load_model`)."""
+        flow, cfg = load_model(path, map_location)
+        std = cfg.get("standardize") or {}
+        try:
+            model = cls(
+                flow,
+                cfg["preset"],
+                cfg.get("options"),
+                mean=std.get("mean"),
+                scale=std.get("scale"),
+                columns=cfg.get("columns"),
+                history=cfg.get("history"),
+                validation=cfg.get("validation"),
+            )
+        except (ValueError, TypeError) as e:
+            raise ModelFileError(f"{path}: bad standardisation in the config ({e})") from None
+        if not (np.isfinite(model.mean).all() and np.isfinite(model.scale).all() and (model.scale > 0).all()):
+            raise ModelFileError(f"{path}: bad standardisation in the config")
+        return model
+
+
+def _finite_history(history: dict | None) -> dict | None:
+    """JSON has no inf/NaN: replace them by None."""
+    if history is None:
+        return None
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, list):
+            return [fix(u) for u in v]
+        if isinstance(v, dict):
+            return {k: fix(u) for k, u in v.items()}
+        return v
+
+    return fix(dict(history))

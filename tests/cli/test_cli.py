@@ -1,0 +1,249 @@
+"""The ``pushforward`` command line: every command, one-line errors, every preset reachable."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pushforward.cli.main import build_parser, main
+from pushforward.flows import PRESETS
+from pushforward.io import FlowModel
+
+torch.set_num_threads(1)
+TINY = ["--layers", "2", "--hidden", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2)) @ np.array([[2.0, 0.0], [1.0, 0.5]]) + np.array([10.0, -3.0])
+    np.savetxt(d / "x.csv", x, delimiter=",", header="alpha,beta", comments="")
+    np.save(d / "x.npy", x)
+    return d
+
+
+@pytest.fixture(scope="module")
+def model_file(data_dir):
+    out = data_dir / "m.safetensors"
+    rc = main(
+        ["fit", str(data_dir / "x.csv"), "--flow", "realnvp", "--steps", "60", *TINY, "--out", str(out)]
+    )
+    assert rc == 0
+    return out
+
+
+def one_line_error(capsys, rc: int, expect: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert len(err.splitlines()) == 1, err
+    assert expect in err, err
+    return err
+
+
+def test_help_lists_every_command_and_preset(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("fit", "sample", "score", "report", "demo", "presets"):
+        assert cmd in out
+    assert main(["fit", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        assert name in out
+    for flag in (
+        "--flow",
+        "--out",
+        "--checkpoint",
+        "--resume",
+        "--distributed",
+        "--val-fraction",
+        "--patience",
+    ):
+        assert flag in out
+    for cmd in ("sample", "score", "report", "demo"):
+        assert main([cmd, "--help"]) == 0
+        assert "usage" in capsys.readouterr().out
+
+
+def test_fit_writes_model_with_standardisation_and_columns(model_file, data_dir):
+    model = FlowModel.load(model_file)
+    x = np.load(data_dir / "x.npy")
+    assert model.columns == ["alpha", "beta"]
+    assert model.preset == "realnvp"
+    np.testing.assert_allclose(model.mean, x.mean(0), atol=0.3)
+    assert model.validation["source"] == "validation" and len(model.validation["quantiles"]) == 1001
+    assert len(model.history["train_nll"]) >= 1
+    # log-likelihood in original units: roughly the Gaussian entropy of the data (not of standardised data)
+    cov = np.cov(x.T)
+    gauss_ll = -0.5 * (2 * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + 2)
+    assert abs(model.log_prob(x).mean() - gauss_ll) < 0.5
+
+
+def test_sample_and_score(model_file, data_dir, capsys, tmp_path):
+    assert main(["sample", str(model_file), "-n", "7", "--out", str(tmp_path / "s.npy"), "--seed", "1"]) == 0
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (7, 2) and np.isfinite(s).all()
+    capsys.readouterr()
+    assert main(["sample", str(model_file), "-n", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "alpha,beta" and len(lines) == 4
+
+    assert main(["score", str(model_file), str(data_dir / "x.csv"), "--anomalies", "0.05"]) == 0
+    out = capsys.readouterr()
+    rows = out.out.strip().splitlines()
+    assert rows[0] == "log_likelihood,anomaly" and len(rows) == 401
+    table = np.array([[float(v) for v in r.split(",")] for r in rows[1:]])
+    model = FlowModel.load(model_file)
+    np.testing.assert_allclose(table[:, 0], model.log_prob(np.load(data_dir / "x.npy")), rtol=1e-6, atol=1e-6)
+    assert 0.0 < table[:, 1].mean() < 0.15  # about 5% of normal rows flagged
+    assert "flagged" in out.err
+
+
+def test_score_flags_outliers(model_file, tmp_path, capsys):
+    x = np.array([[10.0, -3.0], [60.0, 40.0]])
+    np.save(tmp_path / "o.npy", x)
+    assert (
+        main(
+            [
+                "score",
+                str(model_file),
+                str(tmp_path / "o.npy"),
+                "--anomalies",
+                "0.01",
+                "--typicality",
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 0
+    )
+    rows = np.loadtxt(tmp_path / "o.csv", delimiter=",", skiprows=1)
+    assert rows[0, 1] == 0 and rows[1, 1] == 1 and rows[1, 2] == 1
+
+
+def test_report_is_self_contained_html(model_file, data_dir, tmp_path):
+    out = tmp_path / "r.html"
+    assert (
+        main(["report", str(model_file), str(data_dir / "x.csv"), "--out", str(out), "--samples", "300"]) == 0
+    )
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert text.count("data:image/png;base64,") == 4  # curves, marginals, pairs, heatmap
+    assert "http://" not in text and "https://" not in text
+
+
+def test_demo_runs_and_writes_png(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    rc = main(
+        [
+            "demo",
+            "--dataset",
+            "8gaussians",
+            "--steps",
+            "30",
+            "--n-train",
+            "2000",
+            "--layers",
+            "2",
+            "--hidden",
+            "16",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "test NLL" in text and "entropy" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "pushforward", "presets"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and "realnvp" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["fit", "missing.csv"], "no such file"),
+        (["fit", "{x}", "--flow", "nope"], "unknown flow preset 'nope'"),
+        (["fit", "{x}", "--steps", "-3"], "positive integer"),
+        (["fit", "{x}", "--option", "noequals"], "KEY=VALUE"),
+        (["fit", "{x}", "--flow", "realnvp", "--option", "bogus=1", "--steps", "2"], "rejected its options"),
+        (["sample", "{m}", "-n", "0"], "positive integer"),
+        (["sample", "{x}", "-n", "2"], "not a pushforward model file"),
+        (["score", "{m}", "{bad}"], "line 3"),
+        (["score", "{m}", "{three}"], "3 columns"),
+        (["report", "{m}", "{x}", "--out", "/nonexistent/dir/r.html"], "does not exist"),
+        (["demo", "--dataset", "nope"], "unknown dataset"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_errors_are_one_clear_line(argv, expect, model_file, data_dir, tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,oops\n")
+    np.save(tmp_path / "three.npy", np.ones((4, 3)))
+    subs = {
+        "{x}": str(data_dir / "x.csv"),
+        "{m}": str(model_file),
+        "{bad}": str(tmp_path / "bad.csv"),
+        "{three}": str(tmp_path / "three.npy"),
+    }
+    rc = main([subs.get(a, a) for a in argv])
+    one_line_error(capsys, rc, expect)
+
+
+def _preset_args(name: str) -> tuple[list[str], list[str]]:
+    """Tiny options the preset accepts, and extra data arguments for image presets."""
+    params = inspect.signature(PRESETS[name]).parameters
+    opts = []
+    if "layers" in params:
+        opts += ["--layers", "2"]
+    if "hidden" in params:
+        opts += ["--hidden", "8"]
+    if "steps" in params:  # Glow counts flow steps per level
+        opts += ["--option", "steps=1"]
+    first = next(iter(params))
+    image = first == "shape"
+    return opts, (["--event-shape", "1,4,4", "--no-standardize"] if image else [])
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_reachable_from_the_cli(name, tmp_path, capsys):
+    opts, extra = _preset_args(name)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.1, 0.9, size=(64, 16)) if extra else rng.normal(size=(64, 3))
+    np.save(tmp_path / "d.npy", x)
+    out = tmp_path / "m.safetensors"
+    rc = main(
+        [
+            "fit",
+            str(tmp_path / "d.npy"),
+            "--flow",
+            name,
+            *opts,
+            *extra,
+            "--steps",
+            "2",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert main(["score", str(out), str(tmp_path / "d.npy")]) == 0
+    scores = np.array([float(v) for v in capsys.readouterr().out.split()[1:]])
+    assert scores.shape == (64,) and np.isfinite(scores).all()
+
+
+def test_parser_builds():
+    assert build_parser().prog == "pushforward"
