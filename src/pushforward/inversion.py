@@ -87,7 +87,9 @@ def bisection(
         if bool(((hi - lo) <= atol).all()):
             return 0.5 * (lo + hi)
     worst = float((hi - lo).max())
-    raise ConvergenceError(f"bisection did not converge in {max_iter} iterations (widest bracket {worst:.3g})")
+    raise ConvergenceError(
+        f"bisection did not converge in {max_iter} iterations (widest bracket {worst:.3g})"
+    )
 
 
 def _derivative(f: Fn, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,7 +180,9 @@ def fixed_point(
             return x_new
         x = x_new
     gap = float((g(x) - x).abs().max())
-    raise ConvergenceError(f"fixed-point iteration did not converge in {max_iter} iterations (step {gap:.3g})")
+    raise ConvergenceError(
+        f"fixed-point iteration did not converge in {max_iter} iterations (step {gap:.3g})"
+    )
 
 
 def implicit_gradient(f: Fn, y: Tensor, x: Tensor) -> Tensor:

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from pushforward import fit
+from pushforward import Flow, fit
 from pushforward.data import toy
 from pushforward.flows import RealNVP
-from pushforward import Flow
 from pushforward.transforms import Affine, Compose, Inverse, LULinear, Tanh
 
 

@@ -49,11 +49,17 @@ CASES = [
     Case("additive_coupling", lambda: AdditiveCoupling(alternating_mask(4), hidden=(16, 16))),
     Case("affine_coupling", lambda: AffineCoupling(half_mask(5), hidden=(16, 16))),
     Case("affine_coupling_noclamp", lambda: AffineCoupling(random_mask(5, 1), hidden=(16,), clamp=None)),
-    Case("affine_coupling_context", lambda: AffineCoupling(half_mask(4), hidden=(16, 16), context=3), context=3),
+    Case(
+        "affine_coupling_context", lambda: AffineCoupling(half_mask(4), hidden=(16, 16), context=3), context=3
+    ),
     Case("coupling_generic", lambda: Coupling(mask_schedule(6, 3)[2], AffineTransformer(), hidden=(8,))),
     Case(
         "compose",
         lambda: Compose([warmed(ActNorm(4), 4), AffineCoupling(half_mask(4), hidden=(8,)), LULinear(4)]),
     ),
-    Case("inverse_coupling", lambda: Inverse(AffineCoupling(alternating_mask(4), hidden=(8,), context=2)), context=2),
+    Case(
+        "inverse_coupling",
+        lambda: Inverse(AffineCoupling(alternating_mask(4), hidden=(8,), context=2)),
+        context=2,
+    ),
 ]

@@ -114,7 +114,9 @@ class BoxUniform(Distribution):
         tensor([0.])
     """
 
-    def __init__(self, low: Tensor | float, high: Tensor | float, event_shape: int | Sequence[int] | None = None):
+    def __init__(
+        self, low: Tensor | float, high: Tensor | float, event_shape: int | Sequence[int] | None = None
+    ):
         low_t = torch.as_tensor(low, dtype=torch.get_default_dtype())
         high_t = torch.as_tensor(high, dtype=torch.get_default_dtype())
         if event_shape is not None:
@@ -129,7 +131,9 @@ class BoxUniform(Distribution):
         self.register_buffer("high", high_t)
 
     def log_prob(self, z: Tensor) -> Tensor:
-        inside = self._sum_event(((z >= self.low) & (z <= self.high)).to(z.dtype)) == math.prod(self.event_shape)
+        inside = self._sum_event(((z >= self.low) & (z <= self.high)).to(z.dtype)) == math.prod(
+            self.event_shape
+        )
         lp = -(self.high - self.low).log().sum()
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 

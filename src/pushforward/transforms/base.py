@@ -78,7 +78,9 @@ class Transform(nn.Module):
     ) -> None:
         super().__init__()
         self.event_shape: tuple[int, ...] = _shape(event_shape)
-        self.latent_shape: tuple[int, ...] = self.event_shape if latent_shape is None else _shape(latent_shape)
+        self.latent_shape: tuple[int, ...] = (
+            self.event_shape if latent_shape is None else _shape(latent_shape)
+        )
         if math.prod(self.latent_shape) != math.prod(self.event_shape):
             raise ValueError(f"latent shape {self.latent_shape} has a different size than {self.event_shape}")
         self.context_features = int(context_features)
@@ -177,7 +179,9 @@ class Compose(Transform):
                     f"but {type(b).__name__} expects {b.event_shape}"
                 )
         super().__init__(
-            transforms[0].event_shape, max(t.context_features for t in transforms), transforms[-1].latent_shape
+            transforms[0].event_shape,
+            max(t.context_features for t in transforms),
+            transforms[-1].latent_shape,
         )
         self.transforms = nn.ModuleList(transforms)
         self.analytic_inverse = all(t.analytic_inverse for t in transforms)

@@ -132,7 +132,9 @@ class Coupling(Transform):
             self.register_buffer("idx_tr", idx_tr)
             self.register_buffer("unperm", torch.argsort(torch.cat([idx_pass, idx_tr])))
             if conditioner is None:
-                conditioner = MLP(len(idx_pass), len(idx_tr) * P, hidden, context=context, activation=activation)
+                conditioner = MLP(
+                    len(idx_pass), len(idx_tr) * P, hidden, context=context, activation=activation
+                )
         elif conditioner is None:
             raise ValueError("image-shaped couplings need an explicit (convolutional) conditioner")
         self.conditioner = conditioner

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .base import Transform
 
-__all__ = ["LUMatrix", "LULinear", "Permutation"]
+__all__ = ["LULinear", "LUMatrix", "Permutation"]
 
 
 class Permutation(Transform):
@@ -119,7 +119,9 @@ class LULinear(Transform):
         >>> z, ladj = LULinear(4)(torch.randn(8, 4))
     """
 
-    def __init__(self, features: int, *, bias: bool = True, init: str = "orthogonal", seed: int | None = None):
+    def __init__(
+        self, features: int, *, bias: bool = True, init: str = "orthogonal", seed: int | None = None
+    ):
         super().__init__(features)
         self.lu = LUMatrix(features, init=init, seed=seed)
         self.bias = nn.Parameter(torch.zeros(features)) if bias else None
