@@ -143,7 +143,9 @@ def test_density_direction_is_one_pass():
     layer.conditioner.register_forward_hook(lambda *a: calls.append(1))
     z, _ = layer(torch.randn(3, 6))
     assert len(calls) == 1
-    layer.inverse(z)
+    layer.inverse(z)  # the one-pass inverse (nets/made_fast.py) evaluates the MADE blockwise, not via forward
+    assert len(calls) == 1
+    layer._inverse_sequential(z, None)  # the D-pass reference
     assert len(calls) == 1 + 6
 
 
