@@ -215,6 +215,26 @@ def sum_except_batch(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).sum(-1)
 
 
+def check_shapes(t: Transform, x: Tensor, context: Tensor | None = None) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(batch, *t.event_shape)`` and ``context`` fits ``t``.
+
+    For transforms that index into their input (MADE-style, ODE and fixed-point solvers) and would
+    otherwise fail deep inside with an obscure message.
+    """
+    if x.dim() != len(t.event_shape) + 1 or tuple(x.shape[1:]) != t.event_shape:
+        expected = ", ".join(map(str, ("batch", *t.event_shape)))
+        raise ValueError(f"expected input of shape ({expected}), got {tuple(x.shape)}")
+    if t.context_features:
+        if context is None:
+            raise ValueError(
+                f"this transform is conditional: pass a context of {t.context_features} features"
+            )
+        if tuple(context.shape) != (x.shape[0], t.context_features):
+            raise ValueError(
+                f"context has shape {tuple(context.shape)}; expected ({x.shape[0]}, {t.context_features})"
+            )
+
+
 def broadcast_context(context: Tensor | None, batch: int) -> Tensor | None:
     """Validate that ``context`` has the batch size ``batch`` (used by conditional transforms)."""
     if context is not None and context.shape[0] != batch:

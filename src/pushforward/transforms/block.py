@@ -32,13 +32,9 @@ from torch import Tensor, nn
 
 from ..inversion import bisection
 from .base import Transform, broadcast_context
+from .elementwise import log_tanh_derivative
 
 __all__ = ["BlockAutoregressive", "MaskedBlockLinear"]
-
-
-def _log_tanh_derivative(h: Tensor) -> Tensor:
-    r""":math:`\log(1 - \tanh^2 h) = 2(\log 2 - h - \mathrm{softplus}(-2h))`, stable for large ``|h|``."""
-    return 2 * (math.log(2.0) - h - F.softplus(-2 * h))
 
 
 class MaskedBlockLinear(nn.Module):
@@ -181,7 +177,7 @@ class BlockAutoregressive(Transform):
                 broadcast_context(context, B)
                 h = h + self.context_net(context)
             if k < len(self.layers) - 1:
-                log_j = log_j + _log_tanh_derivative(h).view(B, D, -1)
+                log_j = log_j + log_tanh_derivative(h).view(B, D, -1)
                 h = torch.tanh(h)
         logd = log_j.view(B, D)
         if self.gate is not None:

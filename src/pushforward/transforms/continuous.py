@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..estimators import PROBES, exact_trace, hutchinson_trace, sample_probe
-from .base import Transform
+from .base import Transform, check_shapes
 
 __all__ = ["ContinuousFlow", "TimeMLP", "odeint"]
 
@@ -234,19 +234,6 @@ class ContinuousFlow(Transform):
         self.nfe = 0
 
     # ------------------------------------------------------------------ solving
-    def _check(self, x: Tensor, context: Tensor | None) -> None:
-        if x.dim() != 2 or x.shape[1] != self.features:
-            raise ValueError(f"expected input of shape (batch, {self.features}), got {tuple(x.shape)}")
-        if self.context_features:
-            if context is None:
-                raise ValueError(
-                    f"this flow is conditional: pass a context of {self.context_features} features"
-                )
-            if context.shape != (x.shape[0], self.context_features):
-                raise ValueError(
-                    f"context has shape {tuple(context.shape)}; "
-                    f"expected ({x.shape[0]}, {self.context_features})"
-                )
 
     def _solve(
         self, x: Tensor, context: Tensor | None, t0: float, t1: float, regularize: bool
@@ -271,14 +258,14 @@ class ContinuousFlow(Transform):
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(x, context)
+        check_shapes(self, x, context)
         out = self._solve(x, context, 0.0, self.time, self.regularize)
         if self.regularize:
             self.kinetic_energy, self.jacobian_frobenius = out[2], out[3]
         return out[0], out[1]
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(z, context)
+        check_shapes(self, z, context)
         x, ladj = self._solve(z, context, self.time, 0.0, False)
         return x, ladj
 

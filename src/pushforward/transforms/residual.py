@@ -28,7 +28,7 @@ from ..estimators import (
 )
 from ..inversion import fixed_point
 from ..nets.lipschitz import LipschitzMLP
-from .base import Transform
+from .base import Transform, check_shapes
 
 __all__ = ["LADJ_MODES", "ResidualBlock"]
 
@@ -136,19 +136,6 @@ class ResidualBlock(Transform):
         self.atol, self.max_iter = float(atol), int(max_iter)
 
     # ------------------------------------------------------------------ helpers
-    def _check(self, x: Tensor, context: Tensor | None) -> None:
-        if x.dim() != 2 or x.shape[1] != self.features:
-            raise ValueError(f"expected input of shape (batch, {self.features}), got {tuple(x.shape)}")
-        if self.context_features:
-            if context is None:
-                raise ValueError(
-                    f"this block is conditional: pass a context of {self.context_features} features"
-                )
-            if context.shape != (x.shape[0], self.context_features):
-                raise ValueError(
-                    f"context has shape {tuple(context.shape)}; "
-                    f"expected ({x.shape[0]}, {self.context_features})"
-                )
 
     def current_ladj_mode(self) -> str:
         """The log-det mode used now: ``eval_ladj_mode`` in eval mode when set, else ``ladj_mode``."""
@@ -182,11 +169,11 @@ class ResidualBlock(Transform):
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(x, context)
+        check_shapes(self, x, context)
         return self._map(x, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(z, context)
+        check_shapes(self, z, context)
         with torch.no_grad():
             zd = z.detach()
             start = zd - self.net(zd, context)
