@@ -46,6 +46,7 @@ class Model:
     sample: Callable[[int], Tensor]
     note: str = ""
     train_loss: Callable[[Tensor], Tensor] | None = None
+    comparable: bool = True  # False: printed, but not counted as a peer (e.g. the opposite direction)
 
 
 @dataclass
@@ -134,7 +135,9 @@ def maf_family(D: int, T: int, H: int) -> Family:
             if i:
                 fl.append(_normflows_reverse(D))
             fl.append(nf.flows.MaskedAffineAutoregressive(D, H, num_blocks=1, use_residual_blocks=False))
-        return normflows_model(_normflows_flow(D, fl), "no act. after 1st layer")
+        m = normflows_model(_normflows_flow(D, fl), "IAF direction (D-pass density): not a peer")
+        m.comparable = False
+        return m
 
     fam.builders = {"ours": ours, "zuko": zuko_, "nflows": nflows_, "normflows": normflows_}
     return fam
@@ -276,7 +279,9 @@ def nsf_c_family(D: int, T: int, H: int, K: int) -> Family:
         import normflows as nf
 
         fl = [
-            nf.flows.CoupledRationalQuadraticSpline(D, 1, H, num_bins=K, tail_bound=5.0, reverse_mask=i % 2 == 1)
+            nf.flows.CoupledRationalQuadraticSpline(
+                D, 1, H, num_bins=K, tail_bound=5.0, reverse_mask=i % 2 == 1
+            )
             for i in range(T)
         ]
         return normflows_model(_normflows_flow(D, fl), "ResidualNet: 3 hidden matmuls + uncond. spline")
@@ -336,17 +341,23 @@ def measure(
         samp(k)
     for r in range(repeats):
         for k in models:
-            times[k]["train"].append(_median_time(lambda: train(k)))
-            times[k]["logp"].append(_median_time(lambda: logp(k)))
+            times[k]["train"].append(_median_time(lambda k=k: train(k)))
+            times[k]["logp"].append(_median_time(lambda k=k: logp(k)))
             if r < sample_repeats:
-                times[k]["samp"].append(_median_time(lambda: samp(k)))
+                times[k]["samp"].append(_median_time(lambda k=k: samp(k)))
     return {k: {m: statistics.median(v) for m, v in t.items()} for k, t in times.items()}
 
 
 # --------------------------------------------------------------------------------------------- table
-def report(fam: Family, res: dict[str, dict[str, float]], batch: int, mm: float, notes: dict[str, str]) -> str:
+def report(
+    fam: Family,
+    res: dict[str, dict[str, float]],
+    batch: int,
+    mm: float,
+    notes: dict[str, str],
+    peers: list[str],
+) -> str:
     fwd = sum(2 * batch * i * o for i, o in fam.layers)
-    peers = [k for k in res if not k.startswith("ours")]
     lines = [
         f"\n{fam.name}  (dense conditioner FLOPs: {fwd / 1e9:.3f} GFLOP per forward of {batch}; "
         f"mm on the same shapes: {mm:.0f} GFLOP/s)",
@@ -428,7 +439,8 @@ def main() -> None:
             notes["ours+compile"] = models["ours+compile"].note
         res = measure(models, B, D, args.repeats, args.sample_repeats)
         mm = matmul_gflops(fam.layers, B)
-        print(report(fam, res, B, mm, notes), flush=True)
+        peers = [k for k, m in models.items() if not k.startswith("ours") and m.comparable]
+        print(report(fam, res, B, mm, notes, peers), flush=True)
         out["families"][fam.name] = {"results": res, "mm_gflops": mm}
     if args.json:
         with open(args.json, "w") as f:

@@ -122,6 +122,10 @@ class MADE(nn.Module):
         torch.Size([8, 4, 2])
     """
 
+    #: Evaluate with :func:`pushforward.nets.made_fast.made_block_forward` (skips all-zero weight blocks;
+    #: equal up to floating-point summation order). ``False`` gives the plain dense masked layers.
+    block_sparse: bool = True
+
     def __init__(
         self,
         features: int,
@@ -194,6 +198,10 @@ class MADE(nn.Module):
                     f"context has shape {tuple(context.shape)}, expected ({x.shape[0]}, {self.context})"
                 )
             ctx = self.context_net(context)
+        if self.block_sparse:  # skip the zero blocks of the block-triangular masked weights
+            from .made_fast import made_block_forward  # (made_fast imports this module)
+
+            return made_block_forward(self, x, ctx)
         h = x
         for i, layer in enumerate(self.layers):
             if isinstance(layer, _MaskedResidualBlock):

@@ -49,7 +49,14 @@ from torch import Tensor, nn
 
 from .made import MADE, MaskedLinear, _MaskedResidualBlock
 
-__all__ = ["MADEPlan", "made_one_pass_inverse", "supports_one_pass"]
+__all__ = [
+    "MADEPlan",
+    "block_linear",
+    "made_block_forward",
+    "made_one_pass_inverse",
+    "row_chunks",
+    "supports_one_pass",
+]
 
 #: ``invert(feature, z_column, params) -> (x_column, logd_column)``, all of shape ``(B,)`` / ``(B, P)``.
 Invert = Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -201,3 +208,95 @@ def made_one_pass_inverse(
             x_sorted = torch.cat([x_sorted, x_d.unsqueeze(1)], 1)
             advance(k)
     return torch.stack(xs, 1), torch.stack(logds, 1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ block-sparse forward
+def row_chunks(mask: Tensor, chunks: int) -> list[tuple[int, int, int]]:
+    """Split the rows of a (block-triangular) mask into ``chunks`` contiguous ranges ``(r0, r1, m)``, ``m``
+    being one past the last column any row of the range uses: the range needs only ``x[:, :m]``."""
+    rows, cols = mask.shape
+    used = mask.bool()
+    col_idx = torch.arange(1, cols + 1).expand(rows, cols)
+    last = torch.where(used, col_idx, torch.zeros_like(col_idx)).amax(1)  # (rows,) one past last used column
+    out = []
+    bounds = [round(i * rows / chunks) for i in range(chunks + 1)]
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
+        if r1 > r0:
+            out.append((r0, r1, int(last[r0:r1].max())))
+    return out
+
+
+class _BlockTriangularLinear(torch.autograd.Function):
+    """``y = h (W ⊙ M)ᵀ + b`` multiplying only the used columns of each row range (see :func:`row_chunks`)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, chunks: list):  # type: ignore[override]
+        wm = weight * mask
+        ys = []
+        for r0, r1, m in chunks:
+            if m == 0:
+                ys.append(bias[r0:r1].expand(h.shape[0], r1 - r0))
+            else:
+                ys.append(torch.addmm(bias[r0:r1], h[:, :m], wm[r0:r1, :m].t()))
+        ctx.save_for_backward(h, wm, mask)
+        ctx.chunks = chunks
+        return torch.cat(ys, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: Tensor):  # type: ignore[override]
+        h, wm, mask = ctx.saved_tensors
+        gh = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gh = h.new_zeros(h.shape)
+            for r0, r1, m in ctx.chunks:
+                if m:
+                    gh[:, :m].addmm_(gy[:, r0:r1], wm[r0:r1, :m])
+        if ctx.needs_input_grad[1]:
+            gw = torch.zeros_like(wm)
+            for r0, r1, m in ctx.chunks:
+                if m:
+                    torch.mm(gy[:, r0:r1].t(), h[:, :m], out=gw[r0:r1, :m])
+            gw.mul_(mask)
+        if ctx.needs_input_grad[2]:
+            gb = gy.sum(0)
+        return gh, gw, gb, None, None
+
+
+def _chunks_for(layer: MaskedLinear, per: int = 64) -> list[tuple[int, int, int]] | None:
+    cache = layer.__dict__.setdefault("_row_chunks", {})
+    key = (per, layer.mask.data_ptr(), tuple(layer.mask.shape))
+    if key not in cache:
+        rows, cols = layer.mask.shape
+        n = max(1, min(8, rows // per))
+        chunks = row_chunks(layer.mask, n) if n > 1 else []
+        # worth it only when some range skips a sizeable part of the columns
+        saved = sum((r1 - r0) * (cols - m) for r0, r1, m in chunks)
+        cache[key] = chunks if saved > 0.2 * rows * cols else None
+    return cache[key]
+
+
+def block_linear(layer: MaskedLinear, h: Tensor) -> Tensor:
+    """``layer(h)`` skipping the all-zero blocks of the masked weight (exact up to summation order)."""
+    chunks = _chunks_for(layer)
+    if chunks is None or h.dim() != 2:
+        return layer(h)
+    return _BlockTriangularLinear.apply(h, layer.weight, layer.bias, layer.mask, chunks)
+
+
+def made_block_forward(made: MADE, x: Tensor, ctx: Tensor | None) -> Tensor:
+    """:meth:`MADE.forward` (after validation; ``ctx`` = ``context_net(context)``) with block-skipping layers."""
+    h = x
+    act = made.act
+    for i, layer in enumerate(made.layers):
+        if isinstance(layer, _MaskedResidualBlock):
+            h = h + block_linear(layer.second, act(block_linear(layer.first, act(h))))
+        else:
+            h = block_linear(layer, h)
+            if i == 0 and ctx is not None:
+                h = h + ctx
+            h = act(h)
+    out = block_linear(made.output, h)
+    if not made.layers and ctx is not None:
+        out = out + ctx
+    return out.view(x.shape[0], made.features, made.out_per_feature)
