@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default="glow,realnvp_image,normflows_glow")
-    ap.add_argument("--data", default="/work/shared/data/mnist")
+    ap.add_argument("--data", default="../shared/data/mnist")
     ap.add_argument("--out", default="benchmarks/results/image_bpd")
     ap.add_argument(
         "--parallel", action="store_true", help="train the models at once, one subprocess each (same budgets)"

@@ -1,6 +1,6 @@
 """Test NLL of an autoregressive flow (MAF by default) on MNIST in logit space, and bits/dim.
 
-Data: the 10k images in ``/work/shared/data/mnist`` (``t10k-*-idx*-ubyte.gz``), split 9k train / 1k test in
+Data: the 10k images in ``../shared/data/mnist`` (``t10k-*-idx*-ubyte.gz``), split 9k train / 1k test in
 file order, flattened to 784-D, uniformly dequantized ``x = (pixel + u)/256`` and mapped to logit space
 ``y = logit(α + (1 − 2α) x)`` with ``α = 1e-6`` (as in the MAF paper). 10% of the training images are held
 out for validation / early stopping. Reported:
@@ -69,7 +69,7 @@ def to_logit(pixels: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, to
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="/work/shared/data/mnist")
+    p.add_argument("--data", default="../shared/data/mnist")
     p.add_argument("--preset", default="maf", choices=sorted(PRESETS))
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--hidden", type=int, nargs="+", default=[512])

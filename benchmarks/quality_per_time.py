@@ -6,7 +6,7 @@ steps it managed. Same architectures as ``benchmarks/speed.py`` (MAF: affine MAD
 RQ-spline layers, reversed order between layers), sized per dataset below.
 
 Datasets: ``8gaussians`` and ``checkerboard`` (2-D toys, 50k train / 10k test samples) and the MNIST test
-images (``/work/shared/data/mnist``, 9k train / 1k test, dequantized, logit space as in
+images (``../shared/data/mnist``, 9k train / 1k test, dequantized, logit space as in
 ``benchmarks/mnist_nll.py``; NLL in nats per image in logit space).
 
 Usage::
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=None, help="e.g. 'ours MAF' 'zuko NSF'")
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per model")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--mnist", default="/work/shared/data/mnist")
+    ap.add_argument("--mnist", default="../shared/data/mnist")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

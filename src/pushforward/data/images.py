@@ -52,7 +52,21 @@ __all__ = [
     "uniform_dequantize",
 ]
 
-MNIST_PATH = "/work/shared/data/mnist"
+def default_mnist_path() -> str:
+    """Where the MNIST idx files are looked for: ``$PUSHFORWARD_MNIST``, else ``../shared/data/mnist`` next to
+    the current directory or next to the source checkout (the project's layout), else ``./mnist``."""
+    env = os.environ.get("PUSHFORWARD_MNIST")
+    if env:
+        return env
+    here = Path(__file__).resolve()
+    for root in (Path.cwd(), *here.parents[3:4]):
+        candidate = root.parent / "shared" / "data" / "mnist"
+        if candidate.is_dir():
+            return str(candidate)
+    return "mnist"
+
+
+MNIST_PATH = default_mnist_path()
 
 
 # ------------------------------------------------------------------------------------------- loaders
@@ -90,7 +104,7 @@ def load_mnist(
     """MNIST from IDX files: ``(images, labels)`` with images ``(N, 1, 28, 28)`` of integer values 0..255
     (as float32) and labels ``(N,)`` int64.
 
-    ``files="t10k"`` reads the 10k test set (what ``/work/shared/data/mnist`` holds) and splits it in order:
+    ``files="t10k"`` reads the 10k test set (what ``../shared/data/mnist`` holds) and splits it in order:
     ``split="train"`` the first ``10000 - val_size`` (9k), ``"val"`` the last ``val_size`` (1k), ``"all"``
     everything. ``files="train"`` reads the 60k training files the same way.
     """
