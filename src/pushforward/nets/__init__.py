@@ -5,4 +5,4 @@ from .lipschitz import LipschitzMLP, LipSwish, SpectralLinear
 from .made import MADE, MaskedLinear
 from .mlp import MLP, activation
 
-__all__ = ["MADE", "MLP", "MaskedLinear", "ConvResNet", "LipSwish", "LipschitzMLP", "SpectralLinear", "activation"]
+__all__ = ["MADE", "MLP", "ConvResNet", "LipSwish", "LipschitzMLP", "MaskedLinear", "SpectralLinear", "activation"]
