@@ -65,6 +65,12 @@ def spline_knots(
     Returns:
         ``(x_knots, y_knots, derivatives)`` of shapes ``(..., K+1)``, ``(..., K+1)``, ``(..., K+1)``.
         All-zero raw parameters give uniform bins and unit derivatives: the identity.
+
+    Performance: the work is done *knot-major* (bins along the first, contiguous-in-memory dimension), where
+    every elementwise op and the softmax/cumsum over ``K ≈ 8`` bins vectorise over the batch; on CPU this is
+    3-4x faster than reducing over a short last dimension. The returned tensors are ``movedim`` views of
+    knot-major storage (logically ``(..., K+1)``), which :func:`rational_quadratic_spline` moves back for
+    free. Inputs that are already knot-major views (as :class:`RQSTransformer` passes them) are not copied.
     """
     K = raw_widths.shape[-1]
     if raw_heights.shape[-1] != K or raw_derivatives.shape[-1] != K - 1:
@@ -78,35 +84,52 @@ def spline_knots(
         raise ValueError(f"min_derivative must be in [0, 1), got {min_derivative}")
 
     def knots(raw: Tensor, minimum: float) -> Tensor:
-        frac = minimum + (1 - minimum * K) * torch.softmax(raw, dim=-1)
-        cum = F.pad(torch.cumsum(frac, dim=-1), (1, 0))
-        cum = 2 * bound * cum - bound
-        # pin the end knots exactly to ±B
-        return torch.cat(
-            [torch.full_like(cum[..., :1], -bound), cum[..., 1:-1], torch.full_like(cum[..., :1], bound)], -1
-        )
+        # raw: (K, ...) knot-major. softmax fractions f_k = m + (1 - mK) e_k / Σe, so the interior knots
+        # -B + 2B Σ_{i<j} f_i = -B + 2B m j + 2B (1 - mK) C_j / Σe with C_j = Σ_{i<j} e_i (j = 1..K-1).
+        # The max shift only stabilises exp (softmax is shift invariant): no gradient flows through it.
+        e = torch.exp(raw - raw.detach().amax(0))
+        total = e.sum(0)
+        cum = torch.cumsum(e[:-1], 0)
+        j = torch.arange(1, K, dtype=raw.dtype, device=raw.device).view(-1, *(1,) * (raw.dim() - 1))
+        inner = (2 * bound * minimum * j - bound) + (2 * bound * (1 - minimum * K)) * (cum / total)
+        end = torch.full_like(raw[:1], bound)
+        return torch.cat([-end, inner, end], 0)  # end knots pinned exactly to ±B
 
+    w, h, d = _knot_major(raw_widths), _knot_major(raw_heights), _knot_major(raw_derivatives)
     shift = math.log(math.expm1(1.0 - min_derivative))  # softplus(shift) = 1 - min_derivative
-    inner = min_derivative + F.softplus(raw_derivatives + shift)
-    ones = torch.ones_like(raw_widths[..., :1])
-    return knots(raw_widths, min_width), knots(raw_heights, min_height), torch.cat([ones, inner, ones], -1)
+    inner = min_derivative + F.softplus(d + shift)
+    ones = torch.ones_like(w[:1])
+    derivatives = torch.cat([ones, inner, ones], 0)
+    return knots(w, min_width).movedim(0, -1), knots(h, min_height).movedim(0, -1), derivatives.movedim(0, -1)
 
 
-def _gather(t: Tensor, idx: Tensor) -> Tensor:
-    return torch.gather(t, -1, idx.unsqueeze(-1)).squeeze(-1)
+def _knot_major(t: Tensor) -> Tensor:
+    """``t.movedim(-1, 0)``, copied to knot-major storage only if the knot dimension is the fastest-varying
+    one in memory (short inner loops vectorise badly); knot-major views pass through uncopied."""
+    v = t.movedim(-1, 0)
+    return v.contiguous() if t.dim() > 1 and t.shape[-1] > 1 and t.stride(-1) == 1 else v
 
 
-def _bin(knots: Tensor, v: Tensor) -> Tensor:
-    # index k of the bin [knots_k, knots_{k+1}) holding v (v already clamped to [-B, B])
-    return (v.unsqueeze(-1) >= knots[..., 1:-1]).sum(-1)
-
-
-def _bin_quantities(xk: Tensor, yk: Tensor, dk: Tensor, idx: Tensor):
-    x0, x1 = _gather(xk, idx), _gather(xk, idx + 1)
-    y0, y1 = _gather(yk, idx), _gather(yk, idx + 1)
-    d0, d1 = _gather(dk, idx), _gather(dk, idx + 1)
+def _bin_quantities(
+    knots: Tensor, v: Tensor, x_knots: Tensor, y_knots: Tensor, derivatives: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """For ``v`` in the bins of ``knots`` (knot-major ``(K+1, ...)``; one of the other three), the bin's
+    ``(x0, y0, w, h, s, d0, d1)``. ``v`` need not be clamped: outside values get the first/last bin."""
+    idx = (v >= knots[1:-1]).sum(0, keepdim=True)
+    pair = torch.cat([idx, idx + 1], 0)  # one gather per knot tensor fetches both ends of the bin
+    x0, x1 = x_knots.gather(0, pair).unbind(0)
+    y0, y1 = y_knots.gather(0, pair).unbind(0)
+    d0, d1 = derivatives.gather(0, pair).unbind(0)
     w, h = x1 - x0, y1 - y0
     return x0, y0, w, h, h / w, d0, d1
+
+
+def _log_derivative(xi: Tensor, s: Tensor, d0: Tensor, d1: Tensor, denom: Tensor) -> Tensor:
+    # log dy/dx = log( s² [δ_{k+1} ξ² + 2 s ξ(1-ξ) + δ_k (1-ξ)²] / denom² ), one log instead of three
+    one_m = 1 - xi
+    num = d1 * xi * xi + 2 * s * xi * one_m + d0 * one_m * one_m
+    r = s / denom
+    return torch.log(num * r * r)
 
 
 def rational_quadratic_spline(
@@ -117,40 +140,37 @@ def rational_quadratic_spline(
     ``x`` has shape ``S``; the knot tensors have shape ``(*S, K+1)`` (see :func:`spline_knots`), the interval
     being ``[x_knots[..., 0], x_knots[..., -1]]``.
     """
-    low, high = x_knots[..., 0], x_knots[..., -1]
+    xk, yk, dk = x_knots.movedim(-1, 0), y_knots.movedim(-1, 0), derivatives.movedim(-1, 0)
+    low, high = xk[0], xk[-1]
     inside = (x >= low) & (x <= high)
-    xc = torch.where(inside, x, torch.zeros_like(x)).clamp(low, high)
-    idx = _bin(x_knots, xc)
-    x0, y0, w, h, s, d0, d1 = _bin_quantities(x_knots, y_knots, derivatives, idx)
-    xi = ((xc - x0) / w).clamp(0, 1)
+    x0, y0, w, h, s, d0, d1 = _bin_quantities(xk, x, xk, yk, dk)
+    xi = ((x - x0) / w).clamp(0, 1)
     om = xi * (1 - xi)
     denom = s + (d1 + d0 - 2 * s) * om
-    y = y0 + h * (s * xi**2 + d0 * om) / denom
-    logd = 2 * torch.log(s) + torch.log(d1 * xi**2 + 2 * s * om + d0 * (1 - xi) ** 2) - 2 * torch.log(denom)
-    return torch.where(inside, y, x), torch.where(inside, logd, torch.zeros_like(logd))
+    y = y0 + h * (s * xi * xi + d0 * om) / denom
+    logd = _log_derivative(xi, s, d0, d1, denom)
+    return torch.where(inside, y, x), torch.where(inside, logd, 0.0)
 
 
 def rational_quadratic_spline_inverse(
     y: Tensor, x_knots: Tensor, y_knots: Tensor, derivatives: Tensor
 ) -> tuple[Tensor, Tensor]:
     r"""Closed-form inverse of :func:`rational_quadratic_spline`: ``(x, log dx/dy)`` elementwise."""
-    low, high = y_knots[..., 0], y_knots[..., -1]
+    xk, yk, dk = x_knots.movedim(-1, 0), y_knots.movedim(-1, 0), derivatives.movedim(-1, 0)
+    low, high = yk[0], yk[-1]
     inside = (y >= low) & (y <= high)
-    yc = torch.where(inside, y, torch.zeros_like(y)).clamp(low, high)
-    idx = _bin(y_knots, yc)
-    x0, y0, w, h, s, d0, d1 = _bin_quantities(x_knots, y_knots, derivatives, idx)
-    dy = yc - y0
+    x0, y0, w, h, s, d0, d1 = _bin_quantities(yk, y, xk, yk, dk)
+    dy = y.clamp(low, high) - y0
     t = d1 + d0 - 2 * s
     a = h * (s - d0) + dy * t
     b = h * d0 - dy * t
     c = -s * dy
-    disc = (b**2 - 4 * a * c).clamp_min(0)
+    disc = (b * b - 4 * a * c).clamp_min(0)
     xi = ((2 * c) / (-b - torch.sqrt(disc))).clamp(0, 1)
     x = x0 + xi * w
-    om = xi * (1 - xi)
-    denom = s + t * om
-    logd = 2 * torch.log(s) + torch.log(d1 * xi**2 + 2 * s * om + d0 * (1 - xi) ** 2) - 2 * torch.log(denom)
-    return torch.where(inside, x, y), torch.where(inside, -logd, torch.zeros_like(logd))
+    denom = s + t * (xi * (1 - xi))
+    logd = _log_derivative(xi, s, d0, d1, denom)
+    return torch.where(inside, x, y), torch.where(inside, -logd, 0.0)
 
 
 class RQSTransformer(Transformer):
@@ -216,7 +236,8 @@ class RQSTransformer(Transformer):
                 f"got {params.shape[-1]}"
             )
         K = self.bins
-        w, h, d = params[..., :K], params[..., K : 2 * K], params[..., 2 * K :]
+        # one transposing copy to knot-major storage (see spline_knots); the three slices are views of it
+        w, h, d = params.movedim(-1, 0).contiguous().movedim(0, -1).split([K, K, K - 1], -1)
         return spline_knots(
             w,
             h,
