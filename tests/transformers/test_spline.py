@@ -101,15 +101,19 @@ def test_pure_functions_agree_with_class():
 
 def test_float32_inverse():
     tau = RQSTransformer(bins=8, bound=3.0)
-    p = _params(tau, 1000, 2).float()
-    x = 2 * torch.randn(1000, 2)
-    y, logd = tau(x, p)
-    x_rec = tau.inverse(y, p)[0]
-    # random raw parameters make some bins nearly flat (dx/dy up to e^13): check the residual everywhere
-    # and the inverse itself where the inverse is well conditioned
-    torch.testing.assert_close(tau(x_rec, p)[0], y, atol=1e-5, rtol=0)
-    ok = logd > -2
-    torch.testing.assert_close(x_rec[ok], x[ok], atol=1e-4, rtol=0)
+    g = torch.Generator().manual_seed(0)
+    for i in range(20):  # many random splines: float32 accuracy must hold for all of them, not one lucky draw
+        p = _params(tau, 1000, 2, seed=i).float()
+        x = 2 * torch.randn(1000, 2, generator=g)
+        y, logd = tau(x, p)
+        x_rec = tau.inverse(y, p)[0]
+        # random raw parameters make some bins nearly flat or very steep (dy/dx from e^-13 to e^13), so the
+        # float32 residual is checked relative to the local slope, and the inverse itself where it is well
+        # conditioned (dx/dy < e^2)
+        slope = logd.exp().clamp_min(1.0)
+        assert ((tau(x_rec, p)[0] - y).abs() <= 1e-4 * slope).all()
+        ok = logd > -2
+        torch.testing.assert_close(x_rec[ok], x[ok], atol=1e-4, rtol=0)
 
 
 def test_bad_configuration_raises():
