@@ -478,13 +478,19 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_score(a: argparse.Namespace) -> int:
-    import numpy as np
-
+def _model_and_rows(a: argparse.Namespace):
+    """Load the model file and the data file of a command, checking that their column counts agree."""
     model = _load_model(a.model)
     x, _ = _load_data(a.data, a.delimiter)
     if x.shape[1] != model.features:
         raise CLIError(f"{a.data} has {x.shape[1]} columns but the model was fitted on {model.features}")
+    return model, x
+
+
+def _cmd_score(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    model, x = _model_and_rows(a)
     scores = model.log_prob(x)
     cols = [scores]
     names = ["log_likelihood"]
@@ -519,10 +525,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from ..report import write_report
 
-    model = _load_model(a.model)
-    x, _ = _load_data(a.data, a.delimiter)
-    if x.shape[1] != model.features:
-        raise CLIError(f"{a.data} has {x.shape[1]} columns but the model was fitted on {model.features}")
+    model, x = _model_and_rows(a)
     out = Path(a.out)
     if out.parent and not out.parent.exists():
         raise CLIError(f"output directory {out.parent} does not exist")
