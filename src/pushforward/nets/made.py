@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fast_linear import linear as _linear
 from .mlp import activation as make_activation
 
 __all__ = ["MADE", "MaskedLinear", "made_degrees"]
@@ -50,7 +50,7 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return _linear(x, self.weight * self.mask, self.bias)  # oneDNN where faster (same math)
 
 
 def made_degrees(features: int, order: str | Sequence[int] | Tensor = "natural", seed: int = 0) -> Tensor:

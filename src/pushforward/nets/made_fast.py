@@ -47,6 +47,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from . import fast_linear
+from .fast_linear import mm_nt
 from .made import MADE, MaskedLinear, _MaskedResidualBlock
 
 __all__ = [
@@ -263,6 +265,50 @@ class _BlockTriangularLinear(torch.autograd.Function):
         return gh, gw, gb, None, None
 
 
+class _BlockTriangularLinearOneDNN(torch.autograd.Function):
+    """:class:`_BlockTriangularLinear` with every product done by oneDNN (:mod:`.fast_linear`): the masked
+    weight of each row range is materialised contiguous once (``W[r0:r1, :m] ⊙ M[r0:r1, :m]``, as oneDNN needs
+    plain layouts), and the weight gradient multiplies row ranges of ``gyᵀ`` by column prefixes of ``hᵀ``."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, chunks: list):  # type: ignore[override]
+        ws = [weight[r0:r1, :m] * mask[r0:r1, :m] if m else None for r0, r1, m in chunks]
+        ys = []
+        for (r0, r1, m), w in zip(chunks, ws):
+            if w is None:
+                ys.append(bias[r0:r1].expand(h.shape[0], r1 - r0))
+            else:
+                ys.append(mm_nt(h[:, :m], w, bias[r0:r1]))
+        ctx.save_for_backward(h, mask)
+        ctx.ws = ws
+        ctx.chunks = chunks
+        ctx.wshape = weight.shape
+        return torch.cat(ys, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: Tensor):  # type: ignore[override]
+        h, mask = ctx.saved_tensors
+        ws, chunks = ctx.ws, ctx.chunks
+        gh = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gh = h.new_zeros(h.shape)
+        if ctx.needs_input_grad[1]:
+            gw = h.new_zeros(ctx.wshape)
+        for (r0, r1, m), w in zip(chunks, ws):
+            if w is None:
+                continue
+            g = gy[:, r0:r1].contiguous()  # (B, rows): g.t() is a plain transposed layout for oneDNN
+            if gh is not None:
+                gh[:, :m] += mm_nt(g, w.t())
+            if gw is not None:  # gyᵀ h over the used columns, masked inside the range
+                torch.mul(mm_nt(g.t(), h[:, :m].contiguous().t()), mask[r0:r1, :m], out=gw[r0:r1, :m])
+        if ctx.needs_input_grad[2]:
+            gb = gy.sum(0)
+        ctx.ws = None
+        return gh, gw, gb, None, None
+
+
 def _chunks_for(layer: MaskedLinear, per: int = 64) -> list[tuple[int, int, int]] | None:
     cache = layer.__dict__.setdefault("_row_chunks", {})
     key = (per, layer.mask.data_ptr(), tuple(layer.mask.shape))
@@ -281,6 +327,8 @@ def block_linear(layer: MaskedLinear, h: Tensor) -> Tensor:
     chunks = _chunks_for(layer)
     if chunks is None or h.dim() != 2:
         return layer(h)
+    if fast_linear.ENABLED and h.dtype == torch.float32 and h.device.type == "cpu" and fast_linear.available():
+        return _BlockTriangularLinearOneDNN.apply(h, layer.weight, layer.bias, layer.mask, chunks)
     return _BlockTriangularLinear.apply(h, layer.weight, layer.bias, layer.mask, chunks)
 
 
