@@ -18,11 +18,13 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
     "leaky_relu": nn.LeakyReLU,
+    "softplus": nn.Softplus,
 }
 
 
 def activation(name: str | Callable[[], nn.Module]) -> nn.Module:
-    """An activation module from its name (``relu``, ``elu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu``)."""
+    """An activation module from its name (``relu``, ``elu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu``,
+    ``softplus``) or a factory."""
     if callable(name) and not isinstance(name, str):
         return name()
     try:

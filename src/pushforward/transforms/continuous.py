@@ -23,18 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from ..estimators import PROBES, exact_trace, hutchinson_trace, sample_probe
+from ..nets.mlp import activation as make_activation
 from .base import Transform, check_shapes
 
 __all__ = ["ContinuousFlow", "TimeMLP", "odeint"]
 
 TRACES = ("exact", "hutchinson")
 
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "softplus": nn.Softplus,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "silu": nn.SiLU,
-}
+#: Smooth activations (ODE solvers need smooth dynamics; ReLU's kink makes adaptive steps collapse).
+SMOOTH_ACTIVATIONS = ("elu", "silu", "softplus", "tanh")
 
 
 def odeint(adjoint: bool = False) -> Callable[..., Any]:
@@ -77,14 +74,15 @@ class TimeMLP(nn.Module):
         super().__init__()
         if features <= 0:
             raise ValueError(f"features must be positive, got {features}")
-        if isinstance(activation, str) and activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(_ACTIVATIONS)}")
-        make = _ACTIVATIONS[activation] if isinstance(activation, str) else activation
+        if isinstance(activation, str) and activation not in SMOOTH_ACTIVATIONS:
+            raise ValueError(
+                f"unknown or non-smooth activation {activation!r}; choose from {list(SMOOTH_ACTIVATIONS)}"
+            )
         self.features, self.context = int(features), int(context)
         sizes = [features, *hidden, features]
         extra = 1 + context
         self.linears = nn.ModuleList(nn.Linear(a + extra, b) for a, b in itertools.pairwise(sizes))
-        self.activations = nn.ModuleList(make() for _ in hidden)
+        self.activations = nn.ModuleList(make_activation(activation) for _ in hidden)
 
     def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
         tc = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(1, 1).expand(z.shape[0], 1)
