@@ -30,7 +30,12 @@ def build(args: argparse.Namespace):
     hidden = tuple(args.hidden)
     if args.model == "residual":
         return ResidualFlow(
-            2, layers=args.layers, hidden=hidden, ladj_mode=args.ladj_mode, eval_ladj_mode="exact", coeff=0.98
+            2,
+            layers=args.layers,
+            hidden=hidden,
+            ladj_mode=args.ladj_mode,
+            eval_ladj_mode="exact",
+            coeff=args.coeff,
         )
     return FFJORD(
         2,
@@ -58,7 +63,10 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=50_000)
     p.add_argument("--n-test", type=int, default=20_000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--coeff", type=float, default=0.98, help="residual: spectral-norm bound per layer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=0, help="print the mean train NLL every N steps")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (resumed from when it exists)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     if args.layers is None:
@@ -72,8 +80,27 @@ def main() -> None:
     test = toy(args.data, args.n_test, seed=args.seed + 10_000)
     flow = build(args)
     start = time.perf_counter()
+    window: list[float] = []
+
+    def log(step: int, loss: float) -> None:
+        window.append(loss)
+        if args.log_every and len(window) == args.log_every:
+            elapsed = time.perf_counter() - start
+            print(f"step {step + 1}: train NLL {sum(window) / len(window):.4f} ({elapsed:.0f} s)", flush=True)
+            window.clear()
+
     history = fit(
-        flow, train, steps=args.steps, batch_size=args.batch, lr=args.lr, progress=False, seed=args.seed
+        flow,
+        train,
+        steps=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        progress=False,
+        seed=args.seed,
+        callback=log,
+        checkpoint=args.checkpoint,
+        checkpoint_every=500 if args.checkpoint else None,
+        resume=args.checkpoint is not None,
     )
     train_seconds = time.perf_counter() - start
     for m in flow.modules():  # exact, tight evaluation
@@ -99,6 +126,8 @@ def main() -> None:
         "seconds_per_step": train_seconds / args.steps,
         "eval_seconds": eval_seconds,
         "threads": args.threads,
+        "lr": args.lr,
+        "coeff": args.coeff if args.model == "residual" else None,
     }
     print(json.dumps(result, indent=2))
     if args.out:

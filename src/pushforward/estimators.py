@@ -29,6 +29,7 @@ __all__ = [
     "exact_trace",
     "hutchinson_trace",
     "jacobian",
+    "logdet_identity_plus",
     "residual_logdet",
     "residual_logdet_exact",
     "roulette_terms",
@@ -89,11 +90,16 @@ def hutchinson_trace(
     return (vj * probe).sum(-1), (vj * vj).sum(-1)
 
 
-def residual_logdet_exact(gx: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
-    r""":math:`\log|\det(I + \partial g/\partial x)|` from the full per-sample Jacobian (small ``D``)."""
-    J = jacobian(gx, x, create_graph)
+def logdet_identity_plus(J: Tensor) -> Tensor:
+    r""":math:`\log|\det(I + J)|` per sample of Jacobians ``(batch, D, D)``."""
     eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
     return torch.linalg.slogdet(eye + J)[1]
+
+
+def residual_logdet_exact(gx: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
+    r""":math:`\log|\det(I + \partial g/\partial x)|` from the full per-sample autograd Jacobian
+    (small ``D``)."""
+    return logdet_identity_plus(jacobian(gx, x, create_graph))
 
 
 def series_terms(n_terms: int) -> list[float]:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .tangent import activation_derivative, identity_tangent, linear_tangent, tangent_jacobian
+
 __all__ = ["LipSwish", "LipschitzMLP", "SpectralLinear", "power_iteration"]
 
 
@@ -148,6 +150,12 @@ class LipSwish(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return lipswish(x, self.beta)
 
+    def derivative(self, x: Tensor) -> Tensor:
+        r""":math:`\phi'(x) = \big(s + \beta x\, s (1 - s)\big) / 1.1`, :math:`s = \sigma(\beta x)`."""
+        beta = self.beta
+        s = torch.sigmoid(beta * x)
+        return (s + beta * x * s * (1 - s)) / 1.1
+
 
 _LIP_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "lipswish": LipSwish,
@@ -215,11 +223,36 @@ class LipschitzMLP(nn.Module):
                     bound *= float(torch.linalg.matrix_norm(w, ord=2))
         return bound
 
+    def _input(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """The first layer's input: ``x``, with the context concatenated when the network has one."""
+        if not self.context:
+            return x
+        if context is None:
+            raise ValueError(f"this network expects a context of {self.context} features, got None")
+        if context.shape[0] != x.shape[0]:
+            raise ValueError(f"context has batch size {context.shape[0]} but the input has {x.shape[0]}")
+        return torch.cat([x, context], dim=-1)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        if self.context:
-            if context is None:
-                raise ValueError(f"this network expects a context of {self.context} features, got None")
-            if context.shape[0] != x.shape[0]:
-                raise ValueError(f"context has batch size {context.shape[0]} but the input has {x.shape[0]}")
-            x = torch.cat([x, context], dim=-1)
-        return self.net(x)
+        return self.net(self._input(x, context))
+
+    def forward_and_jacobian(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+        """``(g(x, c), ∂g/∂x)`` with the Jacobian ``(batch, D, D)`` propagated in forward mode
+        (:mod:`pushforward.nets.tangent`), or ``None`` when an activation has no known derivative.
+
+        Each layer's weight is normalised once per call, so in training mode the power iteration advances
+        exactly as in :meth:`forward`."""
+        if any(
+            not isinstance(m, SpectralLinear) and activation_derivative(m, x[:1, :1]) is None for m in self.net
+        ):
+            return None
+        tangent, h = identity_tangent(x), self._input(x, context)
+        for m in self.net:
+            if isinstance(m, SpectralLinear):
+                weight = m.normalized_weight()
+                h = F.linear(h, weight, m.bias)
+                tangent = linear_tangent(tangent, weight)
+            else:
+                tangent = activation_derivative(m, h) * tangent  # type: ignore[operator]
+                h = m(h)
+        return h, tangent_jacobian(tangent)

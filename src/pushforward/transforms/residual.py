@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..estimators import (
     PROBES,
+    logdet_identity_plus,
     residual_logdet,
     residual_logdet_exact,
     roulette_terms,
@@ -49,8 +50,10 @@ class ResidualBlock(Transform):
 
     **Log-determinant** (``ladj_mode``):
 
-    * ``"exact"``: :math:`\log|\det(I+J_g)|` from the autograd Jacobian (``D`` backward passes; small ``D``,
-      used by the tests).
+    * ``"exact"``: :math:`\log|\det(I+J_g)|` from the full Jacobian of :math:`g`, propagated in forward mode
+      through the MLP (:mod:`pushforward.nets.tangent`; about ``D`` extra passes and a first-order graph),
+      or from ``D`` autograd backward passes when an activation has no known derivative. Small ``D``; used
+      by the tests.
     * ``"series"``: the power series truncated after ``n_terms`` terms, each trace estimated with
       Hutchinson probes :math:`v^\top J^k v` (biased by the truncation,
       ≈ :math:`\operatorname{Lip}^{n+1}/(n+1)`
@@ -157,6 +160,12 @@ class ResidualBlock(Transform):
         )
 
     def _map(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self.current_ladj_mode() == "exact":
+            # Forward-mode Jacobian of g: one first-order graph instead of D double-backward passes.
+            fj = self.net.forward_and_jacobian(x, context)
+            if fj is not None:
+                gx, jac = fj
+                return x + gx, logdet_identity_plus(jac)
         grad_on = torch.is_grad_enabled()
         with torch.enable_grad():
             xg = x if x.requires_grad else x.detach().requires_grad_(True)
