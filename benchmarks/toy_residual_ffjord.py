@@ -22,6 +22,7 @@ import torch
 from pushforward import fit
 from pushforward.data import ENTROPY, toy
 from pushforward.flows import FFJORD, ResidualFlow
+from pushforward.train.checkpoint import load_checkpoint
 from pushforward.train.fit import evaluate_nll
 from pushforward.transforms import ContinuousFlow
 
@@ -67,6 +68,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=0, help="print the mean train NLL every N steps")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (resumed from when it exists)")
+    p.add_argument("--init", default=None, help="warm start: the weights of another run's checkpoint file")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     if args.layers is None:
@@ -79,6 +81,8 @@ def main() -> None:
     train = toy(args.data, args.n_train, seed=args.seed)
     test = toy(args.data, args.n_test, seed=args.seed + 10_000)
     flow = build(args)
+    if args.init:
+        flow.load_state_dict(load_checkpoint(args.init)["model"])
     start = time.perf_counter()
     window: list[float] = []
 
@@ -128,6 +132,7 @@ def main() -> None:
         "threads": args.threads,
         "lr": args.lr,
         "coeff": args.coeff if args.model == "residual" else None,
+        "init": args.init,
     }
     print(json.dumps(result, indent=2))
     if args.out:
