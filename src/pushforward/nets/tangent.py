@@ -16,11 +16,58 @@ Tangents are stored as ``(D, batch, width)``: slice ``j`` is :math:`\partial h/\
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["activation_derivative", "identity_tangent", "linear_tangent", "tangent_jacobian"]
+__all__ = [
+    "activation_derivative",
+    "has_derivative",
+    "identity_tangent",
+    "linear_tangent",
+    "tangent_jacobian",
+]
+
+
+def _softplus(m: nn.Softplus, x: Tensor) -> Tensor:
+    bx = m.beta * x
+    return torch.where(bx > m.threshold, torch.ones_like(x), torch.sigmoid(bx))
+
+
+def _silu(m: nn.SiLU, x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+#: Derivative rules ``(module, x) -> φ'(x)`` of torch's activation modules.
+_RULES: tuple[tuple[type[nn.Module], Callable[[Any, Tensor], Tensor]], ...] = (
+    (nn.Softplus, _softplus),
+    (nn.Tanh, lambda m, x: 1 - torch.tanh(x) ** 2),
+    (nn.ELU, lambda m, x: torch.where(x > 0, torch.ones_like(x), m.alpha * torch.exp(torch.clamp(x, max=0)))),
+    (nn.SiLU, _silu),
+    (nn.ReLU, lambda m, x: (x > 0).to(x.dtype)),
+    (nn.LeakyReLU, lambda m, x: torch.where(x > 0, torch.ones_like(x), torch.full_like(x, m.negative_slope))),
+    (nn.Identity, lambda m, x: torch.ones_like(x)),
+)
+
+
+def _rule(module: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    derivative = getattr(module, "derivative", None)
+    if callable(derivative):
+        return derivative
+    for cls, rule in _RULES:
+        if isinstance(module, cls):
+            return partial(rule, module)
+    return None
+
+
+def has_derivative(module: nn.Module) -> bool:
+    """Whether :func:`activation_derivative` knows ``module`` (no tensor work: cheap to ask every call)."""
+    return _rule(module) is not None
 
 
 def activation_derivative(module: nn.Module, x: Tensor) -> Tensor | None:
@@ -28,26 +75,8 @@ def activation_derivative(module: nn.Module, x: Tensor) -> Tensor | None:
 
     Known: ``Softplus``, ``Tanh``, ``ELU``, ``SiLU``, ``ReLU``, ``LeakyReLU``, ``Identity``, and any module
     with a ``derivative(x)`` method (e.g. :class:`~pushforward.nets.lipschitz.LipSwish`)."""
-    derivative = getattr(module, "derivative", None)
-    if callable(derivative):
-        return derivative(x)
-    if isinstance(module, nn.Softplus):
-        bx = module.beta * x
-        return torch.where(bx > module.threshold, torch.ones_like(x), torch.sigmoid(bx))
-    if isinstance(module, nn.Tanh):
-        return 1 - torch.tanh(x) ** 2
-    if isinstance(module, nn.ELU):
-        return torch.where(x > 0, torch.ones_like(x), module.alpha * torch.exp(torch.clamp(x, max=0)))
-    if isinstance(module, nn.SiLU):
-        s = torch.sigmoid(x)
-        return s * (1 + x * (1 - s))
-    if isinstance(module, nn.ReLU):
-        return (x > 0).to(x.dtype)
-    if isinstance(module, nn.LeakyReLU):
-        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, module.negative_slope))
-    if isinstance(module, nn.Identity):
-        return torch.ones_like(x)
-    return None
+    rule = _rule(module)
+    return None if rule is None else rule(x)
 
 
 def identity_tangent(x: Tensor) -> Tensor:
