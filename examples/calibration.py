@@ -1,4 +1,4 @@
-"""Calibrate a classifier's probabilities by maximum likelihood with simplex flows (seed 002).
+"""Calibrate a classifier's probabilities by maximum likelihood with simplex flows (Kull et al., 2019).
 
 A small network trained to over-fit a 4-class problem is over-confident. Its probability vectors p are
 recalibrated with q = f(p) for

@@ -3,10 +3,11 @@
 Trains for a CPU-time budget, reports held-out bits/dim (17 pixel levels), and saves PNGs:
 
 * ``class_conditional_samples.png`` — one row per digit class, samples at temperature 0.7;
-* ``interpolation_strip.png`` — seed 004's formula between two held-out digits of the same class
+* ``interpolation_strip.png`` — the RealNVP interpolation formula (Dinh et al., 2017) between two held-out
+digits of the same class
   (``z = cos φ' z1 + sin φ' z2``), and ``interpolation_grid.png`` over (φ, φ') for four digits;
 * ``conceptual_compression.png`` — each row: a held-out digit, then samples that keep its coarse-scale
-  latent and resample the fine-scale one (seed 001).
+  latent and resample the fine-scale one (Dinh et al., 2017, Sec. 5).
 
     nice .venv/bin/python examples/images.py --budget 120 --out examples/output/images
 """

@@ -1,6 +1,7 @@
 """Fit a flow on the sphere S² to a multimodal von Mises–Fisher mixture.
 
-The flow is a chain of normalised affine layers (seed 002, "Simple spherical flows") pushed onto a learnable
+The flow is a chain of normalised affine layers (Wikipedia, "Flow-based generative model", "Flows on
+manifolds") pushed onto a learnable
 von Mises–Fisher base; densities are w.r.t. surface area, so the NLLs below are comparable with the
 target's own NLL (its entropy, the best achievable) and with the uniform density, log 4π ≈ 2.531 nats.
 

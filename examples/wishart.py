@@ -1,7 +1,8 @@
 """Densities on positive-definite matrices: fit a flow to Wishart samples and compare with the exact density.
 
 Data are ``vech(Σ)`` (row-major lower half, D(D+1)/2 numbers) of Σ ~ Wishart(df, S). The flow maps them to
-R^{D(D+1)/2} with the inverse Cholesky-product flow (seed 003: Σ = L Lᵀ, log-diagonal; the log-det
+R^{D(D+1)/2} with the inverse Cholesky-product flow (Bittner, "Normalizing flows in tf_utils", 2019: Σ = L
+Lᵀ, log-diagonal; the log-det
 D log 2 + Σ_d (D-d+1) log L_dd + Σ_d log L_dd), then through affine couplings to a standard normal. Its
 density is w.r.t. the Lebesgue measure on the distinct entries, the measure of
 ``torch.distributions.Wishart``, so the log-densities can be compared point by point.

@@ -26,8 +26,8 @@ def test_threshold_false_positive_rate():
 
 
 def test_typicality_catches_what_likelihood_misses():
-    """Out-of-distribution data near the mode has *higher* likelihood than the training data (seed 002,
-    Downsides): the likelihood threshold lets it through, the typicality test flags it."""
+    """Out-of-distribution data near the mode has *higher* likelihood than the training data (Nalisnick
+    et al., 2019): the likelihood threshold lets it through, the typicality test flags it."""
     rng = np.random.default_rng(1)
     det = AnomalyDetector(gauss_log_prob, quantile=0.01, typicality_batch=10).calibrate(
         rng.normal(size=(4000, D))

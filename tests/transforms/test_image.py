@@ -22,7 +22,7 @@ from pushforward.transforms.conv import autoregressive_kernel_mask, kernel_dft
 
 torch.set_num_threads(1)
 
-# seed 001's picture: the 4x4 image whose 2x2 blocks are numbered consecutively
+# The picture of Dinh's "Primer on Normalizing Flows": the 4x4 image whose 2x2 blocks are numbered consecutively
 SEED_PICTURE = torch.tensor(
     [[1, 2, 5, 6], [3, 4, 7, 8], [9, 10, 13, 14], [11, 12, 15, 16]], dtype=torch.float64
 )

@@ -1,4 +1,4 @@
-"""FillTriangular and the Cholesky-product flow (seed 003)."""
+"""FillTriangular and the Cholesky-product flow (Bittner, "Normalizing flows in tf_utils", 2019)."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def test_generalized_ratio_with_any_admissible_matrix():
 
 
 def test_group_law():
-    """f(·; A1, c1) ∘ f(·; A2, c2) = f(·; A1 A2, c1 + A1 c2) (seed 002)."""
+    """f(·; A1, c1) ∘ f(·; A2, c2) = f(·; A1 A2, c1 + A1 c2) (volume-ratio composition)."""
     n = 3
     A1, A2 = _admissible(n, 1.5), _admissible(n, -0.7)
     c1, c2 = (

@@ -49,7 +49,7 @@ def test_linear_closed_forms_of_the_seed():
 
 
 def test_affine_equals_linear_with_rank_one_update():
-    """R_aff(x; M, c) = R_lin(x; M + c xᵀ) and f_aff(x) = f_lin(x; M + c xᵀ) on the sphere (seed 002)."""
+    """R_aff(x; M, c) = R_lin(x; M + c xᵀ) and f_aff(x) = f_lin(x; M + c xᵀ) on the sphere."""
     n = 3
     M = _matrix(n)
     c = M @ torch.tensor([0.2, 0.1, -0.4], dtype=torch.float64)
