@@ -45,6 +45,16 @@ def test_neutra_with_exact_flow_samples_the_target():
     assert all(p.requires_grad for p in flow.parameters())  # restored after sampling
 
 
+def test_neutra_leaves_mode_and_frozen_parameters_as_found():
+    flow = _affine_flow([3.0, -1.0], [2.0, 0.5])
+    flow.train()
+    flow.transform.shift.requires_grad_(False)  # the user froze this one
+    neutra(flow, gaussian, num_samples=5, warmup=5, seed=0)
+    assert flow.training
+    assert not flow.transform.shift.requires_grad
+    assert flow.transform.log_scale.requires_grad
+
+
 def test_plain_nuts_baseline_and_ess():
     res = nuts(lambda x: -0.5 * (x**2).sum(-1), torch.zeros(2), num_samples=100, warmup=50, seed=1)
     assert res.latent is None and res.samples.shape == (100, 2)

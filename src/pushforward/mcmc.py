@@ -195,6 +195,8 @@ def neutra(
     potential = neutra_potential(flow, log_density)
     dtype = flow._dtype() or torch.get_default_dtype()
     z0 = torch.zeros(flow.transform.latent_shape, dtype=dtype) if init is None else init.to(dtype)
+    was_training = flow.training
+    trainable_before = [p.requires_grad for p in flow.parameters()]
     flow.eval()
     for p in flow.parameters():
         p.requires_grad_(False)
@@ -214,8 +216,10 @@ def neutra(
         with torch.no_grad():
             x = torch.cat([flow.transform.inverse(c)[0] for c in z.split(4096)])
     finally:
-        for p in flow.parameters():
-            p.requires_grad_(True)
+        # Leave the flow exactly as the caller had it: mode and which parameters were trainable.
+        for p, trainable in zip(flow.parameters(), trainable_before):
+            p.requires_grad_(trainable)
+        flow.train(was_training)
     return MCMCResult(x, z, calls, sampling_calls, seconds)
 
 

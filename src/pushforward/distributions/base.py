@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..transforms.base import _shape
+from ..transforms.base import as_shape
 
 __all__ = ["BoxUniform", "DiagNormal", "Distribution", "MixtureOfGaussians", "StandardNormal"]
 
@@ -31,7 +31,7 @@ class Distribution(nn.Module):
 
     def __init__(self, event_shape: int | Sequence[int]) -> None:
         super().__init__()
-        self.event_shape: tuple[int, ...] = _shape(event_shape)
+        self.event_shape: tuple[int, ...] = as_shape(event_shape)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """Log-density of ``z`` of shape ``(*batch, *event_shape)``; returns shape ``batch``."""
@@ -120,8 +120,8 @@ class BoxUniform(Distribution):
         low_t = torch.as_tensor(low, dtype=torch.get_default_dtype())
         high_t = torch.as_tensor(high, dtype=torch.get_default_dtype())
         if event_shape is not None:
-            low_t = low_t.expand(_shape(event_shape)).clone()
-            high_t = high_t.expand(_shape(event_shape)).clone()
+            low_t = low_t.expand(as_shape(event_shape)).clone()
+            high_t = high_t.expand(as_shape(event_shape)).clone()
         if low_t.shape != high_t.shape or low_t.dim() == 0:
             raise ValueError("low and high must have the same, non-scalar shape (or give event_shape)")
         if not bool((high_t > low_t).all()):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..manifolds import Simplex
+from ..transforms.manifold import Simplex
 from .base import Distribution, _sample_shape
 
 __all__ = ["Dirichlet", "log_dirichlet_density"]

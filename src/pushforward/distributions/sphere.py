@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..manifolds import Sphere, sphere_area, sphere_projection
+from ..transforms.manifold import Sphere, sphere_area, sphere_projection
 from .base import Distribution, _sample_shape
 
 __all__ = [

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from . import fast_linear
 
-__all__ = ["MLP", "activation"]
+__all__ = ["MLP", "activation", "make_activation"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -22,7 +22,7 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def activation(name: str | Callable[[], nn.Module]) -> nn.Module:
+def make_activation(name: str | Callable[[], nn.Module]) -> nn.Module:
     """An activation module from its name (``relu``, ``elu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu``,
     ``softplus``) or a factory."""
     if callable(name) and not isinstance(name, str):
@@ -31,6 +31,10 @@ def activation(name: str | Callable[[], nn.Module]) -> nn.Module:
         return _ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}") from None
+
+
+activation = make_activation
+"""Alias of :func:`make_activation` (the name the package has always exported)."""
 
 
 class MLP(nn.Module):
@@ -64,7 +68,7 @@ class MLP(nn.Module):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(globals()["activation"](activation))
+                layers.append(make_activation(activation))
         self.net = nn.Sequential(*layers)
         if zero_init:
             last = self.net[-1]

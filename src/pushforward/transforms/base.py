@@ -41,7 +41,14 @@ from torch import Tensor, nn
 __all__ = ["Compose", "Inverse", "Transform"]
 
 
-def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+def check_batch_features(x: Tensor, features: int, name: str) -> None:
+    """Raise ``ValueError`` unless ``x`` is a ``(batch, features)`` matrix."""
+    if x.dim() != 2 or x.shape[1] != features:
+        raise ValueError(f"{name} expects inputs of shape (batch, {features}), got {tuple(x.shape)}")
+
+
+def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    """An event shape given as an int or a sequence of ints, as a tuple."""
     if isinstance(shape, int):
         return (shape,)
     return tuple(int(s) for s in shape)
@@ -77,9 +84,9 @@ class Transform(nn.Module):
         latent_shape: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.event_shape: tuple[int, ...] = _shape(event_shape)
+        self.event_shape: tuple[int, ...] = as_shape(event_shape)
         self.latent_shape: tuple[int, ...] = (
-            self.event_shape if latent_shape is None else _shape(latent_shape)
+            self.event_shape if latent_shape is None else as_shape(latent_shape)
         )
         if math.prod(self.latent_shape) != math.prod(self.event_shape):
             raise ValueError(f"latent shape {self.latent_shape} has a different size than {self.event_shape}")

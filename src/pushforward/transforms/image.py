@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Transform, _shape
+from .base import Transform, as_shape
 from .linear import LUMatrix
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
 
 
 def _image_shape(shape: int | Sequence[int], name: str = "shape") -> tuple[int, int, int]:
-    s = _shape(shape)
+    s = as_shape(shape)
     if len(s) != 3 or any(d <= 0 for d in s):
         raise ValueError(f"{name} must be an image shape (C, H, W) of positive sizes, got {s}")
     return s  # type: ignore[return-value]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..manifolds import ManifoldTransform, Simplex
+from .manifold import ManifoldTransform, Simplex
 from .linear import LUMatrix
 
 __all__ = ["CalibrationTransform", "GeneralizedCalibration", "generalized_calibration", "sum_one_basis"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..manifolds import ManifoldTransform, Sphere
+from .manifold import ManifoldTransform, Sphere
 from .linear import LUMatrix
 
 __all__ = [

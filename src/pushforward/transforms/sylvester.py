@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..inversion import newton
-from .base import Transform
+from .base import Transform, check_batch_features
 from .elementwise import log_tanh_derivative
 from .planar import solve_tolerance
 
@@ -70,10 +70,6 @@ def sylvester_log_det(pre: Tensor, r_diag: Tensor, r_tilde_diag: Tensor) -> Tens
     return torch.log1p(torch.exp(log_tanh_derivative(pre)) * (r_diag * r_tilde_diag)).sum(-1)
 
 
-def _check_batch(x: Tensor, features: int, name: str) -> None:
-    if x.dim() != 2 or x.shape[1] != features:
-        raise ValueError(f"{name} expects inputs of shape (batch, {features}), got {tuple(x.shape)}")
-
 
 def _check_int(value: int, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -114,11 +110,11 @@ class Householder(Transform):
         return householder_matrix(self.vectors)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_batch(x, self.features, "Householder")
+        check_batch_features(x, self.features, "Householder")
         return x @ self.matrix().T, x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_batch(z, self.features, "Householder")
+        check_batch_features(z, self.features, "Householder")
         return z @ self.matrix(), z.new_zeros(z.shape[0])
 
     def extra_repr(self) -> str:
@@ -182,7 +178,7 @@ class Sylvester(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sampling direction ``x = g(z)`` (cheap); returns ``(x, log|det ∂x/∂z|)``."""
-        _check_batch(z, self.features, "Sylvester")
+        check_batch_features(z, self.features, "Sylvester")
         r, r_tilde = self.triangular()
         x, pre = sylvester_map(z, self.q.matrix(), r, r_tilde, self.b)
         return x, sylvester_log_det(pre, r.diagonal(), r_tilde.diagonal())
@@ -218,7 +214,7 @@ class Sylvester(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Density direction ``z = g⁻¹(x)`` (numerical); returns ``(z, log|det ∂z/∂x|)``."""
-        _check_batch(x, self.features, "Sylvester")
+        check_batch_features(x, self.features, "Sylvester")
         r, r_tilde = self.triangular()
         q = self.q.matrix()
         y = x @ q
