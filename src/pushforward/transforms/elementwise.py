@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_in_interval
+from ..transformers.affine import affine, affine_inverse
 from .base import Transform, sum_except_batch
 
 __all__ = [
@@ -107,16 +108,16 @@ class Affine(Transform):
         self.log_scale = nn.Parameter(torch.zeros(self.event_shape))
         self.shift = nn.Parameter(torch.zeros(self.event_shape)) if shift else None
 
+    def _shift(self, like: Tensor) -> Tensor:
+        return self.shift if self.shift is not None else like.new_zeros(())
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y = x * self.log_scale.exp()
-        if self.shift is not None:
-            y = y + self.shift
+        y, _ = affine(x, self._shift(x), self.log_scale)
         return y, self.log_scale.sum().expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.shift is not None:
-            z = z - self.shift
-        return z * torch.exp(-self.log_scale), -self.log_scale.sum().expand(z.shape[0])
+        x, _ = affine_inverse(z, self._shift(z), self.log_scale)
+        return x, -self.log_scale.sum().expand(z.shape[0])
 
 
 def _channel_shape(event_shape: tuple[int, ...]) -> tuple[int, ...]:

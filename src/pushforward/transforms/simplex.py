@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .manifold import ManifoldTransform, Simplex
 from .linear import LUMatrix
+from .manifold import ManifoldTransform, Simplex
 
 __all__ = ["CalibrationTransform", "GeneralizedCalibration", "generalized_calibration", "sum_one_basis"]
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .manifold import ManifoldTransform, Sphere
 from .linear import LUMatrix
+from .manifold import ManifoldTransform, Sphere
 
 __all__ = [
     "NormalizedAffine",
