@@ -36,7 +36,7 @@ from ..nets.conv import ConvResNet
 from ..transforms.base import Compose, Transform
 from ..transforms.coupling import AffineCoupling
 from ..transforms.elementwise import log_normal_pdf, log_sigmoid_derivative
-from ..transforms.image import _image_shape, channel_mask, checkerboard_mask
+from ..transforms.image import image_shape, channel_mask, checkerboard_mask
 
 __all__ = [
     "DequantizedFlow",
@@ -200,7 +200,7 @@ class VariationalDequantizer(nn.Module):
         self, shape: Sequence[int], levels: int = 256, *, layers: int = 4, hidden: int = 32, blocks: int = 1
     ) -> None:
         super().__init__()
-        c, h, w = _image_shape(shape)
+        c, h, w = image_shape(shape)
         if layers < 1:
             raise ValueError(f"layers must be positive, got {layers}")
         self.shape = (c, h, w)

@@ -26,7 +26,7 @@ from ..transforms.base import Compose, Transform
 from ..transforms.conv import EmergingConv, FourierConv
 from ..transforms.coupling import AffineCoupling
 from ..transforms.elementwise import ActNorm, Logit
-from ..transforms.image import InvConv1x1, MultiScale, Squeeze, _image_shape, channel_mask, checkerboard_mask
+from ..transforms.image import InvConv1x1, MultiScale, Squeeze, image_shape, channel_mask, checkerboard_mask
 from .core import Flow
 
 __all__ = [
@@ -66,7 +66,7 @@ class ScaleNormal(Distribution):
     """
 
     def __init__(self, chunk_shapes: Sequence[Sequence[int]]) -> None:
-        shapes = [_image_shape(s, "chunk shape") for s in chunk_shapes]
+        shapes = [image_shape(s, "chunk shape") for s in chunk_shapes]
         if not shapes:
             raise ValueError("ScaleNormal needs at least one chunk shape")
         super().__init__(sum(math.prod(s) for s in shapes))
@@ -156,7 +156,7 @@ def RealNVPImage(
         >>> flow.log_prob(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3])
     """
-    c, h, w = _image_shape(shape)
+    c, h, w = image_shape(shape)
     if scales < 1 or layers < 1:
         raise ValueError(f"scales and layers must be positive, got {scales}, {layers}")
     if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
@@ -211,7 +211,7 @@ def Glow(
         >>> flow.sample((2,)).shape
         torch.Size([2, 1, 8, 8])
     """
-    c, h, w = _image_shape(shape)
+    c, h, w = image_shape(shape)
     if levels < 1 or steps < 1:
         raise ValueError(f"levels and steps must be positive, got {levels}, {steps}")
     if h % 2**levels or w % 2**levels:

@@ -32,19 +32,16 @@ accept and ignore ``context``, so any chain can be conditioned as a whole.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..checks import validation_enabled
+
 __all__ = ["Compose", "Inverse", "Transform"]
-
-
-def check_batch_features(x: Tensor, features: int, name: str) -> None:
-    """Raise ``ValueError`` unless ``x`` is a ``(batch, features)`` matrix."""
-    if x.dim() != 2 or x.shape[1] != features:
-        raise ValueError(f"{name} expects inputs of shape (batch, {features}), got {tuple(x.shape)}")
 
 
 def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -52,6 +49,21 @@ def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(shape, int):
         return (shape,)
     return tuple(int(s) for s in shape)
+
+
+def _shape_checked(
+    method: Callable[..., tuple[Tensor, Tensor]], attribute: str
+) -> Callable[..., tuple[Tensor, Tensor]]:
+    """``method`` preceded by :func:`check_shapes` against ``getattr(self, attribute)``."""
+
+    @functools.wraps(method)
+    def checked(self: Transform, x: Tensor, context: Tensor | None = None, *args: object, **kwargs: object):
+        if validation_enabled():
+            check_shapes(self, x, context, getattr(self, attribute))
+        return method(self, x, context, *args, **kwargs)
+
+    checked.checks_shapes = True  # type: ignore[attr-defined]
+    return checked
 
 
 class Transform(nn.Module):
@@ -76,6 +88,16 @@ class Transform(nn.Module):
     """
 
     analytic_inverse: bool = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Enforce the contract's shapes once, here: every ``forward`` a subclass defines first checks
+        ``(batch, *event_shape)`` and the context, every ``inverse`` ``(batch, *latent_shape)``
+        (:func:`check_shapes`; skipped while :func:`pushforward.set_validation` is off)."""
+        super().__init_subclass__(**kwargs)
+        for name, attribute in (("forward", "event_shape"), ("inverse", "latent_shape")):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "checks_shapes", False):
+                setattr(cls, name, _shape_checked(method, attribute))
 
     def __init__(
         self,
@@ -222,20 +244,30 @@ def sum_except_batch(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).sum(-1)
 
 
-def check_shapes(t: Transform, x: Tensor, context: Tensor | None = None) -> None:
-    """Raise ``ValueError`` unless ``x`` is ``(batch, *t.event_shape)`` and ``context`` fits ``t``.
+def check_shapes(
+    t: Transform, x: Tensor, context: Tensor | None = None, shape: tuple[int, ...] | None = None
+) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(batch, *shape)`` and ``context`` fits ``t``.
 
-    For transforms that index into their input (MADE-style, ODE and fixed-point solvers) and would
-    otherwise fail deep inside with an obscure message.
+    ``shape`` defaults to ``t.event_shape`` (the input of ``forward``; ``inverse`` takes
+    ``t.latent_shape``). Every subclass's ``forward`` and ``inverse`` run this check first (see
+    :meth:`Transform.__init_subclass__`), so no transform writes its own.
     """
-    if x.dim() != len(t.event_shape) + 1 or tuple(x.shape[1:]) != t.event_shape:
-        expected = ", ".join(map(str, ("batch", *t.event_shape)))
-        raise ValueError(f"expected input of shape ({expected}), got {tuple(x.shape)}")
+    shape = t.event_shape if shape is None else shape
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{type(t).__name__} expects a torch.Tensor input, got {type(x).__name__}")
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        expected = ", ".join(map(str, ("batch", *shape)))
+        raise ValueError(f"{type(t).__name__} expects input of shape ({expected}), got {tuple(x.shape)}")
     if t.context_features:
         if context is None:
             raise ValueError(
                 f"this transform is conditional: pass a context of {t.context_features} features"
             )
+        if not isinstance(context, Tensor):
+            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        if context.dim() >= 1 and context.shape[0] != x.shape[0]:
+            raise ValueError(f"context has batch size {context.shape[0]} but the input has {x.shape[0]}")
         if tuple(context.shape) != (x.shape[0], t.context_features):
             raise ValueError(
                 f"context has shape {tuple(context.shape)}; expected ({x.shape[0]}, {t.context_features})"

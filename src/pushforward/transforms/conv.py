@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Transform
-from .image import _check_image, _image_shape
+from .image import image_shape
 from .linear import LUMatrix
 
 __all__ = ["EmergingConv", "FourierConv", "MaskedConv", "autoregressive_kernel_mask", "kernel_dft"]
@@ -86,7 +86,7 @@ class FourierConv(Transform):
     def __init__(
         self, shape: Sequence[int], kernel_size: int = 3, *, rho: float = 0.9, seed: int | None = None
     ) -> None:
-        c, h, w = _image_shape(shape)
+        c, h, w = image_shape(shape)
         k = _kernel_size(kernel_size)
         if k > min(h, w):
             raise ValueError(f"kernel_size {k} exceeds the image size {h}x{w}")
@@ -124,7 +124,6 @@ class FourierConv(Transform):
         return logdet.expand(batch)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(x, self.event_shape, "FourierConv input")
         a, spec = self.spectrum()
         xf = torch.fft.fft2(x)  # (B, C, H, W)
         yf = torch.einsum("uvoi,biuv->bouv", spec, xf)
@@ -132,7 +131,6 @@ class FourierConv(Transform):
         return torch.einsum("oc,bchw->bohw", a, y), self._ladj(spec, x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(z, self.event_shape, "FourierConv.inverse input")
         _, spec = self.spectrum()
         y = torch.einsum("oc,bchw->bohw", self._mix(inverse=True), z)
         yf = torch.fft.fft2(y).permute(2, 3, 1, 0)  # (H, W, C, B)
@@ -186,7 +184,7 @@ class MaskedConv(Transform):
     """
 
     def __init__(self, shape: Sequence[int], kernel_size: int = 3, *, reverse: bool = False) -> None:
-        c, h, w = _image_shape(shape)
+        c, h, w = image_shape(shape)
         k = _kernel_size(kernel_size)
         super().__init__((c, h, w))
         self.kernel_size = k
@@ -211,12 +209,10 @@ class MaskedConv(Transform):
         return (h * w * self.log_diag.sum()).expand(batch)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(x, self.event_shape, "MaskedConv input")
         z = F.conv2d(self._flip(x), self.kernel(), padding=self.kernel_size // 2)
         return self._flip(z), self._ladj(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(z, self.event_shape, "MaskedConv.inverse input")
         z = self._flip(z)
         B = z.shape[0]
         c, h, w = self.event_shape
@@ -264,7 +260,7 @@ class EmergingConv(Transform):
     analytic_inverse = True
 
     def __init__(self, shape: Sequence[int], kernel_size: int = 3) -> None:
-        c, h, w = _image_shape(shape)
+        c, h, w = image_shape(shape)
         super().__init__((c, h, w))
         self.first = MaskedConv((c, h, w), kernel_size, reverse=False)
         self.second = MaskedConv((c, h, w), kernel_size, reverse=True)

@@ -36,18 +36,13 @@ __all__ = [
 ]
 
 
-def _image_shape(shape: int | Sequence[int], name: str = "shape") -> tuple[int, int, int]:
+def image_shape(shape: int | Sequence[int], name: str = "shape") -> tuple[int, int, int]:
+    """An image event shape ``(C, H, W)`` of positive sizes, as a tuple (``ValueError`` otherwise)."""
     s = as_shape(shape)
     if len(s) != 3 or any(d <= 0 for d in s):
         raise ValueError(f"{name} must be an image shape (C, H, W) of positive sizes, got {s}")
     return s  # type: ignore[return-value]
 
-
-def _check_image(x: Tensor, shape: tuple[int, ...], name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (batch, {', '.join(map(str, shape))})")
 
 
 # -------------------------------------------------------------------------------------------- squeeze
@@ -88,7 +83,7 @@ class Squeeze(Transform):
     """
 
     def __init__(self, shape: Sequence[int], factor: int = 2) -> None:
-        c, h, w = _image_shape(shape)
+        c, h, w = image_shape(shape)
         if not isinstance(factor, int) or factor < 1:
             raise TypeError(f"factor must be a positive int, got {factor!r}")
         if h % factor or w % factor:
@@ -97,11 +92,9 @@ class Squeeze(Transform):
         self.factor = factor
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(x, self.event_shape, "Squeeze input")
         return squeeze(x, self.factor), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(z, self.latent_shape, "Squeeze.inverse input")
         return unsqueeze(z, self.factor), z.new_zeros(z.shape[0])
 
     def extra_repr(self) -> str:
@@ -111,7 +104,7 @@ class Squeeze(Transform):
 # ---------------------------------------------------------------------------------------------- masks
 def checkerboard_mask(shape: Sequence[int], parity: int = 0) -> Tensor:
     """Boolean ``(C, H, W)`` mask passing pixels with ``(i + j) % 2 == parity`` (all channels alike)."""
-    c, h, w = _image_shape(shape)
+    c, h, w = image_shape(shape)
     if parity not in (0, 1):
         raise ValueError(f"parity must be 0 or 1, got {parity!r}")
     ij = torch.arange(h).view(h, 1) + torch.arange(w).view(1, w)
@@ -120,7 +113,7 @@ def checkerboard_mask(shape: Sequence[int], parity: int = 0) -> Tensor:
 
 def channel_mask(shape: Sequence[int], first: bool = True) -> Tensor:
     """Boolean ``(C, H, W)`` mask passing the first ``⌊C/2⌋`` channels (or the last ``⌈C/2⌉``)."""
-    c, h, w = _image_shape(shape)
+    c, h, w = image_shape(shape)
     if c < 2:
         raise ValueError(f"a channel mask needs at least 2 channels, got {c}")
     m = (torch.arange(c) < c // 2).view(c, 1, 1).expand(c, h, w).clone()
@@ -145,7 +138,7 @@ class InvConv1x1(Transform):
     """
 
     def __init__(self, shape: Sequence[int], *, init: str = "orthogonal", seed: int | None = None) -> None:
-        c, h, w = _image_shape(shape)
+        c, h, w = image_shape(shape)
         super().__init__((c, h, w))
         self.lu = LUMatrix(c, init=init, seed=seed)
 
@@ -153,11 +146,9 @@ class InvConv1x1(Transform):
         return (self.event_shape[1] * self.event_shape[2] * self.lu.logabsdet()).expand(x.shape[0])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(x, self.event_shape, "InvConv1x1 input")
         return torch.einsum("oc,bchw->bohw", self.lu.matrix(), x), self._ladj(x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(z, self.event_shape, "InvConv1x1.inverse input")
         return torch.einsum("oc,bchw->bohw", self.lu.inverse_matrix(), z), -self._ladj(z)
 
 
@@ -226,7 +217,6 @@ class MultiScale(Transform):
         self.analytic_inverse = all(t.analytic_inverse for t in levels)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_image(x, self.event_shape, "MultiScale input")
         B = x.shape[0]
         out: list[Tensor] = []
         ladj = x.new_zeros(B)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..inversion import implicit_gradient, newton
-from .base import Transform, check_batch_features
+from .base import Transform
 from .elementwise import log_tanh_derivative
 
 __all__ = [
@@ -185,14 +185,12 @@ class Planar(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sampling direction ``x = g(z)`` (cheap); returns ``(x, log|det ∂x/∂z|)``."""
-        check_batch_features(z, self.features, "Planar")
         u_hat = self.u_hat()
         x = planar_map(z, u_hat, self.w, self.b)
         return x, planar_log_det(z @ self.w, (self.w * u_hat).sum(), self.b)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Density direction ``z = g⁻¹(x)`` (numerical along ``w``); returns ``(z, log|det ∂z/∂x|)``."""
-        check_batch_features(x, self.features, "Planar")
         u_hat = self.u_hat()
         wu = (self.w * u_hat).sum()
         y = x @ self.w
@@ -258,14 +256,12 @@ class Radial(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sampling direction ``x = g(z)``; returns ``(x, log|det ∂x/∂z|)``."""
-        check_batch_features(z, self.features, "Radial")
         alpha, beta = self.alpha_beta()
         x, r = radial_map(z, self.z0, alpha, beta)
         return x, radial_log_det(r, alpha, beta, self.features)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Density direction ``z = g⁻¹(x)`` (closed form); returns ``(z, log|det ∂z/∂x|)``."""
-        check_batch_features(x, self.features, "Radial")
         alpha, beta = self.alpha_beta()
         d = x - self.z0
         r = radial_inverse_radius(d.norm(dim=-1), alpha, beta)
