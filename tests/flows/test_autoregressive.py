@@ -72,3 +72,22 @@ def test_bad_options_raise():
         NAF(2, layers=0)
     with pytest.raises(TypeError, match="features"):
         BNAF(2.5)  # type: ignore[arg-type]
+
+
+def test_presets_take_any_transformer():
+    """MAF and RealNVP accept the transformer law; NSF is MAF with a spline (same structure and density)."""
+    from pushforward.flows import MAF, NSF, RealNVP
+    from pushforward.transformers import AdditiveTransformer, RQSTransformer
+
+    torch.manual_seed(0)
+    nsf = NSF(3, layers=2, hidden=(8, 8), bins=5, bound=3.0)
+    maf = MAF(3, layers=2, hidden=(8, 8), mixing="lu", transformer=lambda: RQSTransformer(bins=5, bound=3.0))
+    maf.load_state_dict(nsf.state_dict())
+    x = torch.randn(6, 3)
+    torch.testing.assert_close(maf.log_prob(x), nsf.log_prob(x))
+    additive = RealNVP(4, layers=2, hidden=(8,), transformer=AdditiveTransformer())
+    assert additive.log_prob(torch.randn(5, 4)).shape == (5,)
+    with pytest.raises(TypeError, match="Transformer"):
+        MAF(2, transformer=torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="Transformer"):
+        MAF(2, transformer=lambda: torch.nn.Linear(2, 2))

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..distributions.base import Distribution
 from ..transformers.affine import AffineTransformer
-from ..transformers.base import Transformer
+from ..transformers.base import Transformer, TransformerSpec, transformer_factory
 from ..transformers.sigmoidal import DeepSigmoidTransformer
 from ..transformers.spline import RQSTransformer
 from ..transforms.autoregressive import MaskedAutoregressive
@@ -101,6 +101,7 @@ def MAF(
     batchnorm: bool = False,
     activation: str | Callable[[], nn.Module] = "relu",
     base: Distribution | None = None,
+    transformer: TransformerSpec | None = None,
 ) -> Flow:
     r"""Masked autoregressive flow: ``layers`` affine MADE layers, order reversed between layers.
 
@@ -114,6 +115,10 @@ def MAF(
             None.
         residual: Residual MADE blocks. clamp: Soft clamp of the log-scale. batchnorm: Flow batch-norm between
             layers (as in the paper).
+        transformer: The elementwise bijection of every layer, as a
+            :class:`~pushforward.transformers.Transformer` (copied per layer) or a factory; default the affine
+            transformer with log-scale clamp ``clamp``. :func:`NSF` is this flow with a spline, :func:`NAF`
+            with a deep sigmoid.
 
     Reference: Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimation",
         NeurIPS 2017.
@@ -124,13 +129,12 @@ def MAF(
         torch.Size([4])
     """
     _check_common(features, layers, context)
+    make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))
     return Flow(
         _stack(
             features,
             layers,
-            lambda i: _autoregressive(
-                features, AffineTransformer(clamp=clamp), context, hidden, residual, activation, "natural"
-            ),
+            lambda i: _autoregressive(features, make(), context, hidden, residual, activation, "natural"),
             mixing,
             batchnorm,
         ),
@@ -149,13 +153,16 @@ def IAF(
     clamp: float | None = 3.0,
     activation: str | Callable[[], nn.Module] = "relu",
     base: Distribution | None = None,
+    transformer: TransformerSpec | None = None,
 ) -> Flow:
     r"""Inverse autoregressive flow: each layer is ``Inverse(MaskedAutoregressive(affine))``.
 
     In the sampling direction :math:`x_d = z_d e^{s_d(z_{<d})} + t_d(z_{<d})` for the layer's own
     :math:`(s, t)`: sampling is one pass per layer, density evaluation is sequential (``D`` passes). An IAF
     and a
-    MAF whose ``MaskedAutoregressive`` layers share weights are exact inverses of each other.
+    MAF whose ``MaskedAutoregressive`` layers share weights are exact inverses of each other. ``transformer``
+    replaces the affine law as in :func:`MAF` (a transformer without a closed-form inverse makes sampling
+    numerical).
 
     Reference: Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improved Variational Inference with
     Inverse Autoregressive Flow", NeurIPS 2016.
@@ -165,14 +172,13 @@ def IAF(
         >>> x, log_q = flow.sample_and_log_prob((4,))   # one pass per layer
     """
     _check_common(features, layers, context)
+    make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))
     return Flow(
         _stack(
             features,
             layers,
             lambda i: Inverse(
-                _autoregressive(
-                    features, AffineTransformer(clamp=clamp), context, hidden, residual, activation, "natural"
-                )
+                _autoregressive(features, make(), context, hidden, residual, activation, "natural")
             ),
             mixing,
         ),
@@ -220,13 +226,26 @@ def NSF(
     if variant == "coupling" and features < 2:
         raise ValueError("the coupling variant needs at least 2 features")
 
+    def spline() -> RQSTransformer:
+        return RQSTransformer(bins=bins, bound=bound)
+
+    if variant == "autoregressive":
+        return MAF(
+            features,
+            context=context,
+            layers=layers,
+            hidden=hidden,
+            mixing=mixing,
+            residual=residual,
+            activation=activation,
+            base=base,
+            transformer=spline,
+        )
+
     def make(i: int) -> Transform:
-        spline = RQSTransformer(bins=bins, bound=bound)
-        if variant == "coupling":
-            return Coupling(
-                half_mask(features, i % 2 == 0), spline, context=context, hidden=hidden, activation=activation
-            )
-        return _autoregressive(features, spline, context, hidden, residual, activation, "natural")
+        return Coupling(
+            half_mask(features, i % 2 == 0), spline(), context=context, hidden=hidden, activation=activation
+        )
 
     return Flow(_stack(features, layers, make, mixing), base)
 
@@ -264,23 +283,16 @@ def NAF(
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
     """
-    _check_common(features, layers, context)
-    return Flow(
-        _stack(
-            features,
-            layers,
-            lambda i: _autoregressive(
-                features,
-                DeepSigmoidTransformer(units=units, depth=depth),
-                context,
-                hidden,
-                residual,
-                activation,
-                "natural",
-            ),
-            mixing,
-        ),
-        base,
+    return MAF(
+        features,
+        context=context,
+        layers=layers,
+        hidden=hidden,
+        mixing=mixing,
+        residual=residual,
+        activation=activation,
+        base=base,
+        transformer=lambda: DeepSigmoidTransformer(units=units, depth=depth),
     )
 
 

@@ -7,10 +7,13 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from ..distributions.base import Distribution
+from ..transformers.affine import AffineTransformer
+from ..transformers.base import TransformerSpec, transformer_factory
 from ..transforms.base import Compose, Transform
 from ..transforms.coupling import (
     AdditiveCoupling,
     AffineCoupling,
+    Coupling,
     alternating_mask,
     half_mask,
     mask_schedule,
@@ -88,6 +91,7 @@ def RealNVP(
     batchnorm: bool = False,
     activation: str | Callable[[], nn.Module] = "relu",
     base: Distribution | None = None,
+    transformer: TransformerSpec | None = None,
 ) -> Flow:
     r"""RealNVP on vectors: ``layers`` affine couplings with the chosen mask sequence.
 
@@ -96,7 +100,9 @@ def RealNVP(
 
     The default mask sequence is the schedule of Bittner, "Normalizing flows in tf_utils", 2019 (flip
     frequencies 1, D/2, 2, D/4, …, each followed by
-    its complement). Optional flow batch normalisation between couplings.
+    its complement). Optional flow batch normalisation between couplings. ``transformer`` replaces the
+    affine law of every coupling (a :class:`~pushforward.transformers.Transformer`, copied per layer, or a
+    factory): with a spline this is the coupling neural spline flow.
 
     Reference: Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.
 
@@ -104,9 +110,15 @@ def RealNVP(
         >>> flow = RealNVP(2, layers=4, hidden=(32, 32))
         >>> x, log_p = flow.sample_and_log_prob((5,))
     """
+    make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))  # checks the spec
     parts: list[Transform] = []
     for i, m in enumerate(coupling_masks(features, layers, mask)):
         if batchnorm and i > 0:
             parts.append(BatchNorm(features))
-        parts.append(AffineCoupling(m, clamp=clamp, context=context, hidden=hidden, activation=activation))
+        if transformer is None:
+            parts.append(
+                AffineCoupling(m, clamp=clamp, context=context, hidden=hidden, activation=activation)
+            )
+        else:
+            parts.append(Coupling(m, make(), context=context, hidden=hidden, activation=activation))
     return Flow(Compose(parts), base)

@@ -26,7 +26,7 @@ from ..transforms.base import Compose, Transform
 from ..transforms.conv import EmergingConv, FourierConv
 from ..transforms.coupling import AffineCoupling
 from ..transforms.elementwise import ActNorm, Logit
-from ..transforms.image import InvConv1x1, MultiScale, Squeeze, image_shape, channel_mask, checkerboard_mask
+from ..transforms.image import InvConv1x1, MultiScale, Squeeze, channel_mask, checkerboard_mask, image_shape
 from .core import Flow
 
 __all__ = [

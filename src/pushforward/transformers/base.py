@@ -17,9 +17,12 @@ identity (or close to it), so conditioners whose last layer starts at zero start
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
-__all__ = ["Transformer"]
+__all__ = ["Transformer", "TransformerSpec", "transformer_factory"]
 
 
 class Transformer(nn.Module):
@@ -37,3 +40,31 @@ class Transformer(nn.Module):
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Latent → data: ``(τ⁻¹(y; θ), log (τ⁻¹)'(y; θ))`` elementwise."""
         raise NotImplementedError
+
+
+#: How a preset is told which transformer its layers use: an instance (deep-copied for every layer) or a
+#: zero-argument factory called once per layer.
+TransformerSpec = Transformer | Callable[[], Transformer]
+
+
+def transformer_factory(
+    spec: TransformerSpec | None, default: Callable[[], Transformer]
+) -> Callable[[], Transformer]:
+    """A factory that makes one fresh transformer per layer from ``spec`` (``default`` when None).
+
+    Raises ``TypeError`` when ``spec`` is neither a :class:`Transformer` nor a callable returning one.
+    """
+    if spec is None:
+        return default
+    if isinstance(spec, Transformer):
+        return lambda: copy.deepcopy(spec)
+    if isinstance(spec, nn.Module) or not callable(spec):
+        raise TypeError(f"transformer must be a Transformer or a factory of one, got {type(spec).__name__}")
+
+    def make() -> Transformer:
+        made = spec()
+        if not isinstance(made, Transformer):
+            raise TypeError(f"the transformer factory returned {type(made).__name__}, not a Transformer")
+        return made
+
+    return make
