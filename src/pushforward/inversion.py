@@ -17,7 +17,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["ConvergenceError", "bisection", "fixed_point", "implicit_gradient", "newton"]
+__all__ = [
+    "ConvergenceError",
+    "bisection",
+    "fixed_point",
+    "implicit_gradient",
+    "newton",
+    "rounding_scale",
+    "rounding_tolerance",
+]
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -154,6 +162,21 @@ def newton(
     raise ConvergenceError(f"Newton did not converge in {max_iter} iterations (max residual {worst:.3g})")
 
 
+def rounding_scale(*terms: Tensor) -> Tensor:
+    r"""Per-sample magnitude :math:`\max_i \max_t |t_i|` of the tensors ``terms`` (``(batch, ...)``), shaped
+    ``(batch, 1, ..., 1)`` to broadcast against them: the size of the largest number a computation
+    involving these terms rounds, hence the scale of its rounding error."""
+    mags = [t.detach().abs().flatten(1).amax(1) if t.dim() > 1 else t.detach().abs() for t in terms]
+    out = torch.stack(mags).amax(0)
+    return out.reshape(out.shape[0], *([1] * (terms[0].dim() - 1)))
+
+
+def rounding_tolerance(dtype: torch.dtype, ulps: float = 16.0) -> float:
+    """``ulps`` units of roundoff of ``dtype``: the smallest relative step an iteration in that dtype can be
+    asked to reach (``16 · eps``: 1.9e-6 in float32, 3.6e-15 in float64)."""
+    return ulps * torch.finfo(dtype).eps
+
+
 @torch.no_grad()
 def fixed_point(
     g: Fn,
@@ -161,9 +184,17 @@ def fixed_point(
     *,
     atol: float = 1e-8,
     rtol: float = 0.0,
+    scale: Tensor | float | None = None,
     max_iter: int = 1000,
 ) -> Tensor:
-    r"""Iterate :math:`x_{k+1} = g(x_k)` until :math:`|x_{k+1} - x_k| \le atol + rtol |x_{k+1}|` everywhere.
+    r"""Iterate :math:`x_{k+1} = g(x_k)` until :math:`|x_{k+1} - x_k| \le atol + rtol \max(|x_{k+1}|, s)`
+    everywhere.
+
+    ``scale`` :math:`s` (broadcastable to ``x``) is the magnitude of the other terms that ``g`` adds up, e.g.
+    :func:`rounding_scale` of ``y`` and ``h(y)`` for ``g(x) = y - h(x)``: the iterates cannot get closer than
+    the rounding error of those terms, so a tolerance relative to :math:`|x|` alone is unreachable when
+    :math:`|x| \ll |y|` or :math:`|h|`. Use ``rtol`` of a few ulps of the dtype
+    (:func:`rounding_tolerance`).
 
     Converges globally when ``g`` is a contraction (Banach), e.g. ``g(x) = y − h(x)`` with Lip(h) < 1 for
     residual flows. Raises :class:`ConvergenceError` when the cap is reached or the iterates blow up.
@@ -176,7 +207,8 @@ def fixed_point(
         x_new = g(x)
         if not bool(torch.isfinite(x_new).all()):
             raise ConvergenceError("fixed-point iteration diverged (non-finite iterate); is g a contraction?")
-        if bool(((x_new - x).abs() <= atol + rtol * x_new.abs()).all()):
+        mag = x_new.abs() if scale is None else torch.maximum(x_new.abs(), torch.as_tensor(scale).to(x_new))
+        if bool(((x_new - x).abs() <= atol + rtol * mag).all()):
             return x_new
         x = x_new
     gap = float((g(x) - x).abs().max())

@@ -204,3 +204,24 @@ def test_preset():
     assert cflow.log_prob(x, torch.randn(16, 3)).shape == (16,)
     with pytest.raises(ValueError):
         ResidualFlow(2, layers=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_sampling_and_tiny_inverse(seed):
+    # the fixed-point stopping rule follows the dtype and the size of |z|, |g|, |x| (it used to demand
+    # 8 ulps of |x|, unreachable in float32 when |x| << |z| or |g|)
+    torch.manual_seed(seed)
+    flow = ResidualFlow(2, layers=2, hidden=(32, 32)).eval()
+    with torch.no_grad():
+        x = flow.sample((200,))
+    assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
+    block = ResidualBlock(2, hidden=(32, 32), ladj_mode="exact")
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        block.eval()
+        z = 0.01 * torch.randn(200, 2)
+        x, _ = block.inverse(z)
+        back, _ = block(x)
+    scale = z.abs().amax(1) + block.net(x).abs().amax(1)
+    assert bool(((back - z).abs().amax(1) <= 1e-5 * scale + 1e-7).all())

@@ -27,7 +27,7 @@ from ..estimators import (
     sample_probe,
     series_terms,
 )
-from ..inversion import fixed_point
+from ..inversion import fixed_point, rounding_scale, rounding_tolerance
 from ..nets.lipschitz import LipschitzMLP
 from .base import Transform, check_shapes
 
@@ -185,15 +185,15 @@ class ResidualBlock(Transform):
         check_shapes(self, z, context)
         with torch.no_grad():
             zd = z.detach()
-            start = zd - self.net(zd, context)
-            eps = torch.finfo(
-                zd.dtype
-            ).eps  # atol below the dtype's resolution cannot be met: add a relative floor
+            g_z = self.net(zd, context)
+            start = zd - g_z
+            # atol below the rounding error of y - g(x) cannot be met: add a floor relative to the terms
             x_star = fixed_point(
                 lambda x: zd - self.net(x, context),
                 start,
                 atol=self.atol,
-                rtol=8 * eps,
+                rtol=rounding_tolerance(zd.dtype),
+                scale=rounding_scale(zd, g_z, start),
                 max_iter=self.max_iter,
             )
         if not torch.is_grad_enabled():
@@ -219,9 +219,14 @@ class ResidualBlock(Transform):
                 (ja,) = torch.autograd.grad(g_star, leaf, a, retain_graph=True)
                 return grad - ja
 
-            eps = torch.finfo(grad.dtype).eps
-            scale = max(1.0, float(grad.detach().abs().max()))
-            return fixed_point(step, grad, atol=max(atol, 8 * eps) * scale, rtol=8 * eps, max_iter=max_iter)
+            return fixed_point(
+                step,
+                grad,
+                atol=atol,
+                rtol=rounding_tolerance(grad.dtype),
+                scale=rounding_scale(grad),
+                max_iter=max_iter,
+            )
 
         return hook
 
