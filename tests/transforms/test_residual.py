@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from pushforward.estimators import (
+    logdet_identity_plus,
+    residual_logdet,
+    roulette_survival,
     roulette_terms,
+    sample_probe,
 )
 from pushforward.flows import PRESETS, ResidualFlow
 from pushforward.inversion import ConvergenceError
@@ -76,6 +80,28 @@ def test_roulette_terms_weights():
     assert weights[0] == 1.0 and weights[1] == -0.5
     with pytest.raises(ValueError):
         roulette_terms(2, 1.5)
+    # N = max(M, 1) with n_exact = 0: the first term is always there, P(N >= k) = (1 - p)^k for k >= 2
+    assert [roulette_survival(k, 0, 0.5) for k in (1, 2, 3)] == [1.0, 0.25, 0.125]
+    assert [roulette_survival(k, 2, 0.5) for k in (1, 2, 3, 4)] == [1.0, 1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize("n_exact", [0, 1])
+def test_roulette_is_unbiased_for_every_n_exact(n_exact):
+    # a linear g(x) = A x has the closed-form log det(I + A); mean of seeded draws vs it, z-score bound.
+    # Before the fix, n_exact = 0 weighted the first term by 1/(1-p): bias tr(A) p/(1-p) = 0.7, z ~ 140.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.tensor([[0.3, 0.2], [-0.1, 0.4]], dtype=torch.float64)
+    exact = float(logdet_identity_plus(a[None])[0])
+    x = torch.zeros(64, 2, dtype=torch.float64, requires_grad=True)
+    gx = x @ a.T
+    draws = []
+    for _ in range(600):
+        weights, probs = roulette_terms(n_exact, 0.5, generator=gen)
+        probes = sample_probe(x.detach().expand(1, 64, 2), "rademacher", generator=gen)
+        draws.append(residual_logdet(gx, x, probes, weights, probs).mean())
+    d = torch.stack(draws)
+    z = (float(d.mean()) - exact) / (float(d.std()) / len(d) ** 0.5)
+    assert abs(z) < 4.0, z
 
 
 @pytest.mark.parametrize("context", [0, 2])
