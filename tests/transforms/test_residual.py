@@ -6,15 +6,19 @@ import pytest
 import torch
 
 from pushforward.estimators import (
+    jacobian,
     logdet_identity_plus,
     residual_logdet,
     roulette_survival,
     roulette_terms,
     sample_probe,
 )
-from pushforward.flows import PRESETS, ResidualFlow
+from pushforward.flows import PRESETS, Flow, ResidualFlow
 from pushforward.inversion import ConvergenceError
 from pushforward.transforms import ResidualBlock
+from pushforward.transforms.residual import finite_variance_p
+
+from ..flows.quadrature import mass_2d, perturbed
 
 torch.set_default_dtype(torch.float32)
 
@@ -22,6 +26,7 @@ torch.set_default_dtype(torch.float32)
 def _block(features: int = 3, **kw) -> ResidualBlock:
     torch.manual_seed(0)
     kw.setdefault("ladj_mode", "exact")
+    kw.setdefault("eval_ladj_mode", None)  # these tests study the estimators in eval mode
     return ResidualBlock(features, hidden=(16, 16), **kw).double().eval()
 
 
@@ -251,3 +256,40 @@ def test_float32_sampling_and_tiny_inverse(seed):
         back, _ = block(x)
     scale = z.abs().amax(1) + block.net(x).abs().amax(1)
     assert bool(((back - z).abs().amax(1) <= 1e-5 * scale + 1e-7).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_block_stays_contractive_and_normalised_after_the_weights_change(dtype):
+    # stale power-iteration vectors used to under-estimate the spectral norms after a perturbation:
+    # ||J_g|| reached 1.3-1.5 and the 2-D mass 1.16; eval mode now uses the exact norms
+    torch.manual_seed(0)
+    block = ResidualBlock(2, hidden=(32, 32), ladj_mode="exact").to(dtype)
+    perturbed(block, 0.5)
+    block.eval()
+    x = (3 * torch.randn(2000, 2, dtype=torch.float64)).to(dtype).requires_grad_(True)
+    jac = jacobian(block.net(x), x)
+    assert float(torch.linalg.matrix_norm(jac.double(), ord=2).max()) < 1.0
+    flow = Flow(block).double()
+    assert abs(mass_2d(flow.log_prob) - 1.0) < 1e-3
+
+
+def test_eval_mode_log_prob_is_exact_and_deterministic_by_default():
+    torch.manual_seed(0)
+    flow = perturbed(ResidualFlow(2, layers=2, hidden=(16, 16)).double(), 0.1).eval()
+    x = torch.randn(64, 2, dtype=torch.float64)
+    with torch.no_grad():
+        a, b = flow.log_prob(x), flow.log_prob(x)
+    assert torch.equal(a, b)
+    block = flow.transform.transforms[1]
+    assert block.current_ladj_mode() == "exact"
+    assert block.p < 1 - block.net.lipschitz_bound() ** 2  # finite-variance roulette default
+    asked = perturbed(ResidualFlow(2, layers=2, hidden=(16, 16), eval_ladj_mode="roulette").double(), 0.1)
+    assert asked.eval().transform.transforms[1].current_ladj_mode() == "roulette"
+
+
+def test_finite_variance_p():
+    assert finite_variance_p(0.0) == 0.5
+    for lip in (0.5, 0.9, 0.99):
+        assert lip**2 < 1 - finite_variance_p(lip)
+    with pytest.raises(ValueError, match="Lipschitz"):
+        finite_variance_p(1.0)
