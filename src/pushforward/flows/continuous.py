@@ -134,6 +134,7 @@ def FFJORD(
     hidden: Sequence[int] = (64, 64, 64),
     activation: str | Callable[[], nn.Module] = "softplus",
     trace: str = "hutchinson",
+    eval_trace: str | None = "exact",
     probe: str = "rademacher",
     method: str = "dopri5",
     rtol: float = 1e-5,
@@ -149,12 +150,14 @@ def FFJORD(
     time-1 map of a :class:`~pushforward.transforms.TimeMLP` field, trained by maximum likelihood with
     :math:`\log p(x) = \log p_Z(z(1)) + \int_0^1 \operatorname{tr}(\partial f/\partial z)\,dt`.
 
-    The trace is Hutchinson's estimate by default (``trace="exact"`` for small ``D``: exact and
-    deterministic log-likelihoods). ``regularize=True`` integrates the RNODE terms; read them after a forward
-    pass with :func:`continuous_regularization`. With ``augment > 0`` the ODE runs on
-    :math:`\mathbb{R}^{D+A}` and an :class:`AugmentedFlow` is returned, whose ``log_prob`` is a lower bound
-    (see there). Extra keyword ``options`` go to every :class:`~pushforward.transforms.ContinuousFlow`
-    (``time``, ``options``, ``kinetic``, ``frobenius``).
+    In training the trace is Hutchinson's estimate by default (``trace="exact"`` for small ``D``). In eval
+    mode (``flow.eval()``) it is exact by default (``eval_trace="exact"``: exact, deterministic
+    log-likelihoods for ``D`` vector–Jacobian products per dynamics evaluation; pass
+    ``eval_trace="hutchinson"`` for the estimator in high dimension). ``regularize=True`` integrates the
+    RNODE terms; read them after a forward pass with :func:`continuous_regularization`. With
+    ``augment > 0`` the ODE runs on :math:`\mathbb{R}^{D+A}` and an :class:`AugmentedFlow` is returned,
+    whose ``log_prob`` is a lower bound (see there). Extra keyword ``options`` go to every
+    :class:`~pushforward.transforms.ContinuousFlow` (``time``, ``options``, ``kinetic``, ``frobenius``).
 
     Reference: Grathwohl, Chen, Bettencourt, Sutskever & Duvenaud, "FFJORD: Free-form Continuous Dynamics for
     Scalable Reversible Generative Models", ICLR 2019.
@@ -176,6 +179,7 @@ def FFJORD(
             context=context,
             activation=activation,
             trace=trace,
+            eval_trace=eval_trace,
             probe=probe,
             method=method,
             rtol=rtol,
