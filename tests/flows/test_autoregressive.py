@@ -72,3 +72,9 @@ def test_bad_options_raise():
         NAF(2, layers=0)
     with pytest.raises(TypeError, match="features"):
         BNAF(2.5)  # type: ignore[arg-type]
+
+
+def test_bnaf_refuses_an_improper_density():
+    # without the gated residual a BNAF layer has a bounded range: 2-D mass 0.27, sampling raised
+    with pytest.raises(ValueError, match="gated"):
+        BNAF(2, residual=None)
