@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_input
-from ..distributions.base import Distribution, StandardNormal, _sample_shape
+from ..distributions.base import Distribution, StandardNormal
 from ..transforms.base import Compose, Transform
 from ..transforms.continuous import ContinuousFlow
 from .core import Flow
@@ -104,19 +104,7 @@ class AugmentedFlow(Flow):
         return (torch.logsumexp(log_w, 0) - math.log(k)).reshape(batch_shape)
 
     def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
-        shape = _sample_shape(sample_shape)
-        n = math.prod(shape)
-        if self.context_features:
-            ctx = self._context(context, None)
-            cb = tuple(context.shape[:-1]) if context.dim() > 1 else (1,)  # type: ignore[union-attr]
-            m = ctx.shape[0]  # type: ignore[union-attr]
-            ctx = ctx.unsqueeze(0).expand(n, m, self.context_features).reshape(n * m, -1)  # type: ignore[union-attr]
-            out_shape, count = shape + cb, n * m
-        else:
-            self._context(context, None)
-            ctx, out_shape, count = None, shape, n
-        if count == 0:
-            raise ValueError("sample_shape has zero samples")
+        ctx, out_shape, count = self._sample_plan(sample_shape, context)
         z = self.base.rsample((count,))
         xa, _ = self.transform.inverse(z, ctx)
         x = xa[:, : self.event_shape[0]]
