@@ -23,6 +23,7 @@ Reference: Huang, Krueger, Lacoste & Courville, "Neural Autoregressive Flows", I
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,15 @@ def sigmoid_layer_inverse(
     return implicit_gradient(lambda t: sigmoid_layer(t, log_a, b, log_w)[0], y, x)
 
 
-def _checked_in_x(value, slope, y: Tensor, x: Tensor, low: Tensor, high: Tensor, max_iter: int) -> Tensor:
+def _checked_in_x(
+    value: Callable[[Tensor], Tensor],
+    slope: Callable[[Tensor], Tensor],
+    y: Tensor,
+    x: Tensor,
+    low: Tensor,
+    high: Tensor,
+    max_iter: int,
+) -> Tensor:
     """Refine by bisection the elements of a root ``x`` of ``value(x) = y`` whose error in ``x`` may exceed
     ``sqrt(eps) max(1, |x|)``, and raise :class:`ConvergenceError` where the dtype cannot determine it."""
     eps = torch.finfo(y.dtype).eps
