@@ -99,3 +99,13 @@ def test_rounding_scale_is_per_sample():
     b = torch.tensor([[2.0, 0.0], [0.0, -0.25]])
     torch.testing.assert_close(rounding_scale(a, b), torch.tensor([[3.0], [0.5]]))
     assert rounding_tolerance(torch.float64) < rounding_tolerance(torch.float32) < 1e-5
+
+
+def test_default_tolerances_are_reachable_in_float32():
+    # absolute defaults (1e-8, 1e-10) are below float32's resolution of |x| ~ 1..30: the solvers used to
+    # run to their caps and raise
+    x = fixed_point(lambda x: 1.0 - 0.5 * torch.sin(x), torch.zeros(3))
+    torch.testing.assert_close(x, 1.0 - 0.5 * torch.sin(x))
+    y = torch.tensor([2.0, -30.0])
+    torch.testing.assert_close(torch.sinh(bisection(torch.sinh, y, -1.0, 1.0)), y)
+    torch.testing.assert_close(torch.sinh(newton(torch.sinh, y, atol=1e-12)), y)

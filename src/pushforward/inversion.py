@@ -74,7 +74,8 @@ def bisection(
         f: Elementwise increasing map (``f(x)[i]`` depends on ``x[i]`` only and increases with it).
         y: Targets.
         low, high: Initial bracket (scalars or tensors broadcastable to ``y``).
-        atol: Stop when every bracket is narrower than ``atol``.
+        atol: Stop when every bracket is narrower than ``atol`` (or than a few ulps of its midpoint,
+            :func:`rounding_tolerance`, below which no bracket can shrink).
         max_iter: Iteration cap; :class:`ConvergenceError` if reached first.
         expand: Widen the bracket geometrically when it does not contain the root.
         max_expand: Cap on the number of widenings.
@@ -92,12 +93,17 @@ def bisection(
         go_right = f(mid) < y
         lo = torch.where(go_right, mid, lo)
         hi = torch.where(go_right, hi, mid)
-        if bool(((hi - lo) <= atol).all()):
+        if bool(((hi - lo) <= _floor(atol, mid)).all()):
             return 0.5 * (lo + hi)
     worst = float((hi - lo).max())
     raise ConvergenceError(
         f"bisection did not converge in {max_iter} iterations (widest bracket {worst:.3g})"
     )
+
+
+def _floor(atol: float, x: Tensor) -> Tensor:
+    """``atol`` plus a few ulps of ``|x|``: the narrowest bracket around ``x`` the dtype can represent."""
+    return atol + rounding_tolerance(x.dtype) * x.abs()
 
 
 def _derivative(f: Fn, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -133,7 +139,8 @@ def newton(
         x0: Starting point.
         df: Elementwise derivative of ``f``; by default computed with autograd.
         low, high: Optional initial bracket.
-        atol: Stop when ``|f(x) − y| ≤ atol`` or the bracket is narrower than ``atol``, for every element.
+        atol: Stop when ``|f(x) − y| ≤ atol`` or the bracket is narrower than ``atol`` (or than a few ulps
+            of ``x``), for every element.
         max_iter: Iteration cap; :class:`ConvergenceError` if reached first.
 
     Example:
@@ -150,7 +157,7 @@ def newton(
         else:
             fx, d = f(x), df(x)
         r = fx - y
-        done = (r.abs() <= atol) | ((hi - lo) <= atol)
+        done = (r.abs() <= atol) | ((hi - lo) <= _floor(atol, x))
         if bool(done.all()):
             return x
         lo = torch.where(r < 0, x, lo)
@@ -183,7 +190,7 @@ def fixed_point(
     x0: Tensor,
     *,
     atol: float = 1e-8,
-    rtol: float = 0.0,
+    rtol: float | None = None,
     scale: Tensor | float | None = None,
     max_iter: int = 1000,
 ) -> Tensor:
@@ -193,7 +200,7 @@ def fixed_point(
     ``scale`` :math:`s` (broadcastable to ``x``) is the magnitude of the other terms that ``g`` adds up, e.g.
     :func:`rounding_scale` of ``y`` and ``h(y)`` for ``g(x) = y - h(x)``: the iterates cannot get closer than
     the rounding error of those terms, so a tolerance relative to :math:`|x|` alone is unreachable when
-    :math:`|x| \ll |y|` or :math:`|h|`. Use ``rtol`` of a few ulps of the dtype
+    :math:`|x| \ll |y|` or :math:`|h|`. ``rtol`` defaults to a few ulps of the dtype
     (:func:`rounding_tolerance`).
 
     Converges globally when ``g`` is a contraction (Banach), e.g. ``g(x) = y − h(x)`` with Lip(h) < 1 for
@@ -202,6 +209,8 @@ def fixed_point(
     Example:
         >>> x = fixed_point(lambda x: 1.0 - 0.5 * torch.sin(x), torch.zeros(3))
     """
+    if rtol is None:
+        rtol = rounding_tolerance(x0.dtype)
     x = x0
     for _ in range(max_iter):
         x_new = g(x)

@@ -46,7 +46,7 @@ def finite_variance_p(lipschitz: float) -> float:
 
     Example:
         >>> round(finite_variance_p(0.97**3), 3)
-        0.083
+        0.084
     """
     if not 0.0 <= lipschitz < 1.0:
         raise ValueError(f"the Lipschitz bound must lie in [0, 1), got {lipschitz}")
@@ -82,7 +82,7 @@ class ResidualBlock(Transform):
       (Chen et al. 2019). Its variance is finite when :math:`\operatorname{Lip}(g)^2 < 1-p`; the default
       ``p=None`` picks :math:`p = \min\big(0.5, (1 - c^{2L})/2\big)` from the bound :math:`c^L` of
       :math:`\operatorname{Lip}(g)` (``L`` linear layers), which guarantees it (e.g. ``coeff=0.97``, two
-      hidden layers: :math:`p \approx 0.083`, on average ``n_exact + 11`` terms). An explicit ``p`` is used
+      hidden layers: :math:`p \approx 0.084`, on average ``n_exact + 11`` terms). An explicit ``p`` is used
       as given.
 
     With ``neumann_grad=True`` (stochastic modes), training backpropagates Chen et al.'s Neumann-series
