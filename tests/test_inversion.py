@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from pushforward.inversion import ConvergenceError, bisection, fixed_point, implicit_gradient, newton
+from pushforward.inversion import (
+    ConvergenceError,
+    bisection,
+    fixed_point,
+    implicit_gradient,
+    newton,
+    rounding_scale,
+    rounding_tolerance,
+)
 
 torch.set_default_dtype(torch.float32)
 
@@ -65,3 +73,39 @@ def test_implicit_gradient_matches_analytic():
     d = a.detach() + 3 * x**2
     torch.testing.assert_close(gy, 1 / d)
     torch.testing.assert_close(ga, (-x / d).sum())
+
+
+def test_fixed_point_tolerance_follows_the_size_of_the_terms():
+    # float32, g(x) = y - h(x) with |x| << |y|, |h|: the step cannot fall below the rounding error of y - h,
+    # so a tolerance relative to |x| alone is never met; one relative to max(|x|, |y|, |h|) is.
+    torch.manual_seed(0)
+    y = 1000.0 + torch.randn(64, 2)
+    shift = y - 1e-3 * torch.randn(64, 2)  # the root is x* = y - shift, tiny next to y and h
+
+    def g(x):
+        return y - (shift + 0.5 * torch.tanh(x))
+
+    start = g(y)
+    x = fixed_point(
+        g, start, atol=1e-10, rtol=rounding_tolerance(torch.float32), scale=rounding_scale(y, shift, start)
+    )
+    assert bool((x - g(x)).abs().max() <= 1e-3)
+    with pytest.raises(ConvergenceError):
+        fixed_point(g, start, atol=1e-10, rtol=rounding_tolerance(torch.float32), max_iter=200)
+
+
+def test_rounding_scale_is_per_sample():
+    a = torch.tensor([[1.0, -3.0], [0.5, 0.0]])
+    b = torch.tensor([[2.0, 0.0], [0.0, -0.25]])
+    torch.testing.assert_close(rounding_scale(a, b), torch.tensor([[3.0], [0.5]]))
+    assert rounding_tolerance(torch.float64) < rounding_tolerance(torch.float32) < 1e-5
+
+
+def test_default_tolerances_are_reachable_in_float32():
+    # absolute defaults (1e-8, 1e-10) are below float32's resolution of |x| ~ 1..30: the solvers used to
+    # run to their caps and raise
+    x = fixed_point(lambda x: 1.0 - 0.5 * torch.sin(x), torch.zeros(3))
+    torch.testing.assert_close(x, 1.0 - 0.5 * torch.sin(x))
+    y = torch.tensor([2.0, -30.0])
+    torch.testing.assert_close(torch.sinh(bisection(torch.sinh, y, -1.0, 1.0)), y)
+    torch.testing.assert_close(torch.sinh(newton(torch.sinh, y, atol=1e-12)), y)

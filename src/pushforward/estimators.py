@@ -32,6 +32,7 @@ __all__ = [
     "logdet_identity_plus",
     "residual_logdet",
     "residual_logdet_exact",
+    "roulette_survival",
     "roulette_terms",
     "sample_probe",
     "series_terms",
@@ -109,13 +110,29 @@ def series_terms(n_terms: int) -> list[float]:
     return [(-1) ** (k + 1) / k for k in range(1, n_terms + 1)]
 
 
+def roulette_survival(k: int, n_exact: int, p: float) -> float:
+    r""":math:`P(N \ge k)` for the Russian-roulette length :math:`N = \max(n_{exact} + M, 1)`,
+    :math:`M \sim \mathrm{Geometric}(p)` on :math:`\{0, 1, \dots\}` (:math:`P(M \ge m) = (1-p)^m`):
+
+    .. math:: P(N \ge k) = \begin{cases} 1 & k \le \max(n_{exact}, 1) \\
+        (1-p)^{k - n_{exact}} & \text{otherwise,} \end{cases}
+
+    since the first term is always computed (with ``n_exact = 0``, :math:`N \ge 1` surely, and
+    :math:`N \ge k \iff M \ge k` for :math:`k \ge 2`)."""
+    if k <= max(n_exact, 1):
+        return 1.0
+    return (1.0 - p) ** (k - n_exact)
+
+
 def roulette_terms(
     n_exact: int, p: float, generator: torch.Generator | None = None
 ) -> tuple[list[float], list[float]]:
-    r"""Draw the Russian-roulette truncation :math:`N = n_{exact} + M`, :math:`M \sim \mathrm{Geometric}(p)`
-    (:math:`P(M \ge m) = (1-p)^m`), and return the reweighted series weights
-    :math:`c_k = \frac{(-1)^{k+1}}{k\,P(N \ge k)}` for :math:`k = 1..N` together with the probabilities
-    :math:`P(N \ge k)`. :math:`\mathbb{E}_N[\sum_{k\le N} c_k a_k] = \sum_k \frac{(-1)^{k+1}}{k} a_k`."""
+    r"""Draw the Russian-roulette truncation :math:`N = \max(n_{exact} + M, 1)`,
+    :math:`M \sim \mathrm{Geometric}(p)` (:math:`P(M \ge m) = (1-p)^m`), and return the reweighted series
+    weights :math:`c_k = \frac{(-1)^{k+1}}{k\,P(N \ge k)}` for :math:`k = 1..N` together with the
+    probabilities :math:`P(N \ge k)` (:func:`roulette_survival`).
+    :math:`\mathbb{E}_N[\sum_{k\le N} c_k a_k] = \sum_k \frac{(-1)^{k+1}}{k} a_k`; the variance is finite
+    when :math:`|a_k| \le C L^k` with :math:`L^2 < 1 - p`."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"roulette probability p must lie in (0, 1), got {p}")
     if n_exact < 0:
@@ -123,7 +140,7 @@ def roulette_terms(
     u = float(torch.rand((), generator=generator, dtype=torch.float64))
     m = math.floor(math.log(max(u, 1e-300)) / math.log1p(-p))
     n = max(n_exact + m, 1)
-    probs = [(1.0 - p) ** max(0, k - n_exact) for k in range(1, n + 1)]
+    probs = [roulette_survival(k, n_exact, p) for k in range(1, n + 1)]
     return [(-1) ** (k + 1) / (k * probs[k - 1]) for k in range(1, n + 1)], probs
 
 

@@ -17,7 +17,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["ConvergenceError", "bisection", "fixed_point", "implicit_gradient", "newton"]
+__all__ = [
+    "ConvergenceError",
+    "bisection",
+    "fixed_point",
+    "implicit_gradient",
+    "newton",
+    "rounding_scale",
+    "rounding_tolerance",
+]
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -66,7 +74,8 @@ def bisection(
         f: Elementwise increasing map (``f(x)[i]`` depends on ``x[i]`` only and increases with it).
         y: Targets.
         low, high: Initial bracket (scalars or tensors broadcastable to ``y``).
-        atol: Stop when every bracket is narrower than ``atol``.
+        atol: Stop when every bracket is narrower than ``atol`` (or than a few ulps of its midpoint,
+            :func:`rounding_tolerance`, below which no bracket can shrink).
         max_iter: Iteration cap; :class:`ConvergenceError` if reached first.
         expand: Widen the bracket geometrically when it does not contain the root.
         max_expand: Cap on the number of widenings.
@@ -84,12 +93,17 @@ def bisection(
         go_right = f(mid) < y
         lo = torch.where(go_right, mid, lo)
         hi = torch.where(go_right, hi, mid)
-        if bool(((hi - lo) <= atol).all()):
+        if bool(((hi - lo) <= _floor(atol, mid)).all()):
             return 0.5 * (lo + hi)
     worst = float((hi - lo).max())
     raise ConvergenceError(
         f"bisection did not converge in {max_iter} iterations (widest bracket {worst:.3g})"
     )
+
+
+def _floor(atol: float, x: Tensor) -> Tensor:
+    """``atol`` plus a few ulps of ``|x|``: the narrowest bracket around ``x`` the dtype can represent."""
+    return atol + rounding_tolerance(x.dtype) * x.abs()
 
 
 def _derivative(f: Fn, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,7 +139,8 @@ def newton(
         x0: Starting point.
         df: Elementwise derivative of ``f``; by default computed with autograd.
         low, high: Optional initial bracket.
-        atol: Stop when ``|f(x) − y| ≤ atol`` or the bracket is narrower than ``atol``, for every element.
+        atol: Stop when ``|f(x) − y| ≤ atol`` or the bracket is narrower than ``atol`` (or than a few ulps
+            of ``x``), for every element.
         max_iter: Iteration cap; :class:`ConvergenceError` if reached first.
 
     Example:
@@ -142,7 +157,7 @@ def newton(
         else:
             fx, d = f(x), df(x)
         r = fx - y
-        done = (r.abs() <= atol) | ((hi - lo) <= atol)
+        done = (r.abs() <= atol) | ((hi - lo) <= _floor(atol, x))
         if bool(done.all()):
             return x
         lo = torch.where(r < 0, x, lo)
@@ -154,16 +169,39 @@ def newton(
     raise ConvergenceError(f"Newton did not converge in {max_iter} iterations (max residual {worst:.3g})")
 
 
+def rounding_scale(*terms: Tensor) -> Tensor:
+    r"""Per-sample magnitude :math:`\max_i \max_t |t_i|` of the tensors ``terms`` (``(batch, ...)``), shaped
+    ``(batch, 1, ..., 1)`` to broadcast against them: the size of the largest number a computation
+    involving these terms rounds, hence the scale of its rounding error."""
+    mags = [t.detach().abs().flatten(1).amax(1) if t.dim() > 1 else t.detach().abs() for t in terms]
+    out = torch.stack(mags).amax(0)
+    return out.reshape(out.shape[0], *([1] * (terms[0].dim() - 1)))
+
+
+def rounding_tolerance(dtype: torch.dtype, ulps: float = 16.0) -> float:
+    """``ulps`` units of roundoff of ``dtype``: the smallest relative step an iteration in that dtype can be
+    asked to reach (``16 · eps``: 1.9e-6 in float32, 3.6e-15 in float64)."""
+    return ulps * torch.finfo(dtype).eps
+
+
 @torch.no_grad()
 def fixed_point(
     g: Fn,
     x0: Tensor,
     *,
     atol: float = 1e-8,
-    rtol: float = 0.0,
+    rtol: float | None = None,
+    scale: Tensor | float | None = None,
     max_iter: int = 1000,
 ) -> Tensor:
-    r"""Iterate :math:`x_{k+1} = g(x_k)` until :math:`|x_{k+1} - x_k| \le atol + rtol |x_{k+1}|` everywhere.
+    r"""Iterate :math:`x_{k+1} = g(x_k)` until :math:`|x_{k+1} - x_k| \le atol + rtol \max(|x_{k+1}|, s)`
+    everywhere.
+
+    ``scale`` :math:`s` (broadcastable to ``x``) is the magnitude of the other terms that ``g`` adds up, e.g.
+    :func:`rounding_scale` of ``y`` and ``h(y)`` for ``g(x) = y - h(x)``: the iterates cannot get closer than
+    the rounding error of those terms, so a tolerance relative to :math:`|x|` alone is unreachable when
+    :math:`|x| \ll |y|` or :math:`|h|`. ``rtol`` defaults to a few ulps of the dtype
+    (:func:`rounding_tolerance`).
 
     Converges globally when ``g`` is a contraction (Banach), e.g. ``g(x) = y − h(x)`` with Lip(h) < 1 for
     residual flows. Raises :class:`ConvergenceError` when the cap is reached or the iterates blow up.
@@ -171,12 +209,15 @@ def fixed_point(
     Example:
         >>> x = fixed_point(lambda x: 1.0 - 0.5 * torch.sin(x), torch.zeros(3))
     """
+    if rtol is None:
+        rtol = rounding_tolerance(x0.dtype)
     x = x0
     for _ in range(max_iter):
         x_new = g(x)
         if not bool(torch.isfinite(x_new).all()):
             raise ConvergenceError("fixed-point iteration diverged (non-finite iterate); is g a contraction?")
-        if bool(((x_new - x).abs() <= atol + rtol * x_new.abs()).all()):
+        mag = x_new.abs() if scale is None else torch.maximum(x_new.abs(), torch.as_tensor(scale).to(x_new))
+        if bool(((x_new - x).abs() <= atol + rtol * mag).all()):
             return x_new
         x = x_new
     gap = float((g(x) - x).abs().max())

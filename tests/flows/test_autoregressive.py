@@ -91,3 +91,9 @@ def test_presets_take_any_transformer():
         MAF(2, transformer=torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="Transformer"):
         MAF(2, transformer=lambda: torch.nn.Linear(2, 2))
+
+
+def test_bnaf_refuses_an_improper_density():
+    # without the gated residual a BNAF layer has a bounded range: 2-D mass 0.27, sampling raised
+    with pytest.raises(ValueError, match="gated"):
+        BNAF(2, residual=None)

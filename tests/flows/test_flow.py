@@ -8,7 +8,7 @@ import torch
 
 from pushforward import Flow
 from pushforward.distributions import DiagNormal, MixtureOfGaussians, StandardNormal
-from pushforward.flows import NICE, PRESETS, RealNVP
+from pushforward.flows import FFJORD, NICE, PRESETS, RealNVP
 from pushforward.transforms import AffineCoupling, Compose, Shift, half_mask
 
 torch.set_default_dtype(torch.float32)
@@ -151,3 +151,18 @@ def test_nice_is_volume_preserving_until_the_rescaling():
         expected = float(flow.transform[-1].log_scale.sum())
     assert not math.isclose(expected, 0.0, abs_tol=1e-3)
     torch.testing.assert_close(ladj, torch.full((5,), expected))
+
+
+@pytest.mark.parametrize("context_shape", [(2,), (4, 2), (3, 4, 2)])
+def test_every_flow_shares_the_sample_shapes(context_shape):
+    # Flow and AugmentedFlow used to have two sampling paths: with a 1-D context, (5, 2) vs (5, 1, 2)
+    torch.manual_seed(0)
+    c = torch.randn(*context_shape)
+    plain = RealNVP(2, context=2, layers=2, hidden=(8,))
+    augmented = FFJORD(2, context=2, hidden=(8,), augment=1, method="rk4", options={"step_size": 0.5})
+    want = (5, *context_shape[:-1], 2)
+    with torch.no_grad():
+        for flow in (plain, augmented):
+            assert flow.sample((5,), c).shape == want
+            x, lp = flow.sample_and_log_prob((5,), c)
+            assert x.shape == want and lp.shape == want[:-1]

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from pushforward.data.images import uniform_dequantize
 from pushforward.flows import PRESETS, Glow, RealNVPImage, ScaleNormal
 from pushforward.flows.image import (
     conceptual_compression,
@@ -17,6 +18,7 @@ from pushforward.flows.image import (
     multiscale_of,
     sample,
 )
+from pushforward.transforms.elementwise import into_open_unit_interval
 
 torch.set_num_threads(1)
 
@@ -151,3 +153,53 @@ def test_preset_argument_errors():
         RealNVPImage((1, 6, 6), scales=3)
     with pytest.raises(ValueError):
         RealNVPImage((1, 8, 8), hidden=(8, 16))
+
+
+@pytest.mark.parametrize("name", ["glow", "realnvp_image"])
+def test_samples_lie_in_the_support(name):
+    # the logit margin alpha = 0.05 mapped [0, 1] onto a bounded box: 0.3% of the pixels of untrained
+    # samples fell outside [0, 1] and log_prob(sample) raised
+    torch.manual_seed(0)
+    kw = (
+        {"levels": 1, "steps": 1, "hidden": (4,)}
+        if name == "glow"
+        else {"scales": 1, "layers": 1, "hidden": (4,)}
+    )
+    flow = PRESETS[name]((1, 4, 4), **kw)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        x = flow.sample((300,))
+        assert bool(((x > 0) & (x < 1)).all())
+        assert bool(torch.isfinite(flow.log_prob(x)).all())
+
+
+def test_logit_preprocessing_density_integrates_to_one_on_the_cube():
+    # x = sigmoid(t) covers (0, 1)^2; the old margin lost the mass outside its box (0.9968 in 1-D)
+    torch.manual_seed(0)
+    flow = RealNVPImage((1, 1, 2), scales=1, layers=1, hidden=(4,)).double()
+    with torch.no_grad():
+        flow.log_prob(torch.rand(64, 1, 1, 2, dtype=torch.float64))  # ActNorm's data-dependent init
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    t = torch.linspace(-30.0, 30.0, 1201, dtype=torch.float64)
+    tt, uu = torch.meshgrid(t, t, indexing="ij")
+    pts = torch.stack([tt, uu], -1).reshape(-1, 2)
+    x = torch.sigmoid(pts)
+    jac = (torch.nn.functional.logsigmoid(pts) + torch.nn.functional.logsigmoid(-pts)).sum(-1)
+    with torch.no_grad():
+        p = (flow.log_prob(x.reshape(-1, 1, 1, 2)) + jac).exp().reshape(t.numel(), t.numel())
+    mass = float(torch.trapezoid(torch.trapezoid(p, t, dim=1), t))
+    assert abs(mass - 1.0) < 1e-3, mass
+    with pytest.raises(ValueError, match="bounded"):
+        RealNVPImage((1, 4, 4), logit=0.05)
+    with pytest.raises(ValueError, match="bounded"):
+        Glow((1, 4, 4), logit=0.05)
+
+
+def test_dequantized_pixels_stay_in_the_open_cube():
+    x = torch.tensor([[0.0, 255.0]]).expand(4096, 2)
+    y = uniform_dequantize(x, 256, generator=torch.Generator().manual_seed(0))
+    assert bool(((y > 0) & (y < 1)).all())
+    edge = into_open_unit_interval(torch.tensor([0.0, 1.0, 0.5]))
+    assert 0 < float(edge[0]) and float(edge[1]) < 1 and float(edge[2]) == 0.5

@@ -8,6 +8,8 @@ from pushforward.data import toy
 from pushforward.flows import RealNVP
 from pushforward.transforms import Affine, Compose, Inverse, LULinear, Tanh
 
+from .quadrature import perturbed
+
 
 def _integrate_1d(flow, lo=-30.0, hi=30.0, n=200001):
     x = torch.linspace(lo, hi, n, dtype=torch.float64).unsqueeze(-1)
@@ -25,18 +27,10 @@ def _integrate_2d(flow, lim=8.0, n=801):
     return float(torch.trapezoid(torch.trapezoid(p, g, dim=1), g))
 
 
-def _perturbed(flow, scale, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return flow
-
-
 def test_1d_bounded_flow_integrates_to_one():
     """Data on (-1, 1): atanh (Inverse(Tanh)) then an affine map to the latent line."""
     torch.manual_seed(0)
-    flow = _perturbed(Flow(Compose([Inverse(Tanh(1)), Affine(1)])).double(), 0.5)
+    flow = perturbed(Flow(Compose([Inverse(Tanh(1)), Affine(1)])).double(), 0.5)
     x = torch.linspace(-1 + 1e-12, 1 - 1e-12, 400001, dtype=torch.float64).unsqueeze(-1)
     with torch.no_grad():
         p = flow.log_prob(x).exp()
@@ -45,13 +39,13 @@ def test_1d_bounded_flow_integrates_to_one():
 
 def test_1d_affine_chain_integrates_to_one():
     torch.manual_seed(1)
-    flow = _perturbed(Flow(Compose([Affine(1), LULinear(1), Affine(1)])).double(), 0.4)
+    flow = perturbed(Flow(Compose([Affine(1), LULinear(1), Affine(1)])).double(), 0.4)
     assert abs(_integrate_1d(flow) - 1.0) < 1e-3
 
 
 def test_2d_realnvp_random_init_integrates_to_one():
     torch.manual_seed(0)
-    flow = _perturbed(RealNVP(2, layers=4, hidden=(16, 16)).double(), 0.3)
+    flow = perturbed(RealNVP(2, layers=4, hidden=(16, 16)).double(), 0.3)
     assert abs(_integrate_2d(flow) - 1.0) < 1e-3
 
 
@@ -73,5 +67,5 @@ def test_quadrature_detects_an_unnormalised_density(dtype):
             return self.base.log_prob(z)
 
     torch.manual_seed(0)
-    flow = _perturbed(Broken(Compose([Affine(1)])).to(dtype), 0.5, seed=3)
+    flow = perturbed(Broken(Compose([Affine(1)])).to(dtype), 0.5, seed=3)
     assert abs(_integrate_1d(flow) - 1.0) > 1e-2

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pushforward.flows.image import Glow
+from pushforward.flows.image import Glow, RealNVPImage
 from pushforward.nets import ConvResNet
 from pushforward.train.reversible import ReversibleCompose, saved_tensor_bytes
 from pushforward.transforms import (
@@ -16,6 +16,7 @@ from pushforward.transforms import (
     BatchNorm,
     Compose,
     InvConv1x1,
+    Squeeze,
     channel_mask,
 )
 
@@ -115,3 +116,33 @@ def test_no_grad_path_is_plain_compose():
         z, ladj = rev(x)
         z2, ladj2 = Compose.forward(rev, x)
     assert torch.equal(z, z2) and torch.equal(ladj, ladj2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layers_with_constant_ladj_train(dtype):
+    # Squeeze's ladj is a constant with no graph; it used to be handed to autograd.grad
+    # ("element 1 of tensors does not require grad"), so no reversible image preset could train
+    torch.manual_seed(0)
+    parts = [Squeeze((1, 2, 2)), ActNorm((4, 1, 1))]
+    rev = ReversibleCompose(copy.deepcopy(parts)).to(dtype)
+    plain = Compose(copy.deepcopy(parts)).to(dtype)
+    x = torch.randn(6, 1, 2, 2, dtype=dtype)
+    with torch.no_grad():
+        plain(x)
+        rev(x)  # the same ActNorm initialisation in both
+    grads = []
+    for stack in (plain, rev):
+        xg = x.clone().requires_grad_(True)
+        z, ladj = stack(xg)
+        (z.square().sum() - ladj.sum()).backward()
+        grads.append([xg.grad, *(p.grad for p in stack.parameters())])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a)
+
+
+def test_reversible_image_preset_trains():
+    torch.manual_seed(0)
+    flow = RealNVPImage((1, 4, 4), scales=2, layers=1, hidden=(4,), reversible=True)
+    loss = -flow.log_prob(torch.rand(3, 1, 4, 4).clamp(0.01, 0.99)).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in flow.parameters() if p.requires_grad)

@@ -209,3 +209,23 @@ def test_missing_torchdiffeq_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchdiffeq", None)
     with pytest.raises(ImportError, match=r"pushforward\[ode\]"):
         odeint()
+
+
+def test_ffjord_eval_log_prob_is_exact_and_deterministic_by_default():
+    # FFJORD trains with Hutchinson's estimator; in eval mode log_prob used to be stochastic too (two calls
+    # differed by 0.04): now exact unless the estimator is asked for
+    torch.manual_seed(0)
+    flow = FFJORD(2, hidden=(8,)).double()
+    x = torch.randn(16, 2, dtype=torch.float64)
+    with torch.no_grad():
+        flow.eval()
+        a, b = flow.log_prob(x), flow.log_prob(x)
+        exact = FFJORD(2, hidden=(8,), trace="exact").double()
+        exact.load_state_dict(flow.state_dict())
+        ref = exact.eval().log_prob(x)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, ref)
+    asked = FFJORD(2, hidden=(8,), eval_trace="hutchinson").eval()
+    assert asked.transform.current_trace() == "hutchinson"
+    with pytest.raises(ValueError, match="eval_trace"):
+        FFJORD(2, eval_trace="bogus")

@@ -35,8 +35,8 @@ from ..flows.core import Flow
 from ..nets.conv import ConvResNet
 from ..transforms.base import Compose, Transform
 from ..transforms.coupling import AffineCoupling
-from ..transforms.elementwise import log_normal_pdf, log_sigmoid_derivative
-from ..transforms.image import channel_mask, checkerboard_mask, image_shape
+from ..transforms.elementwise import into_open_unit_interval, log_normal_pdf, log_sigmoid_derivative
+from ..transforms.image import image_shape, channel_mask, checkerboard_mask
 
 __all__ = [
     "DequantizedFlow",
@@ -156,11 +156,12 @@ def _check_levels(x: Tensor, levels: int) -> None:
 
 
 def uniform_dequantize(x: Tensor, levels: int = 256, generator: torch.Generator | None = None) -> Tensor:
-    r"""Uniform dequantization :math:`y = (x + u) / L`, :math:`u \sim \mathcal U[0, 1)^D`: values in
-    :math:`[0, 1)`."""
+    r"""Uniform dequantization :math:`y = (x + u) / L`, :math:`u \sim \mathcal U[0, 1)^D`: values in the
+    open cube :math:`(0, 1)^D`, the support of the image presets' logit (the rare draws that round onto 0 or
+    1, e.g. :math:`(255 + u)/256 = 1` in float32 for :math:`u > 1 - 2^{-17}`, are moved by one ulp)."""
     _check_levels(x, levels)
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return (x + u) / levels
+    return into_open_unit_interval((x + u) / levels)
 
 
 def discrete_log_likelihood_bound(
@@ -259,7 +260,7 @@ class DequantizedFlow(nn.Module):
             y, log_q = uniform_dequantize(x, self.levels), None
         else:
             u, log_q = self.dequantizer(x)
-            y = (x + u) / self.levels
+            y = into_open_unit_interval((x + u) / self.levels)
         dims = math.prod(x.shape[1:])
         return discrete_log_likelihood_bound(self.flow.log_prob(y, context), dims, self.levels, log_q)
 

@@ -313,6 +313,12 @@ def BNAF(
     features has two hidden layers of ``16·D`` units). ``log|det J|`` is exact; the inverse (sampling) is
     numerical (bisection, dimension by dimension).
 
+    ``residual`` must be ``"gated"`` (the default): the gated residual :math:`g x + (1 - g) h(x)` maps onto
+    :math:`\mathbb{R}^D`. ``residual=None`` is refused with a ``ValueError``: the plain network (tanh-like
+    hidden layers, a linear output) has a bounded range, so its density would not integrate to 1 and
+    sampling would fail; :class:`~pushforward.transforms.BlockAutoregressive` itself still offers it, as a
+    bijection onto its range.
+
     Reference: De Cao, Titov & Aziz, "Block Neural Autoregressive Flow", UAI 2019.
 
     Example:
@@ -321,6 +327,11 @@ def BNAF(
         torch.Size([4])
     """
     _check_common(features, layers, context)
+    if residual != "gated":
+        raise ValueError(
+            f"BNAF needs residual='gated', got {residual!r}: without the gated residual each layer maps onto a "
+            "bounded set, so the density would not integrate to 1 (and sampling would fail)"
+        )
     return Flow(
         _stack(
             features,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check_input
-from ..distributions.base import Distribution, StandardNormal, _sample_shape
+from ..distributions.base import Distribution, StandardNormal
 from ..transforms.base import Compose, Transform
 from ..transforms.continuous import ContinuousFlow
 from .core import Flow
@@ -103,19 +103,7 @@ class AugmentedFlow(Flow):
         return (torch.logsumexp(log_w, 0) - math.log(k)).reshape(batch_shape)
 
     def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
-        shape = _sample_shape(sample_shape)
-        n = math.prod(shape)
-        if self.context_features:
-            ctx = self._context(context, None)
-            cb = tuple(context.shape[:-1]) if context.dim() > 1 else (1,)  # type: ignore[union-attr]
-            m = ctx.shape[0]  # type: ignore[union-attr]
-            ctx = ctx.unsqueeze(0).expand(n, m, self.context_features).reshape(n * m, -1)  # type: ignore[union-attr]
-            out_shape, count = shape + cb, n * m
-        else:
-            self._context(context, None)
-            ctx, out_shape, count = None, shape, n
-        if count == 0:
-            raise ValueError("sample_shape has zero samples")
+        ctx, out_shape, count = self._sample_plan(sample_shape, context)
         z = self.base.rsample((count,))
         xa, _ = self.transform.inverse(z, ctx)
         x = xa[:, : self.event_shape[0]]
@@ -133,6 +121,7 @@ def FFJORD(
     hidden: Sequence[int] = (64, 64, 64),
     activation: str | Callable[[], nn.Module] = "softplus",
     trace: str = "hutchinson",
+    eval_trace: str | None = "exact",
     probe: str = "rademacher",
     method: str = "dopri5",
     rtol: float = 1e-5,
@@ -148,12 +137,14 @@ def FFJORD(
     time-1 map of a :class:`~pushforward.transforms.TimeMLP` field, trained by maximum likelihood with
     :math:`\log p(x) = \log p_Z(z(1)) + \int_0^1 \operatorname{tr}(\partial f/\partial z)\,dt`.
 
-    The trace is Hutchinson's estimate by default (``trace="exact"`` for small ``D``: exact and
-    deterministic log-likelihoods). ``regularize=True`` integrates the RNODE terms; read them after a forward
-    pass with :func:`continuous_regularization`. With ``augment > 0`` the ODE runs on
-    :math:`\mathbb{R}^{D+A}` and an :class:`AugmentedFlow` is returned, whose ``log_prob`` is a lower bound
-    (see there). Extra keyword ``options`` go to every :class:`~pushforward.transforms.ContinuousFlow`
-    (``time``, ``options``, ``kinetic``, ``frobenius``).
+    In training the trace is Hutchinson's estimate by default (``trace="exact"`` for small ``D``). In eval
+    mode (``flow.eval()``) it is exact by default (``eval_trace="exact"``: exact, deterministic
+    log-likelihoods for ``D`` vector–Jacobian products per dynamics evaluation; pass
+    ``eval_trace="hutchinson"`` for the estimator in high dimension). ``regularize=True`` integrates the
+    RNODE terms; read them after a forward pass with :func:`continuous_regularization`. With
+    ``augment > 0`` the ODE runs on :math:`\mathbb{R}^{D+A}` and an :class:`AugmentedFlow` is returned,
+    whose ``log_prob`` is a lower bound (see there). Extra keyword ``options`` go to every
+    :class:`~pushforward.transforms.ContinuousFlow` (``time``, ``options``, ``kinetic``, ``frobenius``).
 
     Reference: Grathwohl, Chen, Bettencourt, Sutskever & Duvenaud, "FFJORD: Free-form Continuous Dynamics for
     Scalable Reversible Generative Models", ICLR 2019.
@@ -175,6 +166,7 @@ def FFJORD(
             context=context,
             activation=activation,
             trace=trace,
+            eval_trace=eval_trace,
             probe=probe,
             method=method,
             rtol=rtol,

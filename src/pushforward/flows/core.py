@@ -104,7 +104,13 @@ class Flow(nn.Module):
         return self.log_prob(x, context)
 
     # ------------------------------------------------------------------ sampling
-    def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
+    def _sample_plan(
+        self, sample_shape: int | Sequence[int], context: Tensor | None
+    ) -> tuple[Tensor | None, tuple[int, ...], int]:
+        """The one rule for sample shapes, shared by every flow: ``(context rows, output batch shape, count)``.
+
+        Output batch shape ``(*sample_shape, *context_batch)`` where a context of shape ``(*B, K)`` has batch
+        ``B`` (``()`` for a single ``(K,)`` row); the ``count`` draws use the context rows in that order."""
         shape = _sample_shape(sample_shape)
         n = math.prod(shape)
         if self.context_features:
@@ -113,13 +119,16 @@ class Flow(nn.Module):
             m = ctx.shape[0]  # type: ignore[union-attr]
             ctx = ctx.unsqueeze(0).expand(n, m, self.context_features)  # type: ignore[union-attr]
             ctx = ctx.reshape(n * m, self.context_features)
-            out_shape = shape + cb
-            count = n * m
+            out_shape, count = shape + cb, n * m
         else:
             self._context(context, None)
             ctx, out_shape, count = None, shape, n
         if count == 0:
             raise ValueError("sample_shape has zero samples")
+        return ctx, out_shape, count
+
+    def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
+        ctx, out_shape, count = self._sample_plan(sample_shape, context)
         z, log_q = self.base.rsample_and_log_prob((count,))
         x, ladj = self.transform.inverse(z, ctx)
         x = x.reshape(*out_shape, *self.event_shape)

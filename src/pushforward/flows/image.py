@@ -3,9 +3,14 @@ r"""Image flow presets (multi-scale RealNVP, Glow), their per-scale base, and la
 Both presets map images in :math:`[0, 1]^{C \times H \times W}` (dequantized pixels, see
 :mod:`pushforward.data.images`) to a flat latent ``(D,)`` laid out by :class:`~pushforward.transforms.
 MultiScale` (finest factored-out scale first, coarsest last), with a learnable per-scale diagonal Gaussian
-base :class:`ScaleNormal`. With ``logit=alpha`` (default 0.05) the first layer is RealNVP's logit
-preprocessing :math:`y = \operatorname{logit}(\alpha + (1 - 2\alpha) x)`, whose log-determinant is part of
-``log_prob``, so ``flow.log_prob(x)`` is the density on :math:`[0, 1]^D`.
+base :class:`ScaleNormal`. With ``logit=0.0`` (the default) the first layer is RealNVP's logit
+preprocessing :math:`y = \operatorname{logit}(x)`, a bijection of the open cube :math:`(0, 1)^D` onto
+:math:`\mathbb{R}^D` whose log-determinant is part of ``log_prob``: ``flow.log_prob(x)`` is a density on
+:math:`(0, 1)^D` that integrates to 1, and every sample lies in :math:`(0, 1)^D`. RealNVP's boundary margin
+:math:`\operatorname{logit}(\alpha + (1 - 2\alpha) x)`, :math:`\alpha > 0`, maps the cube onto a *bounded*
+box, so the latent mass outside it would be lost (mass 0.997 in 1-D for :math:`\alpha = 0.05`) and samples
+would leave the cube: the presets refuse it (dequantize into the open interval instead, as
+:func:`~pushforward.data.images.uniform_dequantize` does).
 
 Tools: :func:`sample` (with temperature), :func:`interpolate` (the formula of Dinh et al., 2017, Sec. 5),
 :func:`conceptual_compression` (keep the coarse latents, resample the fine ones).
@@ -111,6 +116,14 @@ def _stack(parts: list[Transform], reversible: bool) -> Transform:
     return ReversibleCompose(parts) if reversible else Compose(parts)
 
 
+def _check_logit(logit: float | None) -> None:
+    if logit is not None and logit != 0.0:
+        raise ValueError(
+            f"logit={logit!r}: a margin alpha > 0 maps [0, 1] onto a bounded interval, so the density would not "
+            "integrate to 1 and samples would leave [0, 1]; use logit=0.0 (a proper logit on (0, 1)) or None"
+        )
+
+
 def _finish(levels: list[Transform], shape: tuple[int, int, int], logit: float | None) -> Flow:
     ms = MultiScale(levels)
     parts: list[Transform] = [Logit(shape, alpha=logit)] if logit is not None else []
@@ -125,7 +138,7 @@ def RealNVPImage(
     layers: int = 3,
     hidden: Sequence[int] = (64, 64, 64),
     clamp: float | None = 3.0,
-    logit: float | None = 0.05,
+    logit: float | None = 0.0,
     reversible: bool = False,
 ) -> Flow:
     r"""RealNVP's multi-scale architecture for images.
@@ -139,13 +152,15 @@ def RealNVPImage(
     taking a one-hot class (``context`` features) when class-conditional.
 
     .. math:: \log p(x) = \log p_Z(f(x)) + \log|\det \partial f/\partial x|, \qquad
-        f = \mathrm{MultiScale} \circ \operatorname{logit}_\alpha .
+        f = \mathrm{MultiScale} \circ \operatorname{logit} .
 
     Args:
         shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2 ** (scales - 1)``.
         context: One-hot class count for class-conditional models (0 = unconditional).
         scales, layers, hidden, clamp: Architecture.
-        logit: The logit margin :math:`\alpha` (None: no preprocessing).
+        logit: ``0.0``: the logit preprocessing on :math:`(0, 1)^D` (None: none, the density is then on
+            :math:`\mathbb{R}^D`). A margin :math:`\alpha > 0` is refused (``ValueError``): see the module
+            documentation.
         reversible: Recompute activations in backward (:class:`~pushforward.train.reversible.
             ReversibleCompose`) instead of storing them.
 
@@ -157,6 +172,7 @@ def RealNVPImage(
         torch.Size([3])
     """
     c, h, w = image_shape(shape)
+    _check_logit(logit)
     if scales < 1 or layers < 1:
         raise ValueError(f"scales and layers must be positive, got {scales}, {layers}")
     if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
@@ -189,7 +205,7 @@ def Glow(
     hidden: Sequence[int] = (128, 128),
     conv: str = "1x1",
     clamp: float | None = 3.0,
-    logit: float | None = 0.05,
+    logit: float | None = 0.0,
     reversible: bool = False,
 ) -> Flow:
     r"""Glow: ``levels`` scales of squeeze → ``steps`` × (ActNorm → invertible 1x1 conv → affine coupling),
@@ -212,6 +228,7 @@ def Glow(
         torch.Size([2, 1, 8, 8])
     """
     c, h, w = image_shape(shape)
+    _check_logit(logit)
     if levels < 1 or steps < 1:
         raise ValueError(f"levels and steps must be positive, got {levels}, {steps}")
     if h % 2**levels or w % 2**levels:

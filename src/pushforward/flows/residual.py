@@ -25,7 +25,7 @@ def ResidualFlow(
     coeff: float = 0.97,
     activation: str | Callable[[], nn.Module] = "lipswish",
     ladj_mode: str = "roulette",
-    eval_ladj_mode: str | None = None,
+    eval_ladj_mode: str | None = "exact",
     actnorm: bool = True,
     base: Distribution | None = None,
     **block_options,
@@ -37,8 +37,11 @@ def ResidualFlow(
         + \sum \text{ActNorm terms},
 
     each block's log-determinant estimated by ``ladj_mode`` (``"roulette"``: unbiased Russian-roulette
-    power series; ``"series"``: truncated; ``"exact"``: autograd Jacobian, small ``D``). For low-dimensional
-    data, ``eval_ladj_mode="exact"`` makes evaluation (``flow.eval()``) exact and deterministic.
+    power series, with a finite-variance default ``p``; ``"series"``: truncated; ``"exact"``: full Jacobian).
+    In eval mode (``flow.eval()``) the log-determinant is exact and deterministic by default
+    (``eval_ladj_mode="exact"``, about ``D`` extra network passes per block; pass
+    ``eval_ladj_mode="roulette"`` for the estimator in high dimension, or ``None`` to keep ``ladj_mode``),
+    and every block is exactly contractive whatever its weights.
     ``block_options`` are passed to every :class:`~pushforward.transforms.ResidualBlock` (``n_terms``,
     ``n_exact``, ``p``, ``probes``, ``probe``, ``neumann_grad``, ``iterations``, ``atol``, ``max_iter``).
 
@@ -53,7 +56,7 @@ def ResidualFlow(
     NeurIPS 2019; Behrmann et al., "Invertible Residual Networks", ICML 2019.
 
     Example:
-        >>> flow = ResidualFlow(2, layers=4, hidden=(64, 64), eval_ladj_mode="exact")
+        >>> flow = ResidualFlow(2, layers=4, hidden=(64, 64)).eval()
         >>> flow.log_prob(torch.randn(5, 2)).shape
         torch.Size([5])
     """

@@ -47,11 +47,14 @@ class SpectralLinear(nn.Module):
 
     with :math:`(u, v)` the power-iteration estimates of the top singular vectors, stored as buffers.
     In training mode every call with autograd enabled refines them with ``iterations`` power steps (Miyato
-    et al. 2018); otherwise (eval mode, ``torch.no_grad()``, e.g. inside a fixed-point solve, where the map
-    must stay fixed) the stored vectors are used as they are, so evaluation is deterministic and a loaded
-    ``state_dict`` reproduces outputs exactly. At construction (and after :meth:`refresh`) the vectors
-    are converged, so ``σ̂`` is the true spectral norm of the current weight. The gradient flows through
-    ``σ̂`` with ``(u, v)`` held fixed, as in the reference.
+    et al. 2018); in training mode under ``torch.no_grad()`` (e.g. inside a fixed-point solve, where the map
+    must stay fixed) the stored vectors are used as they are. The gradient flows through ``σ̂`` with
+    ``(u, v)`` held fixed, as in the reference. A power-iteration estimate is a *lower* bound of the
+    spectral norm, and a stale one (weights edited, loaded or perturbed since the last refinement) can be
+    far below it, which would break the bound; so in **eval mode** :math:`\hat\sigma` is replaced by the
+    exact spectral norm :math:`\|W\|_2` (an SVD, cached until the weight changes): whatever the weights,
+    :math:`\|\tilde W\|_2 \le c` holds exactly in evaluation, deterministically, and a loaded
+    ``state_dict`` reproduces outputs exactly. After training the two agree (the vectors have converged).
 
     Reference: Miyato et al., "Spectral Normalization for Generative Adversarial Networks", ICLR 2018.
 
@@ -84,6 +87,7 @@ class SpectralLinear(nn.Module):
         g = torch.Generator().manual_seed(0)
         self.register_buffer("u", F.normalize(torch.randn(out_features, generator=g), dim=0))
         self.register_buffer("v", F.normalize(torch.randn(in_features, generator=g), dim=0))
+        self._norm_cache: tuple[Tensor, Tensor] | None = None
         self.refresh()
 
     @torch.no_grad()
@@ -97,15 +101,39 @@ class SpectralLinear(nn.Module):
         """The spectral-norm estimate :math:`u^\\top W v` (differentiable in ``W``)."""
         return torch.dot(self.u, self.weight @ self.v)
 
+    def spectral_norm(self) -> Tensor:
+        """The exact spectral norm :math:`\\|W\\|_2` (differentiable when autograd is on; otherwise cached
+        until the weight changes)."""
+        w = self.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return torch.linalg.matrix_norm(w, ord=2)
+        cache = self._norm_cache
+        if (
+            cache is not None
+            and cache[0].shape == w.shape
+            and cache[0].dtype == w.dtype
+            and cache[0].device == w.device
+            and torch.equal(cache[0], w)
+        ):
+            return cache[1]
+        with torch.no_grad():
+            norm = torch.linalg.matrix_norm(w, ord=2)
+            self._norm_cache = (w.detach().clone(), norm)
+        return norm
+
     def normalized_weight(self) -> Tensor:
-        r"""The rescaled weight :math:`\tilde W` (refining ``(u, v)`` first in training mode)."""
-        if self.training and self.iterations > 0 and torch.is_grad_enabled():
-            u, v = power_iteration(self.weight, self.u, self.v, self.iterations)
-            with torch.no_grad():
-                self.u.copy_(u)
-                self.v.copy_(v)
-        factor = torch.clamp(self.sigma() / self.coeff, min=1.0)
-        return self.weight / factor
+        r"""The rescaled weight :math:`\tilde W`: in training mode from the power-iteration estimate (refining
+        ``(u, v)`` first when autograd is on), in eval mode from the exact spectral norm."""
+        if not self.training:
+            sigma = self.spectral_norm()
+        else:
+            if self.iterations > 0 and torch.is_grad_enabled():
+                u, v = power_iteration(self.weight, self.u, self.v, self.iterations)
+                with torch.no_grad():
+                    self.u.copy_(u)
+                    self.v.copy_(v)
+            sigma = self.sigma()
+        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)
@@ -219,8 +247,7 @@ class LipschitzMLP(nn.Module):
         with torch.no_grad():
             for m in self.net:
                 if isinstance(m, SpectralLinear):
-                    w = m.weight / torch.clamp(m.sigma() / m.coeff, min=1.0)
-                    bound *= float(torch.linalg.matrix_norm(w, ord=2))
+                    bound *= float(torch.linalg.matrix_norm(m.normalized_weight(), ord=2))
         return bound
 
     def _input(self, x: Tensor, context: Tensor | None) -> Tensor:

@@ -58,7 +58,13 @@ class _ReversibleFunction(torch.autograd.Function):
                 yi, li = layer(xi, ci)
                 lp = [p for p in layer.parameters() if p.requires_grad]
                 inputs = [xi, *lp] + ([ci] if need_ctx else [])
-                out = torch.autograd.grad((yi, li), inputs, (g, grad_ladj), allow_unused=True)
+                # a layer's ladj can be constant (Squeeze, permutations): only outputs with a graph take part
+                pairs = [(o, go) for o, go in ((yi, g), (li, grad_ladj)) if o.requires_grad]
+                if pairs:
+                    outs, grad_outs = zip(*pairs)
+                    out = torch.autograd.grad(outs, inputs, grad_outs, allow_unused=True)
+                else:
+                    out = (None,) * len(inputs)
             g = out[0] if out[0] is not None else torch.zeros_like(xi)
             for p, gp in zip(lp, out[1 : 1 + len(lp)]):
                 if gp is not None:

@@ -23,12 +23,13 @@ Reference: Huang, Krueger, Lacoste & Courville, "Neural Autoregressive Flows", I
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..inversion import implicit_gradient, newton
+from ..inversion import ConvergenceError, implicit_gradient, newton
 from .base import Transformer
 
 __all__ = ["DeepSigmoidTransformer", "sigmoid_layer", "sigmoid_layer_inverse", "sigmoid_layer_params"]
@@ -64,6 +65,14 @@ def sigmoid_layer_inverse(
 ) -> Tensor:
     r"""Solve ``sigmoid_layer(x) = y`` for ``x`` (Newton with bisection fallback, guaranteed bracket).
 
+    A small residual in ``y`` is not a small error in ``x`` where the layer saturates (slope
+    :math:`y'(x) \ll 1`): the error is about :math:`\delta y / y'(x)`. So the answer is checked in
+    ``x``-space: elements whose error bound :math:`\max(|r|, \epsilon\max(1,|y|)) / y'(x)` exceeds
+    :math:`\sqrt\epsilon \max(1, |x|)` (``ε`` the dtype's) are refined by bisection down to a few ulps of
+    ``x``; if even the dtype's resolution of ``y`` leaves ``x`` undetermined to that tolerance (the layer
+    is flat at rounding level: many ``x`` give the same ``y``), :class:`~pushforward.inversion.ConvergenceError`
+    is raised rather than an arbitrary point of the flat set returned.
+
     Returns ``x`` with the implicit-function gradient attached.
     """
     with torch.no_grad():
@@ -82,9 +91,51 @@ def sigmoid_layer_inverse(
         x = newton(
             value, y.detach(), 0.5 * (low + high), df=slope, low=low, high=high, atol=tol, max_iter=max_iter
         )
+        x = _checked_in_x(value, slope, y.detach(), x, low, high, max_iter)
     if not (torch.is_grad_enabled() and (y.requires_grad or log_a.requires_grad or b.requires_grad)):
         return x
     return implicit_gradient(lambda t: sigmoid_layer(t, log_a, b, log_w)[0], y, x)
+
+
+def _checked_in_x(
+    value: Callable[[Tensor], Tensor],
+    slope: Callable[[Tensor], Tensor],
+    y: Tensor,
+    x: Tensor,
+    low: Tensor,
+    high: Tensor,
+    max_iter: int,
+) -> Tensor:
+    """Refine by bisection the elements of a root ``x`` of ``value(x) = y`` whose error in ``x`` may exceed
+    ``sqrt(eps) max(1, |x|)``, and raise :class:`ConvergenceError` where the dtype cannot determine it."""
+    eps = torch.finfo(y.dtype).eps
+    xtol = eps**0.5 * x.abs().clamp_min(1.0)
+    d = slope(x)
+    resolution = eps * y.abs().clamp_min(1.0)
+    undetermined = resolution > xtol * d
+    if bool(undetermined.any()):
+        i = undetermined.nonzero()[0]
+        raise ConvergenceError(
+            f"the deep-sigmoid inverse is ill-conditioned: {int(undetermined.sum())} element(s) sit where the layer "
+            f"is saturated (dy/dx = {float(d[tuple(i)]):.3g} at x = {float(x[tuple(i)]):.4g}), so x is determined "
+            f"only to ±{float(resolution[tuple(i)] / d[tuple(i)]):.3g} in {y.dtype}; no wrong answer is returned"
+        )
+    loose = torch.maximum((value(x) - y).abs(), resolution) > xtol * d
+    if not bool(loose.any()):
+        return x
+    lo, hi = low.clone(), high.clone()
+    fine = 4 * eps * x.abs().clamp_min(1.0)
+    for _ in range(max_iter):  # bisection on the guaranteed bracket, down to a few ulps of x
+        mid = 0.5 * (lo + hi)
+        open_ = loose & (hi - lo > fine) & (mid > lo) & (mid < hi)
+        if not bool(open_.any()):
+            return torch.where(loose, mid, x)
+        right = value(mid) < y
+        lo, hi = torch.where(open_ & right, mid, lo), torch.where(open_ & ~right, mid, hi)
+    raise ConvergenceError(
+        f"deep-sigmoid inverse: bisection did not reach the x tolerance in {max_iter} iterations "
+        f"(widest bracket {float((hi - lo)[loose].max()):.3g})"
+    )
 
 
 class DeepSigmoidTransformer(Transformer):

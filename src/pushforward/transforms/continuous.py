@@ -147,7 +147,10 @@ class ContinuousFlow(Transform):
     **Trace** (``trace``): ``"exact"`` sums the diagonal with ``D`` vector–Jacobian products (small ``D``, the
     tests); ``"hutchinson"`` uses :math:`\epsilon^\top (\partial f/\partial z)\epsilon`, :math:`\epsilon`
     Gaussian or Rademacher (``probe``), drawn once per solve so the ODE stays deterministic for the solver.
-    Then the ladj (and ``log_prob``) is an unbiased estimate.
+    Then the ladj (and ``log_prob``) is an unbiased estimate. ``eval_trace`` replaces ``trace`` in eval mode;
+    its default ``"exact"`` makes ``log_prob`` after ``eval()`` exact and deterministic (``D`` vector–Jacobian
+    products per dynamics evaluation instead of one: meant for low and moderate ``D``); pass
+    ``eval_trace="hutchinson"`` to evaluate with the estimator, or ``None`` to keep ``trace``.
 
     **RNODE regularisers** (``regularize=True``): every forward solve also integrates the kinetic energy
     :math:`\int_0^T \|f\|^2 dt` and the Jacobian Frobenius norm
@@ -166,7 +169,7 @@ class ContinuousFlow(Transform):
         net: Custom dynamics module ``net(t, z, context) -> dz/dt`` replacing the default.
         activation: Activation of the default dynamics (smooth: ``softplus``, ``tanh``, ``elu``, ``silu``).
         time: Integration length :math:`T`.
-        trace, probe: See above.
+        trace, eval_trace, probe: See above.
         method, rtol, atol, options: Solver settings (torchdiffeq names; default dopri5).
         adjoint: Use the adjoint method for gradients.
         regularize: Integrate the RNODE terms in forward solves.
@@ -196,6 +199,7 @@ class ContinuousFlow(Transform):
         activation: str | Callable[[], nn.Module] = "softplus",
         time: float = 1.0,
         trace: str = "exact",
+        eval_trace: str | None = "exact",
         probe: str = "gaussian",
         method: str = "dopri5",
         rtol: float = 1e-5,
@@ -208,8 +212,11 @@ class ContinuousFlow(Transform):
     ) -> None:
         if not isinstance(features, int) or features <= 0:
             raise ValueError(f"features must be a positive int, got {features!r}")
-        if trace not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
+        for name, mode in (("trace", trace), ("eval_trace", eval_trace)):
+            if mode is not None and mode not in TRACES:
+                raise ValueError(f"{name} must be one of {TRACES}, got {mode!r}")
+        if trace is None:
+            raise ValueError(f"trace must be one of {TRACES}, got None")
         if probe not in PROBES:
             raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
         if not time > 0:
@@ -225,6 +232,7 @@ class ContinuousFlow(Transform):
             net if net is not None else TimeMLP(features, hidden, context=context, activation=activation)
         )
         self.time, self.trace, self.probe = float(time), trace, probe
+        self.eval_trace = eval_trace
         self.method, self.rtol, self.atol = method, float(rtol), float(atol)
         self.options = dict(options) if options else None
         self.adjoint, self.regularize = bool(adjoint), bool(regularize)
@@ -234,13 +242,19 @@ class ContinuousFlow(Transform):
         self.nfe = 0
 
     # ------------------------------------------------------------------ solving
+    def current_trace(self) -> str:
+        """The trace used now: ``eval_trace`` in eval mode when set, else ``trace``."""
+        if not self.training and self.eval_trace is not None:
+            return self.eval_trace
+        return self.trace
 
     def _solve(
         self, x: Tensor, context: Tensor | None, t0: float, t1: float, regularize: bool
     ) -> tuple[Tensor, ...]:
         dyn = self.dynamics
-        dyn.trace, dyn.context, dyn.regularize, dyn.nfe = self.trace, context, regularize, 0
-        dyn.noise = sample_probe(x, self.probe) if self.trace == "hutchinson" else None
+        trace = self.current_trace()
+        dyn.trace, dyn.context, dyn.regularize, dyn.nfe = trace, context, regularize, 0
+        dyn.noise = sample_probe(x, self.probe) if trace == "hutchinson" else None
         zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         state = (x, zero, zero, zero) if regularize else (x, zero)
         t = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)

@@ -27,6 +27,7 @@ __all__ = [
     "Shift",
     "Sigmoid",
     "Tanh",
+    "into_open_unit_interval",
     "log_sigmoid_derivative",
     "log_tanh_derivative",
 ]
@@ -228,6 +229,19 @@ class BatchNorm(Transform):
         return x, -self._ladj(var, z.shape[0])
 
 
+def into_open_unit_interval(x: Tensor) -> Tensor:
+    r"""Round values onto the open interval :math:`(0, 1)`: clamp to
+    :math:`[\text{tiny}, 1 - \epsilon/2]` of the dtype (the smallest normal number and the largest number
+    below 1). Moves only values that rounding put on (or past) an endpoint, by at most one ulp near 1.
+
+    Example:
+        >>> into_open_unit_interval(torch.tensor([0.0, 0.5, 1.0])).tolist()[1]
+        0.5
+    """
+    info = torch.finfo(x.dtype)
+    return x.clamp(info.tiny, 1.0 - info.eps / 2)
+
+
 class Sigmoid(Transform):
     r"""The logistic map :math:`f(x) = 1/(1+e^{-x})` from :math:`\mathbb{R}` to :math:`(0, 1)`.
 
@@ -255,7 +269,12 @@ class Logit(Transform):
     .. math:: f(x) = \operatorname{logit}(\alpha + (1 - 2\alpha) x), \qquad
         \log|\det J| = \sum_i \log(1-2\alpha) - \log p_i - \log(1 - p_i),\ p = \alpha + (1-2\alpha)x.
 
-    With :math:`\alpha > 0` (RealNVP uses 0.05 for images) the endpoints 0 and 1 map to finite values.
+    With :math:`\alpha > 0` (RealNVP uses 0.05 for images) the endpoints 0 and 1 map to finite values, but
+    the image is then the bounded interval :math:`[\operatorname{logit}\alpha, \operatorname{logit}(1-\alpha)]`,
+    not :math:`\mathbb{R}`: a flow on :math:`\mathbb{R}^D` behind it loses the mass outside. With
+    :math:`\alpha = 0` it is a bijection of :math:`(0, 1)` onto :math:`\mathbb{R}`, and the inverse rounds
+    :math:`\sigma(z)` into the open interval (in float32 :math:`\sigma(z) = 1` exactly for :math:`z > 17`),
+    so its outputs stay in the support.
 
     Example:
         >>> y, ladj = Logit(3, alpha=0.05)(torch.rand(4, 3))
@@ -276,6 +295,8 @@ class Logit(Transform):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = (torch.sigmoid(z) - self.alpha) / (1.0 - 2.0 * self.alpha)
+        if self.alpha == 0.0:
+            x = into_open_unit_interval(x)
         ladj = sum_except_batch(log_sigmoid_derivative(z)) - math.log1p(-2.0 * self.alpha) * self.features
         return x, ladj
 

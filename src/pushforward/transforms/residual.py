@@ -27,22 +27,41 @@ from ..estimators import (
     sample_probe,
     series_terms,
 )
-from ..inversion import fixed_point
+from ..inversion import fixed_point, rounding_scale, rounding_tolerance
 from ..nets.lipschitz import LipschitzMLP
 from .base import Transform, check_shapes
 
-__all__ = ["LADJ_MODES", "ResidualBlock"]
+__all__ = ["LADJ_MODES", "ResidualBlock", "finite_variance_p"]
 
 LADJ_MODES = ("exact", "series", "roulette")
+
+
+def finite_variance_p(lipschitz: float) -> float:
+    r"""A Russian-roulette parameter with finite variance for a residual map of Lipschitz bound
+    :math:`L < 1`: :math:`p = \min\big(0.5, (1 - L^2)/2\big)`, so that :math:`L^2 < 1 - p` (the
+    :math:`k`-th reweighted term is :math:`O\big(L^k/(1-p)^{k}\big)` and its square summable).
+
+    Reference: Chen, Behrmann, Duvenaud & Jacobsen, "Residual Flows for Invertible Generative Modeling",
+    NeurIPS 2019 (Sec. 3.1, finite variance of the Russian-roulette estimator).
+
+    Example:
+        >>> round(finite_variance_p(0.97**3), 3)
+        0.084
+    """
+    if not 0.0 <= lipschitz < 1.0:
+        raise ValueError(f"the Lipschitz bound must lie in [0, 1), got {lipschitz}")
+    return min(0.5, 0.5 * (1.0 - lipschitz**2))
 
 
 class ResidualBlock(Transform):
     r"""Invertible residual block :math:`f(x) = x + g(x; c)`, :math:`g` a spectrally normalised
     :class:`~pushforward.nets.lipschitz.LipschitzMLP` with :math:`\operatorname{Lip}_x(g) \le` ``coeff``
-    :math:`^{L} < 1`.
+    :math:`^{L} < 1` (in eval mode exactly, whatever the weights: the layers use the exact spectral norm, see
+    :class:`~pushforward.nets.lipschitz.SpectralLinear`).
 
     **Inverse.** :math:`x_{k+1} = y - g(x_k)`, from :math:`x_0 = y - g(y)`, until successive iterates differ
-    by at most ``atol`` (plus a relative floor of a few ulps of the dtype, so float32 converges);
+    by at most ``atol`` or by a few ulps of the dtype relative to the largest of :math:`|y|`, :math:`|g|`,
+    :math:`|x|` in the sample (:func:`~pushforward.inversion.rounding_scale`), so float32 converges;
     :class:`~pushforward.inversion.ConvergenceError` (a ``ValueError``) if ``max_iter``
     is reached. Gradients through the inverse are exact (implicit function theorem): the incoming gradient
     :math:`\bar x` is replaced by :math:`a = (I + J_g)^{-\top}\bar x`, itself solved by the fixed point
@@ -59,12 +78,21 @@ class ResidualBlock(Transform):
       ≈ :math:`\operatorname{Lip}^{n+1}/(n+1)`
       per dimension) — i-ResNet (Behrmann et al. 2019).
     * ``"roulette"``: the unbiased Russian-roulette estimator :math:`\sum_{k=1}^{N} \frac{(-1)^{k+1}}{k}
-      \frac{v^\top J^k v}{P(N\ge k)}`, :math:`N = ` ``n_exact`` :math:`+\ \mathrm{Geometric}(p)` (Chen et al.
-      2019). Its variance is finite when :math:`\operatorname{Lip}(g)^2 < 1-p`.
+      \frac{v^\top J^k v}{P(N\ge k)}`, :math:`N = \max(` ``n_exact`` :math:`+\ \mathrm{Geometric}(p), 1)`
+      (Chen et al. 2019). Its variance is finite when :math:`\operatorname{Lip}(g)^2 < 1-p`; the default
+      ``p=None`` picks :math:`p = \min\big(0.5, (1 - c^{2L})/2\big)` from the bound :math:`c^L` of
+      :math:`\operatorname{Lip}(g)` (``L`` linear layers), which guarantees it (e.g. ``coeff=0.97``, two
+      hidden layers: :math:`p \approx 0.084`, on average ``n_exact + 11`` terms). An explicit ``p`` is used
+      as given.
 
     With ``neumann_grad=True`` (stochastic modes), training backpropagates Chen et al.'s Neumann-series
     gradient estimator instead of the ``N`` vector–Jacobian products (memory independent of ``N``).
-    ``eval_ladj_mode`` (e.g. ``"exact"`` for low-dimensional evaluation) replaces ``ladj_mode`` in eval mode.
+
+    **Evaluation.** ``eval_ladj_mode`` replaces ``ladj_mode`` in eval mode. Its default, ``"exact"``, makes
+    ``log_prob`` after ``eval()`` exact and deterministic, at the cost of the ``D``-column Jacobian (about
+    ``D`` extra network passes per block, so meant for low and moderate ``D``); pass
+    ``eval_ladj_mode="roulette"`` (or ``"series"``) to evaluate with the estimator, or ``None`` to keep
+    ``ladj_mode``.
 
     Args:
         features: Event size ``D``.
@@ -101,10 +129,10 @@ class ResidualBlock(Transform):
         iterations: int = 1,
         activation: str | Callable[[], nn.Module] = "lipswish",
         ladj_mode: str = "roulette",
-        eval_ladj_mode: str | None = None,
+        eval_ladj_mode: str | None = "exact",
         n_terms: int = 10,
         n_exact: int = 2,
-        p: float = 0.25,
+        p: float | None = None,
         probes: int = 1,
         probe: str = "gaussian",
         neumann_grad: bool = True,
@@ -124,7 +152,7 @@ class ResidualBlock(Transform):
             raise ValueError(f"probes must be >= 1, got {probes}")
         if n_terms < 1:
             raise ValueError(f"n_terms must be >= 1, got {n_terms}")
-        if not 0.0 < p < 1.0:
+        if p is not None and not 0.0 < p < 1.0:
             raise ValueError(f"p must lie in (0, 1), got {p}")
         if atol <= 0 or max_iter < 1:
             raise ValueError(f"need atol > 0 and max_iter >= 1, got atol={atol}, max_iter={max_iter}")
@@ -133,6 +161,9 @@ class ResidualBlock(Transform):
             features, hidden, context=context, coeff=coeff, iterations=iterations, activation=activation
         )
         self.ladj_mode, self.eval_ladj_mode = ladj_mode, eval_ladj_mode
+        if p is None:
+            linear = len(tuple(hidden)) + 1
+            p = finite_variance_p(coeff**linear)
         self.n_terms, self.n_exact, self.p = int(n_terms), int(n_exact), float(p)
         self.probes, self.probe = int(probes), probe
         self.neumann_grad = bool(neumann_grad)
@@ -185,15 +216,15 @@ class ResidualBlock(Transform):
         check_shapes(self, z, context)
         with torch.no_grad():
             zd = z.detach()
-            start = zd - self.net(zd, context)
-            eps = torch.finfo(
-                zd.dtype
-            ).eps  # atol below the dtype's resolution cannot be met: add a relative floor
+            g_z = self.net(zd, context)
+            start = zd - g_z
+            # atol below the rounding error of y - g(x) cannot be met: add a floor relative to the terms
             x_star = fixed_point(
                 lambda x: zd - self.net(x, context),
                 start,
                 atol=self.atol,
-                rtol=8 * eps,
+                rtol=rounding_tolerance(zd.dtype),
+                scale=rounding_scale(zd, g_z, start),
                 max_iter=self.max_iter,
             )
         if not torch.is_grad_enabled():
@@ -219,9 +250,14 @@ class ResidualBlock(Transform):
                 (ja,) = torch.autograd.grad(g_star, leaf, a, retain_graph=True)
                 return grad - ja
 
-            eps = torch.finfo(grad.dtype).eps
-            scale = max(1.0, float(grad.detach().abs().max()))
-            return fixed_point(step, grad, atol=max(atol, 8 * eps) * scale, rtol=8 * eps, max_iter=max_iter)
+            return fixed_point(
+                step,
+                grad,
+                atol=atol,
+                rtol=rounding_tolerance(grad.dtype),
+                scale=rounding_scale(grad),
+                max_iter=max_iter,
+            )
 
         return hook
 
