@@ -36,7 +36,7 @@ from ..nets.conv import ConvResNet
 from ..transforms.base import Compose, Transform
 from ..transforms.coupling import AffineCoupling
 from ..transforms.elementwise import into_open_unit_interval, log_normal_pdf, log_sigmoid_derivative
-from ..transforms.image import image_shape, channel_mask, checkerboard_mask
+from ..transforms.image import channel_mask, checkerboard_mask, image_shape
 
 __all__ = [
     "DequantizedFlow",
