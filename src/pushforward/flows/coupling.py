@@ -65,6 +65,7 @@ def NICE(
     Reference: Dinh, Krueger & Bengio, "NICE: Non-linear Independent Components Estimation", ICLR 2015.
 
     Example:
+        >>> import torch
         >>> flow = NICE(4, hidden=(64, 64))
         >>> flow.log_prob(torch.randn(3, 4)).shape
         torch.Size([3])

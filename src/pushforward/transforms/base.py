@@ -63,7 +63,9 @@ class Transform(nn.Module):
             numerically (bisection, Newton, fixed point, ODE).
 
     Example:
-        >>> t = Shift(3)  # doctest: +SKIP
+        >>> import torch
+        >>> from pushforward.transforms import Shift
+        >>> t = Shift(3)
         >>> z, ladj = t(torch.randn(8, 3))
         >>> x, ladj_inv = t.inverse(z)
     """
@@ -129,7 +131,8 @@ class Inverse(Transform):
     whose density is sequential and whose sampling is one pass.
 
     Example:
-        >>> t = Inverse(Sigmoid(2))  # doctest: +SKIP  (a logit map)
+        >>> from pushforward.transforms import Sigmoid
+        >>> t = Inverse(Sigmoid(2))  # a logit map
     """
 
     def __init__(self, transform: Transform) -> None:
@@ -161,7 +164,9 @@ class Compose(Transform):
     of our seed 000). ``inverse`` runs the inverses in reverse order.
 
     Example:
-        >>> f = Compose([Shift(2), Scale(2)])  # doctest: +SKIP
+        >>> import torch
+        >>> from pushforward.transforms import Scale, Shift
+        >>> f = Compose([Shift(2), Scale(2)])
         >>> z, ladj = f(torch.randn(5, 2))
     """
 
