@@ -23,7 +23,7 @@ import pushforward  # noqa: E402
 
 project = "pushforward"
 author = "the pushforward authors"
-copyright = "the pushforward authors, MIT License"  # noqa: A001
+copyright = "the pushforward authors, MIT License"
 release = version = pushforward.__version__
 
 extensions = [
@@ -100,7 +100,9 @@ def generate_api_pages() -> None:
         (packages if info.ispkg else modules).append(info.name)
     pages = []
     top = [_title("pushforward"), ".. automodule:: pushforward\n   :no-members:\n"]
-    top.append("\nThe names exported at the top level are documented on the page of the module that defines them:")
+    top.append(
+        "\nThe names exported at the top level are documented on the page of the module that defines them:"
+    )
     top.append(" :class:`~pushforward.flows.core.Flow`, :func:`~pushforward.train.fit.fit`,")
     top.append(" :func:`~pushforward.vi.fit_vi`, :func:`~pushforward.montecarlo.expectation`,")
     top.append(" :class:`~pushforward.sklearn.FlowDensity`, :func:`~pushforward.checks.set_validation`.\n")

@@ -61,8 +61,7 @@ def _browser() -> str:
     raise AssertionError  # unreachable
 
 
-@pytest.fixture(scope="module")
-def site() -> Path:
+def _build() -> Path:
     missing = [m for m in DOCS_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         _unavailable(f"the docs toolchain ({', '.join(missing)}; pip install -e '.[docs]')")
@@ -98,7 +97,7 @@ def _parse(path: Path) -> _Links:
     return parser
 
 
-def test_expected_pages_exist(site):
+def _check_pages_exist(site: Path) -> None:
     for page in PAGES:
         assert (site / page).is_file(), page
     api = sorted(p.stem for p in (site / "generated" / "api").glob("pushforward*.html"))
@@ -107,7 +106,8 @@ def test_expected_pages_exist(site):
     assert (site / "search.html").is_file() and (site / "searchindex.js").is_file()
 
 
-def test_every_internal_link_resolves_and_nothing_is_fetched_from_the_network(site):
+def _check_links(site: Path) -> None:
+    """Every internal href/src of every page resolves (file and anchor); no resource comes from the network."""
     pages = sorted(site.rglob("*.html"))
     assert len(pages) > 20, f"only {len(pages)} pages built"
     broken, external_resources = [], []
@@ -174,15 +174,22 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture(scope="module")
-def server(site):
-    handler = functools.partial(_Handler, directory=str(site))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+class _Server:
+    """The built site on 127.0.0.1 (a free port), in a background thread."""
+
+    def __init__(self, site: Path) -> None:
+        handler = functools.partial(_Handler, directory=str(site))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def _chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
@@ -202,32 +209,50 @@ def _chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedPr
     return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_renders_in_chromium(site, server, page, tmp_path):
-    browser = _browser()
-    out = _chromium(browser, tmp_path / "profile", "--dump-dom", f"{server}/{page}?probe")
+def _check_page(browser: str, url: str, page: str, profile: Path) -> list[str]:
+    """Problems Chromium sees on one page (empty when it reads correctly)."""
+    out = _chromium(browser, profile, "--dump-dom", f"{url}/{page}?probe")
     match = re.search(r'<pre id="pf-probe">(.*?)</pre>', out.stdout, re.S)
-    assert match, f"the page did not finish loading in Chromium:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    if not match:
+        return [f"{page}: did not finish loading in Chromium: {out.stderr[-2000:]}"]
     probe = json.loads(html.unescape(match.group(1)))
-    if probe["math"]:
-        assert probe["mathjax"], f"{page}: MathJax did not load"
-    assert not probe["unrendered"], f"{page}: formulas left as TeX: {probe['unrendered'][:5]}"
-    assert probe["errors"] == 0, f"{page}: {probe['errors']} MathJax errors"
-    assert not probe["raw_tex"], f"{page}: raw TeX in the text: {probe['raw_tex'][:10]}"
-    assert not probe["broken_images"], f"{page}: images that did not load: {probe['broken_images']}"
-    if page == "index.html" or "api" in page:
-        assert probe["math"] > 0, f"{page}: expected formulas"
-    if "tutorials" in page:
-        assert probe["images"] > 0, f"{page}: expected figures"
+    problems = []
+    if probe["math"] and not probe["mathjax"]:
+        problems.append(f"{page}: MathJax did not load")
+    if probe["unrendered"]:
+        problems.append(f"{page}: formulas left as TeX: {probe['unrendered'][:5]}")
+    if probe["errors"]:
+        problems.append(f"{page}: {probe['errors']} MathJax errors")
+    if probe["raw_tex"]:
+        problems.append(f"{page}: raw TeX in the text: {probe['raw_tex'][:10]}")
+    if probe["broken_images"]:
+        problems.append(f"{page}: images that did not load: {probe['broken_images']}")
+    if (page == "index.html" or "api" in page) and not probe["math"]:
+        problems.append(f"{page}: expected formulas, found none")
+    if "tutorials" in page and not probe["images"]:
+        problems.append(f"{page}: expected figures, found none")
+    return problems
 
 
-@pytest.mark.parametrize(("page", "name"), [(PAGES[0], "index.png"), (PAGES[3], "tutorial_images.png")])
-def test_screenshot(site, server, page, name, tmp_path):
-    browser = _browser()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SHOTS / name
+def _screenshot(browser: str, url: str, page: str, shot: Path, profile: Path) -> None:
     shot.unlink(missing_ok=True)
-    out = _chromium(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,1600", f"{server}/{page}")
-    assert shot.is_file(), f"no screenshot written:\n{out.stderr[-3000:]}"
+    out = _chromium(browser, profile, f"--screenshot={shot}", "--window-size=1280,1600", f"{url}/{page}")
+    assert shot.is_file(), f"no screenshot of {page} written:\n{out.stderr[-3000:]}"
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000, f"{shot} looks empty ({len(data)} bytes)"
+
+
+def test_docs_site_builds_and_reads_correctly_in_chromium(tmp_path):
+    # One test, so that a parallel run (pytest -n 2) builds the site once.
+    browser = _browser()
+    site = _build()
+    _check_pages_exist(site)
+    _check_links(site)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with _Server(site) as url:
+        problems = []
+        for i, page in enumerate(PAGES):
+            problems += _check_page(browser, url, page, tmp_path / f"profile{i}")
+        assert not problems, "\n".join(problems)
+        _screenshot(browser, url, PAGES[0], SHOTS / "index.png", tmp_path / "shot0")
+        _screenshot(browser, url, PAGES[3], SHOTS / "tutorial_images.png", tmp_path / "shot1")

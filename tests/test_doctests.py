@@ -12,6 +12,7 @@ import doctest
 import importlib
 import pkgutil
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -51,27 +52,41 @@ def test_no_skipped_examples():
     assert not skipped, f"examples marked +SKIP (make them run instead): {skipped}"
 
 
+def _failures(module, name: str) -> list[str] | None:
+    """The report of every failing example of ``module`` (``None`` when it has no examples)."""
+    tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, name) if t.examples]
+    if not tests:
+        return None
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    failures = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the examples are tiny; one thread avoids contention on a shared machine
+    try:
+        for test in sorted(tests, key=lambda t: t.lineno or 0):
+            torch.manual_seed(0)
+            out: list[str] = []
+            if runner.run(test, out=out.append, clear_globs=True).failed:
+                failures.append("".join(out))
+    finally:
+        torch.set_num_threads(threads)
+    return failures
+
+
+def test_a_wrong_example_is_reported():
+    module = types.ModuleType("fake")
+    exec('def add(a, b):\n    """>>> add(1, 2)\n    4\n    """\n    return a + b\n', module.__dict__)
+    failures = _failures(module, "fake")
+    assert failures and "Expected:" in failures[0] and "Got:" in failures[0], failures
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tmp_path, monkeypatch):
     try:
         module = importlib.import_module(name)
     except ImportError as err:  # an optional extra that is not installed
         pytest.skip(f"{name} needs an optional dependency: {err}")
-    tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, name) if t.examples]
-    if not tests:
-        pytest.skip(f"{name} has no examples")
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the examples are tiny; one thread avoids contention on a shared machine
-    runner = doctest.DocTestRunner(optionflags=FLAGS)
-    failures = []
-    try:
-        for test in sorted(tests, key=lambda t: t.lineno or 0):
-            torch.manual_seed(0)
-            out: list[str] = []
-            result = runner.run(test, out=out.append, clear_globs=True)
-            if result.failed:
-                failures.append("".join(out))
-    finally:
-        torch.set_num_threads(threads)
+    failures = _failures(module, name)
+    if failures is None:
+        pytest.skip(f"{name} has no examples")
     assert not failures, "\n".join(failures)

@@ -42,7 +42,9 @@ LEVELS = 17
 x, labels = load_digits_images()
 perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
 x_train, x_test = x[perm[:1500]], x[perm[1500:]]
-print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, uniform model: {math.log2(LEVELS):.3f} bits/dim")
+print(
+    f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, uniform model: {math.log2(LEVELS):.3f} bits/dim"
+)
 
 # %%
 # A small Glow

@@ -92,7 +92,9 @@ p_train, p_test = probs[:5000], probs[5000:]
 simplex_flow = Flow(GeneralizedCalibration(3), Dirichlet([1.0] * 3, learnable=True)).double()
 before = evaluate_nll(simplex_flow, p_test)
 fit(simplex_flow, p_train, steps=300, batch_size=500, lr=2e-2, progress=False, seed=0)
-print(f"simplex: test NLL {before:.3f} (initial) -> {evaluate_nll(simplex_flow, p_test):.3f} nats (area measure)")
+print(
+    f"simplex: test NLL {before:.3f} (initial) -> {evaluate_nll(simplex_flow, p_test):.3f} nats (area measure)"
+)
 
 # %%
 # Positive-definite matrices
@@ -113,6 +115,10 @@ psd_flow = Flow(Compose(psd_layers), StandardNormal(m)).double()
 fit(psd_flow, w_train, steps=400, batch_size=256, lr=3e-3, progress=False, seed=0)
 with torch.no_grad():
     exact = wishart.log_prob(symmetric_from_vech(w_test, D))
-    print(f"PSD: test NLL flow {evaluate_nll(psd_flow, w_test):.3f}, exact Wishart {float(-exact.mean()):.3f} nats")
+    print(
+        f"PSD: test NLL flow {evaluate_nll(psd_flow, w_test):.3f}, exact Wishart {float(-exact.mean()):.3f} nats"
+    )
     eig = torch.linalg.eigvalsh(symmetric_from_vech(psd_flow.sample((2000,)), D))
-print(f"smallest eigenvalue of 2000 flow samples: {float(eig.min()):.2e} (all positive: {bool((eig > 0).all())})")
+print(
+    f"smallest eigenvalue of 2000 flow samples: {float(eig.min()):.2e} (all positive: {bool((eig > 0).all())})"
+)
