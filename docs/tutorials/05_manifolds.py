@@ -106,7 +106,16 @@ print(
 D, m = 2, 3
 scale = torch.tensor([[0.5, 0.2], [0.2, 0.4]], dtype=torch.float64)
 wishart = torch.distributions.Wishart(df=torch.tensor(5.0, dtype=torch.float64), covariance_matrix=scale)
-w_train, w_test = vech(wishart.sample((8000,))), vech(wishart.sample((2000,)))
+
+
+def wishart_sample(n: int) -> torch.Tensor:
+    """Σ = C G Gᵀ Cᵀ with C the Cholesky factor of the scale and G a D x df standard normal matrix."""
+    c = torch.linalg.cholesky(scale)
+    a = c @ torch.randn(n, D, 5, dtype=torch.float64)
+    return vech(a @ a.transpose(-1, -2))
+
+
+w_train, w_test = wishart_sample(8000), wishart_sample(2000)
 mask = half_mask(m)
 psd_layers = [CholeskyProduct(D).inv]
 for k in range(3):

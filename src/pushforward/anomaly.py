@@ -6,7 +6,7 @@ r"""Anomaly and out-of-distribution detection with flows: likelihood thresholds 
 
 **Why that is not enough.** Flows are known to assign *higher* likelihood to some out-of-distribution data
 than to their training data (Nalisnick et al., "Do Deep Generative Models Know What They Don't Know?",
-ICLR 2019; seed 002, "Downsides"): in high dimension, samples of a distribution concentrate in its *typical
+ICLR 2019): in high dimension, samples of a distribution concentrate in its *typical
 set*, a shell where :math:`-\log p(x) \approx H`, the entropy, which need not contain the density's mode.
 Simple, low-entropy inputs can land in the high-density region outside the typical set.
 

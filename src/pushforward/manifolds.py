@@ -22,8 +22,8 @@ Jacobian :math:`\Pi_x` of :math:`\pi`, a rank-revealing alternative to the QR of
 (:math:`O(n^3)` per point) and exists to verify the closed forms of the transforms.
 
 Reference: Sorrenson, Draxler, Rousselot, Hummerich & Köthe, "Learning Distributions on Manifolds with
-Free-form Flows", 2023 (appendix: the volume ratio for embedded manifolds), as summarised in seed 002,
-"Flows on manifolds".
+Free-form Flows", 2023 (appendix: the volume ratio for embedded manifolds), as summarised in the
+Wikipedia article "Flow-based generative model" (section "Flows on manifolds").
 """
 
 from __future__ import annotations

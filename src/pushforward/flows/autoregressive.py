@@ -1,6 +1,6 @@
 """Autoregressive-flow presets: MAF, IAF, neural spline flows (NSF), NAF and BNAF.
 
-Cost (seed 004): a MAF evaluates the density in one pass and samples in ``D`` sequential passes; an IAF
+Cost: a MAF evaluates the density in one pass and samples in ``D`` sequential passes; an IAF
 (``Inverse`` of the same layer) samples in one pass and evaluates the density sequentially. NSF, NAF and
 BNAF are density-direction flows like MAF (NSF's coupling variant is one pass both ways).
 """

@@ -20,8 +20,7 @@ __all__ = ["FFJORD", "AugmentedFlow", "continuous_regularization"]
 
 class AugmentedFlow(Flow):
     r"""A flow on the augmented space :math:`(x, a) \in \mathbb{R}^{D+A}` whose data are the first ``D``
-    coordinates (augmented neural ODEs: Dupont, Doucet & Teh, "Augmented Neural ODEs", NeurIPS 2019;
-    seed 002).
+    coordinates (augmented neural ODEs: Dupont, Doucet & Teh, "Augmented Neural ODEs", NeurIPS 2019).
 
     **What ``log_prob`` means.** The transform :math:`f` is a bijection of :math:`\mathbb{R}^{D+A}`, so it
     defines an exact *joint* density :math:`p(x, a) = p_Z(f(x, a))\,|\det \partial f/\partial(x,a)|`

@@ -25,7 +25,7 @@ __all__ = ["NICE", "RealNVP", "coupling_masks"]
 def coupling_masks(features: int, layers: int, mask: str | Sequence[Tensor] = "schedule") -> list[Tensor]:
     """The masks of a ``layers``-deep coupling stack.
 
-    ``mask`` is ``"schedule"`` (seed 003's sequence, see :func:`~pushforward.transforms.mask_schedule`),
+    ``mask`` is ``"schedule"`` (Bittner's 2019 sequence, see :func:`~pushforward.transforms.mask_schedule`),
     ``"alternating"`` (odd/even features, alternating), ``"half"`` (first/second half, alternating),
     ``"random"`` (a fresh random half per layer) or an explicit list of boolean masks.
     """
@@ -95,7 +95,7 @@ def RealNVP(
     .. math:: z_{\bar b} = x_{\bar b} \odot \exp(s(x_b)) + t(x_b), \qquad
         \log|\det J| = \sum_j s(x_b)_j \ \text{per layer}.
 
-    The default mask sequence is seed 003's schedule (flip frequencies 1, D/2, 2, D/4, …, each followed by
+    The default mask sequence is Bittner's (2019) schedule (flip frequencies 1, D/2, 2, D/4, …, each followed by
     its complement). Optional flow batch normalisation between couplings.
 
     Reference: Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.

@@ -7,7 +7,7 @@ base :class:`ScaleNormal`. With ``logit=alpha`` (default 0.05) the first layer i
 preprocessing :math:`y = \operatorname{logit}(\alpha + (1 - 2\alpha) x)`, whose log-determinant is part of
 ``log_prob``, so ``flow.log_prob(x)`` is the density on :math:`[0, 1]^D`.
 
-Tools: :func:`sample` (with temperature), :func:`interpolate` (seed 004's formula),
+Tools: :func:`sample` (with temperature), :func:`interpolate` (RealNVP, Sec. 5),
 :func:`conceptual_compression` (keep the coarse latents, resample the fine ones).
 """
 
@@ -300,7 +300,7 @@ def sample(flow: Flow, n: int, *, temperature: float = 1.0, context: Tensor | No
 
 
 def interpolation_weights(steps: int) -> Tensor:
-    r"""The ``(steps, steps, 4)`` weights of seed 004's interpolation formula on a grid of angles
+    r"""The ``(steps, steps, 4)`` weights of the RealNVP interpolation formula on a grid of angles
     :math:`\phi, \phi' \in [0, \pi/2]`:
 
     .. math:: z = \cos\phi (\cos\phi'\, z_1 + \sin\phi'\, z_2) + \sin\phi (\cos\phi'\, z_3 + \sin\phi'\, z_4).
@@ -316,7 +316,7 @@ def interpolation_weights(steps: int) -> Tensor:
 
 @torch.no_grad()
 def interpolate(flow: Flow, x: Tensor, steps: int = 8, context: Tensor | None = None) -> Tensor:
-    r"""Decode the seed-004 interpolation between the latents of 2 or 4 images (RealNVP, Sec. 5).
+    r"""Decode the RealNVP interpolation between the latents of 2 or 4 images (RealNVP, Sec. 5).
 
     With 4 images returns the ``(steps, steps, C, H, W)`` grid over :math:`(\phi, \phi')`; with 2 images the
     ``(steps, C, H, W)`` strip :math:`z = \cos\phi'\, z_1 + \sin\phi'\, z_2` (the :math:`\phi = 0` row),
@@ -347,7 +347,7 @@ def conceptual_compression(
     context: Tensor | None = None,
 ) -> Tensor:
     r"""Keep the ``keep`` coarsest latent scales of one image and resample the finer ones ``n`` times
-    (RealNVP Sec. 5; seed 001): what the coarse scales "remember" of the image.
+    (RealNVP Sec. 5): what the coarse scales "remember" of the image.
 
     Returns ``(n, C, H, W)``. Needs a :class:`~pushforward.transforms.MultiScale` latent.
     """

@@ -160,8 +160,8 @@ class Compose(Transform):
     .. math:: \log\left|\det \frac{\partial f}{\partial x}\right| = \sum_{k=1}^K
         \log\left|\det \frac{\partial f_k}{\partial h_{k-1}}\right|, \qquad h_0 = x,\ h_K = z,
 
-    the chain rule for determinants (Dinh et al., "Density estimation using Real NVP", 2017, eq. 3.1
-    of our seed 000). ``inverse`` runs the inverses in reverse order.
+    the chain rule for determinants (Dinh et al., "Density estimation using Real NVP", 2017, eq. 3.1).
+    ``inverse`` runs the inverses in reverse order.
 
     Example:
         >>> import torch

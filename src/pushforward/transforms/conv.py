@@ -2,11 +2,11 @@ r"""Invertible convolutions with spatial kernels: periodic (Fourier) and masked 
 
 Both act on images ``(B, C, H, W)`` and keep the shape. Their log-determinants are exact:
 
-* :class:`FourierConv` — a periodic convolution is diagonalised by the 2-D DFT (seed 001's convolution
+* :class:`FourierConv` — a periodic convolution is diagonalised by the 2-D DFT (the convolution
   theorem :math:`\mathcal F(x * w) = \mathcal F(x)\cdot\mathcal F(w)`), so its Jacobian determinant is the
   product over spatial frequencies of the ``C x C`` kernel-DFT determinants.
 * :class:`MaskedConv` — a convolution whose kernel is masked to be autoregressive in raster order has a
-  triangular Jacobian (seed 001's "convolutional autoregressive models"); its inverse is a sequential
+  triangular Jacobian (Dinh, "Primer on Normalizing Flows"); its inverse is a sequential
   solve by substitution. :class:`EmergingConv` chains two with opposite orders.
 """
 

@@ -50,7 +50,7 @@ def log_normal_pdf(x: Tensor) -> Tensor:
 
 
 class Shift(Transform):
-    r"""Learnable translation :math:`f(x) = x + b`, with :math:`\log|\det J| = 0` (seed 003).
+    r"""Learnable translation :math:`f(x) = x + b`, with :math:`\log|\det J| = 0`.
 
     Example:
         >>> z, ladj = Shift(3)(torch.randn(4, 3))
@@ -70,7 +70,7 @@ class Shift(Transform):
 class Scale(Transform):
     r"""Elementwise multiplication :math:`f(x) = a \odot x`, :math:`\log|\det J| = \sum_i \log|a_i|`.
 
-    The multipliers :math:`a` are raw parameters (they may be negative), as in seed 003's
+    The multipliers :math:`a` are raw parameters (they may be negative), as in Bittner's
     "elementwise multiplication flow"; the map is invertible while no :math:`a_i` is zero.
 
     Example:
@@ -303,7 +303,7 @@ class Tanh(Transform):
 
 class NormalCDF(Transform):
     r"""The standard-normal CDF :math:`\Phi` from :math:`\mathbb{R}` to :math:`(0,1)`: inverse transform
-    sampling (seed 001), :math:`\log|\det J| = \sum_i \log \varphi(x_i)`. Its inverse is the probit.
+    sampling, :math:`\log|\det J| = \sum_i \log \varphi(x_i)`. Its inverse is the probit.
 
     Example:
         >>> u, ladj = NormalCDF(2)(torch.randn(4, 2))  # u is uniform if x is standard normal

@@ -3,7 +3,7 @@ r"""Bijections for matrices: filling lower-triangular matrices and the Cholesky-
 Ordering convention (used everywhere here): a lower-triangular :math:`D \times D` matrix and a symmetric
 matrix are stored as the **row-major lower-triangular half-vectorisation**
 :math:`\operatorname{vech}(M) = (M_{11}, M_{21}, M_{22}, M_{31}, M_{32}, M_{33}, \dots, M_{DD})` of length
-:math:`D(D+1)/2` — the order of ``torch.tril_indices`` and of seed 003's :math:`L(z)` (whose entries are
+:math:`D(D+1)/2` — the order of ``torch.tril_indices`` and of Bittner's :math:`L(z)` (whose entries are
 :math:`z_1` at :math:`(1,1)`, :math:`z_2` at :math:`(2,1)`, :math:`z_3` at :math:`(2,2)`, …). The log
 Jacobian determinants do not depend on the order.
 """
@@ -66,7 +66,7 @@ def _diag_index(D: int) -> list[int]:
 
 
 def _cholesky_log_det(diag_z: Tensor) -> Tensor:
-    r"""Seed 003's log-det :math:`D\log 2 + \sum_d (D-d+1)\log L_{dd} + \sum_d z_{dd}`, with
+    r"""The Cholesky-product log-det :math:`D\log 2 + \sum_d (D-d+1)\log L_{dd} + \sum_d z_{dd}`, with
     :math:`\log L_{dd} = z_{dd}` (``diag_z``)."""
     D = diag_z.shape[-1]
     powers = torch.arange(D, 0, -1, dtype=diag_z.dtype, device=diag_z.device)  # D - d + 1, d = 1..D
@@ -74,7 +74,7 @@ def _cholesky_log_det(diag_z: Tensor) -> Tensor:
 
 
 def cholesky_product(z: Tensor, D: int) -> tuple[Tensor, Tensor]:
-    r"""The Cholesky-product flow of seed 003 and its log Jacobian determinant:
+    r"""The Cholesky-product flow (Bittner, 2019) and its log Jacobian determinant:
 
     .. math:: f(z) = \operatorname{vech}(L(z) L(z)^\top), \quad
         L(z) = \begin{pmatrix} e^{z_1} & & \\ z_2 & e^{z_3} & \\ z_4 & z_5 & e^{z_6} \\ \vdots & & & \ddots
@@ -128,7 +128,7 @@ class FillTriangular(nn.Module):
     helper module rather than a :class:`~pushforward.transforms.Transform` (whose latent and event sizes
     agree); :class:`CholeskyProduct` uses it for :math:`L(z)`.
 
-    Reference: the ``fill_triangular`` bijector of Dillon et al., "TensorFlow Distributions", 2017; seed 003.
+    Reference: the ``fill_triangular`` bijector of Dillon et al., "TensorFlow Distributions", 2017.
 
     Example:
         >>> FillTriangular(2)(torch.tensor([[1.0, 2.0, 3.0]]))
@@ -164,7 +164,7 @@ class FillTriangular(nn.Module):
 
 
 class CholeskyProduct(Transform):
-    r"""The Cholesky-product flow of seed 003: :math:`z \in \mathbb{R}^{D(D+1)/2} \mapsto
+    r"""The Cholesky-product flow (Bittner, 2019): :math:`z \in \mathbb{R}^{D(D+1)/2} \mapsto
     \operatorname{vech}(L(z)L(z)^\top)`, with :math:`L(z)` lower-triangular with exponentiated diagonal,
 
     .. math:: \log\left|\det\frac{\partial f}{\partial z}\right| = D\log 2 + \sum_{d=1}^D (D-d+1)\log L_{dd}
@@ -181,8 +181,9 @@ class CholeskyProduct(Transform):
     :math:`D(D+1)/2` distinct entries — the measure of ``torch.distributions.Wishart``. The inverse checks
     positive definiteness (``ValueError`` otherwise). No parameters.
 
-    Reference: seed 003, "Cholesky Product Flows"; Pinheiro & Bates, "Unconstrained parametrizations for
-    variance-covariance matrices", 1996 (the log-Cholesky parameterisation).
+    Reference: Bittner, "Normalizing flows in tf_utils", 2019 ("Cholesky Product Flows");
+    Pinheiro & Bates, "Unconstrained parametrizations for variance-covariance matrices", 1996 (the
+    log-Cholesky parameterisation).
 
     Example:
         >>> t = CholeskyProduct(2)

@@ -2,7 +2,7 @@ r"""Invertible residual blocks :math:`x \mapsto x + g(x)` with :math:`\operatorn
 
 Forward (data → latent) is one network pass; the inverse solves :math:`x = y - g(x)` by fixed-point
 iteration, which converges globally and geometrically (rate :math:`\operatorname{Lip}(g)`) by Banach's
-theorem (seed 001). The log-determinant is
+theorem. The log-determinant is
 
 .. math:: \log\left|\det\left(I + J_g(x)\right)\right| = \sum_{k=1}^{\infty} \frac{(-1)^{k+1}}{k}
     \operatorname{tr}\left(J_g(x)^k\right),

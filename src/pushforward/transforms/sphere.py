@@ -1,7 +1,8 @@
 r"""Simple spherical flows: an invertible affine map of :math:`\mathbb{R}^n` followed by radial projection.
 
 All three act on :math:`\mathbb{S}^{n-1}` (unit vectors of shape ``(batch, n)``), have closed-form inverses
-and closed-form differential volume ratios (seed 002, "Simple spherical flows"):
+and closed-form differential volume ratios (Wikipedia, "Flow-based generative model",
+section "Simple spherical flows"):
 
 .. math::
     f(x) = \frac{Mx + c}{\|Mx + c\|}, \qquad
@@ -12,7 +13,7 @@ cases. The ``ladj`` is :math:`\log R_f`; see :mod:`pushforward.manifolds` for th
 
 References: Boulerice & Ducharme, "Decentred directional data", 1994 (the translation ratio); Tyler,
 "Statistical analysis for the angular central Gaussian distribution on the sphere", 1987 (the linear one);
-seed 002, "Flows on manifolds".
+Wikipedia, "Flow-based generative model", section "Flows on manifolds".
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _logabsdet(matrix: Tensor | None, like: Tensor) -> Tensor:
 def normalized_affine(
     x: Tensor, matrix: Tensor | None = None, shift: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    r"""The normalised affine flow and its log volume ratio (seed 002):
+    r"""The normalised affine flow and its log volume ratio:
 
     .. math:: y = \frac{Mx + c}{\|Mx + c\|}, \qquad
         \log R(x) = \log|\det M| + \log(1 + x^\top M^{-1} c) - n \log\|Mx + c\|.
@@ -76,7 +77,7 @@ def normalized_affine(
 def normalized_affine_inverse(
     y: Tensor, matrix: Tensor | None = None, shift: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    r"""Inverse of :func:`normalized_affine` and its log volume ratio (seed 002):
+    r"""Inverse of :func:`normalized_affine` and its log volume ratio:
 
     .. math:: x = M^{-1}(\ell y - c), \qquad
         \ell = \frac{y^\top W c + \sqrt{(y^\top W c)^2 + y^\top W y\,(1 - c^\top W c)}}{y^\top W y},
@@ -119,7 +120,7 @@ class NormalizedTranslation(ManifoldTransform):
     It moves mass towards :math:`-c` in the data (pushes :math:`c`-ward in the latent). The constraint is
     built in: :math:`c = v / (1 + \|v\|)` with a free parameter :math:`v` (zero: the identity).
 
-    Reference: Boulerice & Ducharme, "Decentred directional data", 1994; seed 002.
+    Reference: Boulerice & Ducharme, "Decentred directional data", 1994.
 
     Example:
         >>> t = NormalizedTranslation(3)
@@ -156,7 +157,7 @@ class NormalizedLinear(ManifoldTransform):
     invertible throughout training; the map is invariant to the scale of :math:`M`.
 
     Reference: Tyler, "Statistical analysis for the angular central Gaussian distribution on the sphere",
-    1987; seed 002.
+    1987.
 
     Example:
         >>> t = NormalizedLinear(3, init="orthogonal", seed=0)
@@ -187,7 +188,8 @@ class NormalizedAffine(ManifoldTransform):
     (:class:`~pushforward.transforms.linear.LUMatrix`). Chains of these layers give flexible (multimodal)
     densities on the sphere.
 
-    Reference: seed 002, "Normalized affine flow" (after Boulerice & Ducharme, 1994, and Tyler, 1987).
+    Reference: Wikipedia, "Flow-based generative model", "Normalized affine flow" (after Boulerice &
+    Ducharme, 1994, and Tyler, 1987).
 
     Example:
         >>> t = NormalizedAffine(3)
