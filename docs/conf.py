@@ -37,7 +37,12 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "generated/tutorials/*.ipynb", "generated/tutorials/*.py"]
+exclude_patterns = [
+    "_build",
+    "tutorials/GALLERY_HEADER.rst",
+    "generated/tutorials/*.ipynb",
+    "generated/tutorials/*.py",
+]
 templates_path: list[str] = []
 
 html_theme = "furo"
