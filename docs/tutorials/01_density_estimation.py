@@ -67,8 +67,25 @@ def run(*args: str) -> None:
     out.check_returncode()
 
 
-run("fit", "benign_train.csv", "--flow", "realnvp", "--layers", "2", "--hidden", "32,32", "--steps", "400",
-    "--lr", "2e-3", "--val-fraction", "0.2", "--out", "cancer.safetensors", "--no-progress")  # fmt: skip
+run(
+    "fit",
+    "benign_train.csv",
+    "--flow",
+    "realnvp",
+    "--layers",
+    "2",
+    "--hidden",
+    "32,32",
+    "--steps",
+    "400",
+    "--lr",
+    "2e-3",
+    "--val-fraction",
+    "0.2",
+    "--out",
+    "cancer.safetensors",
+    "--no-progress",
+)
 
 # %%
 # ``score`` prints (or writes) the log-likelihood of every row. With ``--anomalies 0.05`` it also flags the

@@ -24,9 +24,9 @@ a prior and a simulator, that conditional is the Bayesian posterior: this is neu
 # A simulator with a two-mode posterior
 # -------------------------------------
 # Parameters :math:`\theta \in [-2, 2]^2` with a uniform prior; the simulator observes the sum and the
-# absolute difference of the two parameters, with Gaussian noise of standard deviation 0.1:
+# absolute difference of the two parameters, with Gaussian noise of standard deviation 0.3:
 #
-# .. math:: x = \big(\theta_1 + \theta_2,\ |\theta_1 - \theta_2|\big) + 0.1\,\varepsilon .
+# .. math:: x = \big(\theta_1 + \theta_2,\ |\theta_1 - \theta_2|\big) + 0.3\,\varepsilon .
 #
 # Swapping :math:`\theta_1` and :math:`\theta_2` gives the same observation, so every posterior has two
 # symmetric modes — a shape a Gaussian approximation would miss.
@@ -47,7 +47,7 @@ prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
 
 def simulate(theta: torch.Tensor) -> torch.Tensor:
     clean = torch.stack([theta[:, 0] + theta[:, 1], (theta[:, 0] - theta[:, 1]).abs()], -1)
-    return clean + 0.1 * torch.randn_like(clean)
+    return clean + 0.3 * torch.randn_like(clean)
 
 
 theta = prior.sample((20000,))
@@ -60,10 +60,19 @@ print(theta.shape, x.shape)
 # Every preset takes ``context=`` (the size of the conditioning vector). :func:`~pushforward.fit` accepts a
 # ``(data, context)`` tuple; here the data are the parameters and the context is the observation.
 flow = MAF(2, context=2, layers=5, hidden=(64, 64))
-history = fit(flow, (theta[:18000], x[:18000]), (theta[18000:], x[18000:]), steps=1000, lr=3e-3,
-              batch_size=256, progress=False)  # fmt: skip
-print(f"validation NLL {history.best_val_nll:.3f} nats after {history.steps[-1]} steps "
-      f"({history.seconds:.0f} s)")  # fmt: skip
+history = fit(
+    flow,
+    (theta[:18000], x[:18000]),
+    (theta[18000:], x[18000:]),
+    steps=1000,
+    lr=3e-3,
+    batch_size=256,
+    progress=False,
+)
+print(
+    f"validation NLL {history.best_val_nll:.3f} nats after {history.steps[-1]} steps "
+    f"({history.seconds:.0f} s)"
+)
 
 # %%
 # Densities and samples given an observation
@@ -77,7 +86,7 @@ tt = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1).reshape(-1, 2)
 with torch.no_grad():
     log_q = flow.log_prob(tt, x_o.expand(len(tt), 2))
     clean = torch.stack([tt[:, 0] + tt[:, 1], (tt[:, 0] - tt[:, 1]).abs()], -1)
-    log_post = -0.5 * ((clean - x_o) / 0.1).pow(2).sum(-1)  # flat prior: likelihood up to a constant
+    log_post = -0.5 * ((clean - x_o) / 0.3).pow(2).sum(-1)  # flat prior: likelihood up to a constant
     cell = (grid[1] - grid[0]) ** 2
     log_post = log_post - torch.logsumexp(log_post, 0) - math.log(cell)
     samples = flow.sample((2000,), context=x_o)

@@ -65,8 +65,12 @@ grid = torch.linspace(-4, 4, 200)
 zz = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1)
 with torch.no_grad():
     axes[0].imshow(log_p(zz).exp(), extent=(-4, 4, -4, 4), origin="lower", cmap="magma")
-    axes[1].imshow(flow.log_prob(zz.reshape(-1, 2)).exp().reshape(200, 200), extent=(-4, 4, -4, 4),
-                   origin="lower", cmap="magma")  # fmt: skip
+    axes[1].imshow(
+        flow.log_prob(zz.reshape(-1, 2)).exp().reshape(200, 200),
+        extent=(-4, 4, -4, 4),
+        origin="lower",
+        cmap="magma",
+    )
 axes[0].set_title("target exp(-U2)")
 axes[1].set_title("fitted flow q")
 axes[2].plot(result.elbo, lw=0.5)

@@ -57,8 +57,10 @@ with torch.no_grad():  # break the symmetry of the zero-initialised translations
         layer.raw_shift.normal_(0.0, 0.3)
 fit(sphere_flow, train, steps=400, batch_size=512, lr=5e-3, progress=False, seed=0)
 with torch.no_grad():
-    print(f"test NLL: uniform {math.log(4 * math.pi):.3f}, flow {evaluate_nll(sphere_flow, test):.3f}, "
-          f"target's entropy {float(-target.log_prob(test).mean()):.3f} nats")  # fmt: skip
+    print(
+        f"test NLL: uniform {math.log(4 * math.pi):.3f}, flow {evaluate_nll(sphere_flow, test):.3f}, "
+        f"target's entropy {float(-target.log_prob(test).mean()):.3f} nats"
+    )
     samples = sphere_flow.sample((3000,))
 print(f"samples stay on the sphere: max | |x| - 1 | = {float((samples.norm(dim=-1) - 1).abs().max()):.1e}")
 
