@@ -34,6 +34,14 @@ def _module_names() -> list[str]:
 
 
 MODULES = _module_names()
+# Modules whose examples train a small model or run a sampler: a few seconds each.
+SLOW = {
+    "pushforward.anomaly",
+    "pushforward.sklearn",
+    "pushforward.report",
+    "pushforward.mcmc",
+    "pushforward.flows.continuous",
+}
 
 
 def test_every_module_is_collected():
@@ -79,7 +87,9 @@ def test_a_wrong_example_is_reported():
     assert failures and "Expected:" in failures[0] and "Got:" in failures[0], failures
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize(
+    "name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m for m in MODULES]
+)
 def test_docstring_examples(name, tmp_path, monkeypatch):
     try:
         module = importlib.import_module(name)
