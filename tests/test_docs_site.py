@@ -234,9 +234,9 @@ def _check_page(browser: str, url: str, page: str, profile: Path) -> list[str]:
     return problems
 
 
-def _screenshot(browser: str, url: str, page: str, shot: Path, profile: Path) -> None:
+def _screenshot(browser: str, url: str, page: str, shot: Path, profile: Path, height: int) -> None:
     shot.unlink(missing_ok=True)
-    out = _chromium(browser, profile, f"--screenshot={shot}", "--window-size=1280,1600", f"{url}/{page}")
+    out = _chromium(browser, profile, f"--screenshot={shot}", f"--window-size=1280,{height}", f"{url}/{page}")
     assert shot.is_file(), f"no screenshot of {page} written:\n{out.stderr[-3000:]}"
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000, f"{shot} looks empty ({len(data)} bytes)"
@@ -254,5 +254,5 @@ def test_docs_site_builds_and_reads_correctly_in_chromium(tmp_path):
         for i, page in enumerate(PAGES):
             problems += _check_page(browser, url, page, tmp_path / f"profile{i}")
         assert not problems, "\n".join(problems)
-        _screenshot(browser, url, PAGES[0], SHOTS / "index.png", tmp_path / "shot0")
-        _screenshot(browser, url, PAGES[3], SHOTS / "tutorial_images.png", tmp_path / "shot1")
+        _screenshot(browser, url, PAGES[0], SHOTS / "index.png", tmp_path / "shot0", 1400)
+        _screenshot(browser, url, PAGES[3], SHOTS / "tutorial_images.png", tmp_path / "shot1", 4200)
