@@ -246,6 +246,8 @@ def test_docs_site_builds_and_reads_correctly_in_chromium(tmp_path):
     # One test, so that a parallel run (pytest -n 2) builds the site once.
     browser = _browser()
     site = _build()
+    stray = sorted(p.name for p in (DOCS / "tutorials").iterdir() if p.suffix not in (".py", ".rst"))
+    assert not stray, f"tutorials left files in the source tree: {stray}"
     _check_pages_exist(site)
     _check_links(site)
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ then ask how unusual the malignant ones look.
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -54,14 +56,17 @@ print(
 # rows for early stopping (with 220 rows, the default tenth is too few to stop reliably), and a small model
 # suits a small table.
 names = [name.replace(" ", "_") for name in data.feature_names[:10]]
-np.savetxt("benign_train.csv", train, delimiter=",", header=",".join(names), comments="")
-np.savetxt("to_score.csv", np.vstack([test, malignant]), delimiter=",", header=",".join(names), comments="")
+work = Path(tempfile.mkdtemp(prefix="pushforward-tutorial-"))  # a scratch folder for the files
+np.savetxt(work / "benign_train.csv", train, delimiter=",", header=",".join(names), comments="")
+np.savetxt(
+    work / "to_score.csv", np.vstack([test, malignant]), delimiter=",", header=",".join(names), comments=""
+)
 
 
 def run(*args: str) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")  # a model this small gains nothing from more threads
     out = subprocess.run(
-        [sys.executable, "-m", "pushforward", *args], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "pushforward", *args], capture_output=True, text=True, env=env, cwd=work
     )
     print(f"$ pushforward {' '.join(args)}\n{out.stdout}{out.stderr}")
     out.check_returncode()
@@ -92,7 +97,7 @@ run(
 # rows below the 5% quantile of the held-out validation scores stored in the model file, so about 5% of
 # normal rows are flagged by construction.
 run("score", "cancer.safetensors", "to_score.csv", "--anomalies", "0.05", "--out", "scores.csv")
-scores = np.genfromtxt("scores.csv", delimiter=",", names=True)
+scores = np.genfromtxt(work / "scores.csv", delimiter=",", names=True)
 print(scores.dtype.names)
 flag = scores[scores.dtype.names[-1]].astype(bool)
 n_test = len(test)
@@ -115,7 +120,7 @@ print(
 from pushforward.anomaly import AnomalyDetector
 from pushforward.io import FlowModel
 
-model = FlowModel.load("cancer.safetensors")
+model = FlowModel.load(work / "cancer.safetensors")
 lp_benign, lp_malignant = model.log_prob(test), model.log_prob(malignant)
 auc = roc_auc_score(np.r_[np.zeros(len(test)), np.ones(len(malignant))], -np.r_[lp_benign, lp_malignant])
 print(f"mean log p: benign test {lp_benign.mean():.1f}, malignant {lp_malignant.mean():.1f} nats")
