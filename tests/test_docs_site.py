@@ -234,6 +234,15 @@ def _check_page(browser: str, url: str, page: str, profile: Path) -> list[str]:
     return problems
 
 
+def _check_search(browser: str, url: str, profile: Path) -> list[str]:
+    """The search box finds the Glow preset (the search index is built and its script runs offline)."""
+    out = _chromium(browser, profile, "--dump-dom", f"{url}/search.html?q=Glow")
+    found = re.search(r"found (\d+) pages?", out.stdout)
+    if not found or int(found.group(1)) == 0:
+        return [f"search for 'Glow' found nothing: {out.stdout[-1500:]}"]
+    return []
+
+
 def _screenshot(browser: str, url: str, page: str, shot: Path, profile: Path, height: int) -> None:
     shot.unlink(missing_ok=True)
     out = _chromium(browser, profile, f"--screenshot={shot}", f"--window-size=1280,{height}", f"{url}/{page}")
@@ -255,6 +264,7 @@ def test_docs_site_builds_and_reads_correctly_in_chromium(tmp_path):
         problems = []
         for i, page in enumerate(PAGES):
             problems += _check_page(browser, url, page, tmp_path / f"profile{i}")
+        problems += _check_search(browser, url, tmp_path / "search")
         assert not problems, "\n".join(problems)
         _screenshot(browser, url, PAGES[0], SHOTS / "index.png", tmp_path / "shot0", 1400)
         _screenshot(browser, url, PAGES[3], SHOTS / "tutorial_images.png", tmp_path / "shot1", 4200)
