@@ -23,9 +23,14 @@ inputs that are too *likely* as well as too unlikely. With :math:`M = 1` it is a
 gets much more powerful for batches (:math:`M \geq 2`) known to come from one source.
 
 Example:
-    >>> detector = AnomalyDetector(model, quantile=0.01).calibrate(x_val)  # doctest: +SKIP
-    >>> flags = detector.predict(x_new)            # low-likelihood rows  # doctest: +SKIP
-    >>> result = detector.typicality(x_batch)      # is this batch in-distribution?  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from pushforward.io import FlowModel
+    >>> rng = np.random.default_rng(0)
+    >>> x, x_val, x_new = rng.normal(size=(300, 2)), rng.normal(size=(200, 2)), rng.normal(size=(5, 2))
+    >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
+    >>> detector = AnomalyDetector(model, quantile=0.01).calibrate(x_val)
+    >>> flags = detector.predict(x_new)            # low-likelihood rows
+    >>> result = detector.typicality(x_new)        # is this batch in-distribution?
 """
 
 from __future__ import annotations

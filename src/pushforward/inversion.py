@@ -81,7 +81,8 @@ def bisection(
         max_expand: Cap on the number of widenings.
 
     Example:
-        >>> x = bisection(torch.sinh, torch.tensor([2.0, -30.0]), -1.0, 1.0)
+        >>> import torch
+        >>> x = bisection(torch.sinh, torch.tensor([2.0, -30.0], dtype=torch.float64), -1.0, 1.0)
     """
     lo, hi = _as(low, y), _as(high, y)
     if bool((hi <= lo).any()):
@@ -207,7 +208,8 @@ def fixed_point(
     residual flows. Raises :class:`ConvergenceError` when the cap is reached or the iterates blow up.
 
     Example:
-        >>> x = fixed_point(lambda x: 1.0 - 0.5 * torch.sin(x), torch.zeros(3))
+        >>> import torch
+        >>> x = fixed_point(lambda x: 1.0 - 0.5 * torch.sin(x), torch.zeros(3, dtype=torch.float64))
     """
     if rtol is None:
         rtol = rounding_tolerance(x0.dtype)

@@ -16,9 +16,12 @@ config (without the hash) and every tensor's name, dtype, shape and bytes, so a 
 raises :class:`ModelFileError` with a one-line reason.
 
 Example:
-    >>> model = FlowModel.train(x, "realnvp", options={"layers": 4}, steps=200)  # doctest: +SKIP
-    >>> model.save("model.safetensors")  # doctest: +SKIP
-    >>> FlowModel.load("model.safetensors").log_prob(x[:5])  # doctest: +SKIP
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(200, 2))
+    >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
+    >>> model.save("model.safetensors")
+    >>> FlowModel.load("model.safetensors").log_prob(x[:5]).shape
+    (5,)
 """
 
 from __future__ import annotations

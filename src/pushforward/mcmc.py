@@ -187,10 +187,12 @@ def neutra(
         An :class:`MCMCResult` with ``samples = g(z)`` and ``latent = z``.
 
     Example:
-        >>> from pushforward.data import target_log_density  # doctest: +SKIP
-        >>> flow = ...  # fitted with fit_vi
-        >>> result = neutra(flow, target_log_density("funnel"), num_samples=500)
-        >>> result.ess_per_gradient()
+        >>> from pushforward.data import target_log_density
+        >>> from pushforward.flows import IAF
+        >>> flow = IAF(3, layers=2, hidden=(16,))  # in practice: fitted with fit_vi first
+        >>> result = neutra(flow, target_log_density("funnel", dim=3), num_samples=20, warmup=20)
+        >>> result.samples.shape, result.ess_per_gradient().shape
+        (torch.Size([20, 3]), torch.Size([3]))
     """
     potential = neutra_potential(flow, log_density)
     dtype = flow._dtype() or torch.get_default_dtype()
@@ -241,7 +243,10 @@ def nuts(
     ``init`` is one point of the target's event shape.
 
     Example:
-        >>> result = nuts(lambda x: -0.5 * (x**2).sum(-1), torch.zeros(3), num_samples=200)  # doctest: +SKIP
+        >>> import torch
+        >>> result = nuts(lambda x: -0.5 * (x**2).sum(-1), torch.zeros(3), num_samples=20, warmup=20)
+        >>> result.samples.shape
+        torch.Size([20, 3])
     """
 
     def potential(params: dict[str, Tensor]) -> Tensor:

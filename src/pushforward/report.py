@@ -4,8 +4,12 @@ All figures are drawn with matplotlib's Agg backend and embedded as base64 PNGs,
 file that opens anywhere without network access.
 
 Example:
+    >>> import numpy as np
     >>> from pushforward.io import FlowModel
-    >>> write_report(FlowModel.load("model.safetensors"), x, "report.html")  # doctest: +SKIP
+    >>> x = np.random.default_rng(0).normal(size=(200, 2))
+    >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
+    >>> write_report(model, x, "report.html").name
+    'report.html'
 """
 
 from __future__ import annotations

@@ -5,8 +5,12 @@ empty rows, a wrong number of columns, text that is not a number, NaN and infini
 loaded without pickle and checked the same way (with the 0-based row index).
 
 Example:
+    >>> from pathlib import Path
     >>> from pushforward.data.csv import load_table
-    >>> x, columns = load_table("data.csv")  # doctest: +SKIP
+    >>> _ = Path("data.csv").write_text("a,b\\n1,2\\n3,4\\n")
+    >>> x, columns = load_table("data.csv")
+    >>> x.shape, columns
+    ((2, 2), ['a', 'b'])
 """
 
 from __future__ import annotations

@@ -38,8 +38,12 @@ Preprocessing, as in the MAF paper and its public code:
 literature, to compare against.
 
 Example:
-    >>> splits = load("power", "~/data/maf")  # doctest: +SKIP
-    >>> splits.train.shape[1]  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> Path("maf/power").mkdir(parents=True)  # stand-in for the MAF authors' files
+    >>> np.save("maf/power/data.npy", np.random.default_rng(0).normal(size=(1000, 8)))
+    >>> splits = load("power", "maf")
+    >>> splits.train.shape[1]
     6
 """
 

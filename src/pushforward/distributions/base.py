@@ -110,8 +110,9 @@ class BoxUniform(Distribution):
     ``log_prob`` is :math:`-\sum_i \log(b_i - a_i)` inside the box and :math:`-\infty` outside.
 
     Example:
-        >>> BoxUniform(torch.zeros(2), torch.ones(2)).log_prob(torch.tensor([[0.5, 0.5]]))
-        tensor([0.])
+        >>> import torch
+        >>> BoxUniform(torch.zeros(2), 2 * torch.ones(2)).log_prob(torch.tensor([[0.5, 1.5]]))
+        tensor([-1.3863])
     """
 
     def __init__(

@@ -124,6 +124,7 @@ def MAF(
         NeurIPS 2017.
 
     Example:
+        >>> import torch
         >>> flow = MAF(3, layers=2, hidden=(32, 32))
         >>> flow.log_prob(torch.randn(4, 3)).shape
         torch.Size([4])
@@ -216,6 +217,7 @@ def NSF(
     Reference: Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", NeurIPS 2019.
 
     Example:
+        >>> import torch
         >>> flow = NSF(2, layers=2, hidden=(32, 32), bins=8)
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
@@ -279,6 +281,7 @@ def NAF(
     Reference: Huang, Krueger, Lacoste & Courville, "Neural Autoregressive Flows", ICML 2018.
 
     Example:
+        >>> import torch
         >>> flow = NAF(2, layers=2, hidden=(32, 32), units=8)
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
@@ -322,6 +325,7 @@ def BNAF(
     Reference: De Cao, Titov & Aziz, "Block Neural Autoregressive Flow", UAI 2019.
 
     Example:
+        >>> import torch
         >>> flow = BNAF(2, layers=2, hidden=(8, 8))
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])

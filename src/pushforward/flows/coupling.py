@@ -28,7 +28,7 @@ __all__ = ["NICE", "RealNVP", "coupling_masks"]
 def coupling_masks(features: int, layers: int, mask: str | Sequence[Tensor] = "schedule") -> list[Tensor]:
     """The masks of a ``layers``-deep coupling stack.
 
-    ``mask`` is ``"schedule"`` (Bittner's sequence, see :func:`~pushforward.transforms.mask_schedule`),
+    ``mask`` is ``"schedule"`` (Bittner's 2019 sequence, see :func:`~pushforward.transforms.mask_schedule`),
     ``"alternating"`` (odd/even features, alternating), ``"half"`` (first/second half, alternating),
     ``"random"`` (a fresh random half per layer) or an explicit list of boolean masks.
     """
@@ -68,6 +68,7 @@ def NICE(
     Reference: Dinh, Krueger & Bengio, "NICE: Non-linear Independent Components Estimation", ICLR 2015.
 
     Example:
+        >>> import torch
         >>> flow = NICE(4, hidden=(64, 64))
         >>> flow.log_prob(torch.randn(3, 4)).shape
         torch.Size([3])
@@ -98,8 +99,7 @@ def RealNVP(
     .. math:: z_{\bar b} = x_{\bar b} \odot \exp(s(x_b)) + t(x_b), \qquad
         \log|\det J| = \sum_j s(x_b)_j \ \text{per layer}.
 
-    The default mask sequence is the schedule of Bittner, "Normalizing flows in tf_utils", 2019 (flip
-    frequencies 1, D/2, 2, D/4, …, each followed by
+    The default mask sequence is Bittner's (2019) schedule (flip frequencies 1, D/2, 2, D/4, …, each followed by
     its complement). Optional flow batch normalisation between couplings. ``transformer`` replaces the
     affine law of every coupling (a :class:`~pushforward.transformers.Transformer`, copied per layer, or a
     factory): with a spline this is the coupling neural spline flow.

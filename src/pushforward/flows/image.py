@@ -12,7 +12,7 @@ box, so the latent mass outside it would be lost (mass 0.997 in 1-D for :math:`\
 would leave the cube: the presets refuse it (dequantize into the open interval instead, as
 :func:`~pushforward.data.images.uniform_dequantize` does).
 
-Tools: :func:`sample` (with temperature), :func:`interpolate` (the formula of Dinh et al., 2017, Sec. 5),
+Tools: :func:`sample` (with temperature), :func:`interpolate` (RealNVP, Sec. 5),
 :func:`conceptual_compression` (keep the coarse latents, resample the fine ones).
 """
 
@@ -317,8 +317,7 @@ def sample(flow: Flow, n: int, *, temperature: float = 1.0, context: Tensor | No
 
 
 def interpolation_weights(steps: int) -> Tensor:
-    r"""The ``(steps, steps, 4)`` weights of the RealNVP interpolation formula (Dinh et al., 2017, Sec. 5)
-    on a grid of angles
+    r"""The ``(steps, steps, 4)`` weights of the RealNVP interpolation formula on a grid of angles
     :math:`\phi, \phi' \in [0, \pi/2]`:
 
     .. math:: z = \cos\phi (\cos\phi'\, z_1 + \sin\phi'\, z_2) + \sin\phi (\cos\phi'\, z_3 + \sin\phi'\, z_4).

@@ -56,6 +56,7 @@ def ResidualFlow(
     NeurIPS 2019; Behrmann et al., "Invertible Residual Networks", ICML 2019.
 
     Example:
+        >>> import torch
         >>> flow = ResidualFlow(2, layers=4, hidden=(64, 64)).eval()
         >>> flow.log_prob(torch.randn(5, 2)).shape
         torch.Size([5])

@@ -7,8 +7,9 @@ complete one, never a torn file. Checkpoints are loaded with ``torch.load(weight
 restores tensors and plain containers only and never runs pickled code.
 
 Example:
-    >>> save_checkpoint({"step": 3, "w": torch.zeros(2)}, "run.ckpt")  # doctest: +SKIP
-    >>> load_checkpoint("run.ckpt")["step"]  # doctest: +SKIP
+    >>> import torch
+    >>> save_checkpoint({"step": 3, "w": torch.zeros(2)}, "run.ckpt")
+    >>> load_checkpoint("run.ckpt")["step"]
     3
 """
 

@@ -202,8 +202,8 @@ def fit(
     Example:
         >>> from pushforward.flows import RealNVP
         >>> from pushforward.data import toy
-        >>> flow = RealNVP(2, layers=4, hidden=(64, 64))
-        >>> history = fit(flow, toy("moons", 2000), steps=200, progress=False)
+        >>> flow = RealNVP(2, layers=2, hidden=(16, 16))
+        >>> history = fit(flow, toy("moons", 500), steps=20, progress=False)
     """
     from tqdm.auto import tqdm
 

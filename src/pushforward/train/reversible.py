@@ -4,8 +4,8 @@ Standard autograd stores every intermediate activation of a ``K``-layer stack fo
 activation memory grows like ``K``. A stack of bijections with exact inverses does not need them: in the
 backward pass each layer's input is *recomputed* from its output with the layer's inverse, the layer is
 re-run locally under autograd, and the vector-Jacobian product is taken there (Dinh, "Primer on Normalizing
-Flows", section "reducing backprop memory footprint"). Only the stack's final output is kept, so activation
-memory is ``O(1)`` in ``K`` at the price of one extra inverse and one extra forward per layer.
+Flows", "reducing backprop memory footprint"). Only the stack's final output is kept, so activation memory is
+``O(1)`` in ``K`` at the price of one extra inverse and one extra forward per layer.
 
 Reference: Gomez, Ren, Urtasun & Grosse, "The Reversible Residual Network: Backpropagation Without Storing
 Activations", NeurIPS 2017; used for flows in Glow's code (Kingma & Dhariwal 2018) and MintNet

@@ -49,7 +49,9 @@ class MaskedAutoregressive(Transform):
     2017; Kingma et al., "Improved Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016.
 
     Example:
+        >>> import torch
         >>> from pushforward.transformers import AffineTransformer
+        >>> from pushforward.transforms import Inverse
         >>> maf = MaskedAutoregressive(3, AffineTransformer(), hidden=(32, 32))
         >>> z, ladj = maf(torch.randn(8, 3))
         >>> x, _ = maf.inverse(z)            # D sequential passes

@@ -82,7 +82,9 @@ class Transform(nn.Module):
             numerically (bisection, Newton, fixed point, ODE).
 
     Example:
-        >>> t = Shift(3)  # doctest: +SKIP
+        >>> import torch
+        >>> from pushforward.transforms import Shift
+        >>> t = Shift(3)
         >>> z, ladj = t(torch.randn(8, 3))
         >>> x, ladj_inv = t.inverse(z)
     """
@@ -158,7 +160,8 @@ class Inverse(Transform):
     whose density is sequential and whose sampling is one pass.
 
     Example:
-        >>> t = Inverse(Sigmoid(2))  # doctest: +SKIP  (a logit map)
+        >>> from pushforward.transforms import Sigmoid
+        >>> t = Inverse(Sigmoid(2))  # a logit map
     """
 
     def __init__(self, transform: Transform) -> None:
@@ -186,11 +189,13 @@ class Compose(Transform):
     .. math:: \log\left|\det \frac{\partial f}{\partial x}\right| = \sum_{k=1}^K
         \log\left|\det \frac{\partial f_k}{\partial h_{k-1}}\right|, \qquad h_0 = x,\ h_K = z,
 
-    the chain rule for determinants (Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP",
-    ICLR 2017, eq. 3). ``inverse`` runs the inverses in reverse order.
+    the chain rule for determinants (Dinh et al., "Density estimation using Real NVP", 2017, eq. 3.1).
+    ``inverse`` runs the inverses in reverse order.
 
     Example:
-        >>> f = Compose([Shift(2), Scale(2)])  # doctest: +SKIP
+        >>> import torch
+        >>> from pushforward.transforms import Scale, Shift
+        >>> f = Compose([Shift(2), Scale(2)])
         >>> z, ladj = f(torch.randn(5, 2))
     """
 

@@ -107,8 +107,7 @@ class BlockAutoregressive(Transform):
     .. math:: z = g \odot x + (1 - g) \odot \big(W_L \tanh(\cdots \tanh(W_1 x + b_1 + V c) \cdots) + b_L\big),
 
     autoregressive in the natural order: :math:`z_d` depends on :math:`x_{\le d}` (and the context) and
-        increases
-    with :math:`x_d`. ``ladj`` is exact (log-space product of the diagonal blocks). The inverse solves
+    increases with :math:`x_d`. ``ladj`` is exact (log-space product of the diagonal blocks). The inverse solves
     :math:`z_d = f_d(x_{<d}, x_d)` for :math:`x_d`, ``d = 1..D``, by bracketed bisection (the bracket is
     expanded until it holds the root), so ``analytic_inverse = False``; the implicit-function gradient is
     attached to the result so samples stay differentiable.

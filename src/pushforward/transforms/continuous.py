@@ -1,9 +1,8 @@
 r"""Continuous normalizing flows: the time-1 map of a neural ODE (FFJORD).
 
 The transform integrates :math:`\frac{dz}{dt} = f(z, t; c)` from :math:`t = 0` (data) to :math:`t = T`
-(latent), together with the log-determinant (instantaneous change of variables; Chen et al., "Neural
-Ordinary Differential
-Equations", NeurIPS 2018):
+(latent), together with the log-determinant (instantaneous change of variables; Chen et al.,
+"Neural Ordinary Differential Equations", 2018):
 
 .. math:: \frac{d}{dt}\log\left|\det\frac{\partial z_t}{\partial z_0}\right| =
     \operatorname{tr}\left(\frac{\partial f}{\partial z}(z_t, t)\right), \qquad

@@ -55,13 +55,13 @@ def random_mask(features: int, seed: int = 0) -> Tensor:
 
 
 def schedule_mask(features: int, frequency: int, first: bool = True) -> Tensor:
-    """The mask whose bit flips every ``frequency`` features, starting with ``first``."""
+    """The mask whose bit flips every ``frequency`` features, starting with ``first`` (Bittner, 2019)."""
     mask = (torch.arange(features) // frequency) % 2 == 0
     return mask if first else ~mask
 
 
 def mask_schedule(features: int, count: int) -> list[Tensor]:
-    """The mask sequence of Bittner's "Normalizing flows in tf_utils" (2019) for ``count`` coupling layers.
+    """Bittner's (2019) mask sequence for ``count`` coupling layers.
 
     Flip frequencies ``1, D/2, 2, D/4, 4, D/8, …`` (each mask followed by its complement); frequencies
     that would give a constant mask (``f ≥ D``) are skipped, and the sequence cycles when exhausted.

@@ -72,9 +72,8 @@ class Shift(Transform):
 class Scale(Transform):
     r"""Elementwise multiplication :math:`f(x) = a \odot x`, :math:`\log|\det J| = \sum_i \log|a_i|`.
 
-    The multipliers :math:`a` are raw parameters (they may be negative), as in the "elementwise multiplication
-    flow" of Bittner's notes ("Normalizing flows in tf_utils", 2019); the map is invertible while no
-    :math:`a_i` is zero.
+    The multipliers :math:`a` are raw parameters (they may be negative), as in Bittner's
+    "elementwise multiplication flow"; the map is invertible while no :math:`a_i` is zero.
 
     Example:
         >>> z, ladj = Scale(3)(torch.randn(4, 3))

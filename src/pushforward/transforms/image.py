@@ -51,9 +51,9 @@ def squeeze(x: Tensor, factor: int = 2) -> Tensor:
 
     Output channel ``c f² + a f + b`` at position ``(i, j)`` holds input pixel ``(c, f i + a, f j + b)``:
     each ``f x f`` block becomes the channel vector of one output position, in row-major order inside the
-    block. For ``f = 2`` and a 4x4 single-channel image whose blocks are numbered as in Dinh's
-    "Primer on Normalizing Flows"
-    (``1 2 5 6 / 3 4 7 8 / 9 10 13 14 / 11 12 15 16``), output position ``(0, 0)`` holds ``1 2 3 4``,
+    block. For ``f = 2`` and a 4x4 single-channel image whose blocks are numbered as in Dinh's "Primer on
+    Normalizing Flows" (``1 2 5 6 / 3 4 7 8 / 9 10 13 14 / 11 12 15 16``), output position ``(0, 0)`` holds
+    ``1 2 3 4``,
     ``(0, 1)`` holds ``5 6 7 8``, ``(1, 0)`` holds ``9 10 11 12`` and ``(1, 1)`` holds ``13 14 15 16``.
     """
     return F.pixel_unshuffle(x, factor)
@@ -69,7 +69,7 @@ class Squeeze(Transform):
 
     .. math:: z_{c f^2 + a f + b,\, i,\, j} = x_{c,\, f i + a,\, f j + b}, \qquad \log|\det J| = 0
 
-    (a permutation of the scalars). With the picture of Dinh's primer — a 4x4 image whose 2x2 blocks are
+    (a permutation of the scalars). With that picture — a 4x4 image whose 2x2 blocks are
     numbered ``1 2 5 6 / 3 4 7 8 / 9 10 13 14 / 11 12 15 16`` — the output is 4 channels of 2x2 and output
     position ``(i, j)`` carries block ``(i, j)``'s four pixels as channels ``0..3`` in row-major order
     (``1, 2, 3, 4`` at ``(0, 0)``); channel 0 is ``[[1, 5], [9, 13]]``.

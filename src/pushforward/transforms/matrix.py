@@ -3,8 +3,7 @@ r"""Bijections for matrices: filling lower-triangular matrices and the Cholesky-
 Ordering convention (used everywhere here): a lower-triangular :math:`D \times D` matrix and a symmetric
 matrix are stored as the **row-major lower-triangular half-vectorisation**
 :math:`\operatorname{vech}(M) = (M_{11}, M_{21}, M_{22}, M_{31}, M_{32}, M_{33}, \dots, M_{DD})` of length
-:math:`D(D+1)/2` — the order of ``torch.tril_indices`` and of Bittner's :math:`L(z)` ("Normalizing flows in
-tf_utils", 2019) (whose entries are
+:math:`D(D+1)/2` — the order of ``torch.tril_indices`` and of Bittner's :math:`L(z)` (whose entries are
 :math:`z_1` at :math:`(1,1)`, :math:`z_2` at :math:`(2,1)`, :math:`z_3` at :math:`(2,2)`, …). The log
 Jacobian determinants do not depend on the order.
 """
@@ -75,7 +74,7 @@ def _cholesky_log_det(diag_z: Tensor) -> Tensor:
 
 
 def cholesky_product(z: Tensor, D: int) -> tuple[Tensor, Tensor]:
-    r"""The Cholesky-product flow and its log Jacobian determinant:
+    r"""The Cholesky-product flow (Bittner, 2019) and its log Jacobian determinant:
 
     .. math:: f(z) = \operatorname{vech}(L(z) L(z)^\top), \quad
         L(z) = \begin{pmatrix} e^{z_1} & & \\ z_2 & e^{z_3} & \\ z_4 & z_5 & e^{z_6} \\ \vdots & & & \ddots
@@ -165,8 +164,7 @@ class FillTriangular(nn.Module):
 
 
 class CholeskyProduct(Transform):
-    r"""The Cholesky-product flow (Bittner, "Normalizing flows in tf_utils", 2019): :math:`z \in
-    \mathbb{R}^{D(D+1)/2} \mapsto
+    r"""The Cholesky-product flow (Bittner, 2019): :math:`z \in \mathbb{R}^{D(D+1)/2} \mapsto
     \operatorname{vech}(L(z)L(z)^\top)`, with :math:`L(z)` lower-triangular with exponentiated diagonal,
 
     .. math:: \log\left|\det\frac{\partial f}{\partial z}\right| = D\log 2 + \sum_{d=1}^D (D-d+1)\log L_{dd}
@@ -183,9 +181,9 @@ class CholeskyProduct(Transform):
     :math:`D(D+1)/2` distinct entries — the measure of ``torch.distributions.Wishart``. The inverse checks
     positive definiteness (``ValueError`` otherwise). No parameters.
 
-    Reference: Bittner, "Normalizing flows in tf_utils", 2019 ("Cholesky Product Flows"); Pinheiro & Bates,
-    "Unconstrained parametrizations for
-    variance-covariance matrices", 1996 (the log-Cholesky parameterisation).
+    Reference: Bittner, "Normalizing flows in tf_utils", 2019 ("Cholesky Product Flows");
+    Pinheiro & Bates, "Unconstrained parametrizations for variance-covariance matrices", 1996 (the
+    log-Cholesky parameterisation).
 
     Example:
         >>> t = CholeskyProduct(2)

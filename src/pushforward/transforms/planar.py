@@ -15,8 +15,8 @@ monotone equation along :math:`w`; radial solves a quadratic in closed form). Co
 :meth:`pushforward.Flow.log_prob` on external data uses the inverse maps.
 
 Reference: Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015 (appendix A.1 and
-A.2 for the invertibility reparameterisations); initialisations as in Bittner's notes (Bittner, "Normalizing flows
-in tf_utils", 2019).
+A.2 for the invertibility reparameterisations); initialisations as in Bittner, "Normalizing flows
+in tf_utils", 2019.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def constrain_planar_u(u: Tensor, w: Tensor) -> Tensor:
     under which :math:`z \mapsto z + \hat u \tanh(w^\top z + b)` is invertible (Rezende & Mohamed 2015,
     appendix
     A.1). The paper uses :math:`m(a) = -1 + \operatorname{softplus}(a)`; our shift by :math:`\log(e-1)` makes
-    :math:`m(0) = 0`, so the initialisation ``u = 0`` is exactly the identity map (as Bittner's notes intend)
+    :math:`m(0) = 0`, so the initialisation ``u = 0`` is exactly the identity map (as Bittner intends)
     instead of a contraction along :math:`w`, and the margin :math:`\delta` keeps the bound strict when the
     softplus underflows in floating point.
     """
@@ -160,8 +160,7 @@ class Planar(Transform):
     :math:`z = x - \hat u \tanh(a + b)`. Gradients through ``forward`` are exact to first order
     (implicit function theorem, :func:`pushforward.inversion.implicit_gradient`).
 
-    Initialisation (Bittner, "Normalizing flows in tf_utils", 2019): ``u = 0``, ``b = 0``, ``w`` Glorot
-    uniform; ``u = 0`` is the identity.
+    Initialisation (Bittner, 2019): ``u = 0``, ``b = 0``, ``w`` Glorot uniform; ``u = 0`` is the identity.
 
     Reference: Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
 
@@ -232,8 +231,7 @@ class Radial(Transform):
     :math:`s = \lVert x - z_0\rVert`, the radius :math:`r` solves a quadratic
     (:func:`radial_inverse_radius`) and :math:`z = z_0 + (x - z_0)/(1 + \beta/(\alpha + r))`.
 
-    Initialisation (Bittner, "Normalizing flows in tf_utils", 2019): :math:`\log\alpha`,
-    :math:`\tilde\beta` and :math:`z_0` Glorot uniform.
+    Initialisation (Bittner, 2019): :math:`\log\alpha`, :math:`\tilde\beta` and :math:`z_0` Glorot uniform.
 
     Reference: Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
 

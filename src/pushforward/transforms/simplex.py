@@ -1,7 +1,8 @@
 r"""Calibration flows on the probability simplex :math:`\Delta^{n-1}`.
 
 Points are full probability vectors :math:`p` of shape ``(batch, n)`` with :math:`p_i > 0` and
-:math:`\sum_i p_i = 1`. The ``ladj`` is the log differential volume ratio (Wikipedia, "Flow-based generative model"),
+:math:`\sum_i p_i = 1`. The ``ladj`` is the log differential volume ratio of the
+simplex flows in Wikipedia, "Flow-based generative model",
 :math:`R_f(p) = |\det(R F_p E)|` with :math:`E` the embedding of the first :math:`n-1` coordinates and
 :math:`R` their extraction; it is the same ratio for the Lebesgue measure of :math:`(p_1, \dots, p_{n-1})`
 and for the Hausdorff measure of the embedded simplex (the factor :math:`\sqrt{n}` between them cancels).
@@ -10,7 +11,8 @@ density refers to; see :mod:`pushforward.manifolds`.
 
 References: Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks", 2017 (temperature
 scaling); Kull et al., "Beyond temperature scaling: obtaining well-calibrated multiclass probabilities with
-Dirichlet calibration", 2019.
+Dirichlet calibration", 2019; Wikipedia, "Flow-based generative model",
+sections "Simplex calibration transform" and "Generalized calibration transform".
 """
 
 from __future__ import annotations
@@ -134,8 +136,8 @@ class GeneralizedCalibration(ManifoldTransform):
     softmax, so every admissible :math:`A` gives the same map as one of this form, and :math:`\lambda = 1`.
     ``B`` starts at the identity (the identity map); :math:`n = 2` reduces to :class:`CalibrationTransform`.
 
-    Reference: Kull et al., "Beyond temperature scaling",
-    2019 (Dirichlet calibration, the unconstrained version).
+    Reference: Wikipedia, "Flow-based generative model", "Generalized calibration transform";
+    Kull et al., "Beyond temperature scaling", 2019 (Dirichlet calibration, the unconstrained version).
 
     Example:
         >>> t = GeneralizedCalibration(4)

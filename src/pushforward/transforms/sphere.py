@@ -1,7 +1,8 @@
 r"""Simple spherical flows: an invertible affine map of :math:`\mathbb{R}^n` followed by radial projection.
 
 All three act on :math:`\mathbb{S}^{n-1}` (unit vectors of shape ``(batch, n)``), have closed-form inverses
-and closed-form differential volume ratios (Wikipedia, "Flow-based generative model", section "Flows on manifolds"):
+and closed-form differential volume ratios (Wikipedia, "Flow-based generative model",
+section "Simple spherical flows"):
 
 .. math::
     f(x) = \frac{Mx + c}{\|Mx + c\|}, \qquad
@@ -12,7 +13,7 @@ cases. The ``ladj`` is :math:`\log R_f`; see :mod:`pushforward.manifolds` for th
 
 References: Boulerice & Ducharme, "Decentred directional data", 1994 (the translation ratio); Tyler,
 "Statistical analysis for the angular central Gaussian distribution on the sphere", 1987 (the linear one);
-the Wikipedia article "Flow-based generative model", section "Flows on manifolds".
+Wikipedia, "Flow-based generative model", section "Flows on manifolds".
 """
 
 from __future__ import annotations
@@ -187,8 +188,8 @@ class NormalizedAffine(ManifoldTransform):
     (:class:`~pushforward.transforms.linear.LUMatrix`). Chains of these layers give flexible (multimodal)
     densities on the sphere.
 
-    Reference: Boulerice & Ducharme, 1994, and Tyler, 1987 (the two ratios composed); Wikipedia,
-    "Flow-based generative model".
+    Reference: Wikipedia, "Flow-based generative model", "Normalized affine flow" (after Boulerice &
+    Ducharme, 1994, and Tyler, 1987).
 
     Example:
         >>> t = NormalizedAffine(3)

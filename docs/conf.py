@@ -1,0 +1,135 @@
+"""Sphinx configuration of the pushforward documentation.
+
+Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` (from the repository root, with
+``pip install -e ".[docs]"``). Everything the pages need is copied into the build: MathJax comes from the
+``sphinx-mathjax-offline`` package, and nothing is fetched from the network (no intersphinx).
+"""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent / "src"))
+
+import pushforward  # noqa: E402
+
+project = "pushforward"
+author = "the pushforward authors"
+copyright = "the pushforward authors, MIT License"
+release = version = pushforward.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "sphinx-mathjax-offline",
+    "sphinx_gallery.gen_gallery",
+    "myst_parser",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = [
+    "_build",
+    "tutorials/GALLERY_HEADER.rst",
+    "generated/tutorials/*.ipynb",
+    "generated/tutorials/*.py",
+]
+templates_path: list[str] = []
+
+html_theme = "furo"
+html_title = f"pushforward {version}"
+html_static_path: list[str] = []
+html_show_sourcelink = False
+
+# API reference: docstrings in Google style, type hints shown in the parameter descriptions.
+autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_preserve_defaults = True
+autodoc_mock_imports: list[str] = []
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = True
+add_module_names = False
+myst_heading_anchors = 3
+
+# Tutorials: sphinx-gallery scripts, executed at every build (they are small enough for a CPU).
+# A tutorial that raises fails the build.
+sphinx_gallery_conf = {
+    "examples_dirs": "tutorials",
+    "gallery_dirs": "generated/tutorials",
+    "filename_pattern": r"/\d\d_",
+    "within_subsection_order": "FileNameSortKey",
+    "abort_on_example_error": True,
+    "download_all_examples": False,
+    "show_signature": False,
+    "remove_config_comments": True,
+    "min_reported_time": 1_000_000,
+    "reset_modules": ("matplotlib", "seaborn"),
+    "first_notebook_cell": None,
+    "write_computation_times": False,
+}
+os.environ.setdefault("PUSHFORWARD_DOCS_BUILD", "1")
+
+
+# One reference page per package (and per top-level module), regenerated at every build so that a new
+# module is documented without touching the docs.
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def _title(text: str, char: str = "=") -> str:
+    return f"{text}\n{char * len(text)}\n"
+
+
+def generate_api_pages() -> None:
+    out = DOCS / "generated" / "api"
+    packages: list[str] = []
+    modules: list[str] = []
+    for info in pkgutil.iter_modules(pushforward.__path__):
+        if info.name.startswith("_"):
+            continue
+        (packages if info.ispkg else modules).append(info.name)
+    pages = []
+    top = [_title("pushforward"), ".. automodule:: pushforward\n   :no-members:\n"]
+    top.append(
+        "\nThe names exported at the top level are documented on the page of the module that defines them:"
+    )
+    top.append(" :class:`~pushforward.flows.core.Flow`, :func:`~pushforward.train.fit.fit`,")
+    top.append(" :func:`~pushforward.vi.fit_vi`, :func:`~pushforward.montecarlo.expectation`,")
+    top.append(" :class:`~pushforward.sklearn.FlowDensity`, :func:`~pushforward.checks.set_validation`.\n")
+    _write(out / "pushforward.rst", "".join(top))
+    pages.append("pushforward")
+    for name in sorted(packages):
+        full = f"pushforward.{name}"
+        package = __import__(full, fromlist=["_"])
+        subs = [i.name for i in pkgutil.iter_modules(package.__path__) if not i.name.startswith("_")]
+        text = [_title(full), f".. automodule:: {full}\n   :no-members:\n"]
+        for sub in sorted(subs):
+            text.append(f"\n{_title(f'{full}.{sub}', '-')}\n.. automodule:: {full}.{sub}\n")
+        _write(out / f"{full}.rst", "".join(text))
+        pages.append(full)
+    for name in sorted(modules):
+        full = f"pushforward.{name}"
+        _write(out / f"{full}.rst", f"{_title(full)}\n.. automodule:: {full}\n")
+        pages.append(full)
+    index = [_title("API reference"), "\nOne page per package of ``pushforward`` and per top-level module.\n"]
+    index.append("\n.. toctree::\n   :maxdepth: 1\n\n")
+    index += [f"   {p}\n" for p in pages]
+    _write(out / "index.rst", "".join(index))
+
+
+generate_api_pages()
