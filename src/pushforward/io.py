@@ -247,6 +247,7 @@ class FlowModel:
         columns: list[str] | None = None,
         history: dict | None = None,
         validation: dict | None = None,
+        support: list | None = None,
     ) -> None:
         self.flow = flow
         self.preset = preset
@@ -257,6 +258,9 @@ class FlowModel:
         self.columns = list(columns) if columns else None
         self.history = history
         self.validation = validation
+        self.support = list(support) if support else None
+        if self.support is not None and len(self.support) != d:
+            raise ValueError(f"support lists {len(self.support)} columns but the model has {d}")
 
     # ------------------------------------------------------------------ properties
     @property
@@ -300,12 +304,18 @@ class FlowModel:
     def log_prob(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Log-density of each row of ``x`` in the units of the original data (``float64``, ``(N,)``)."""
         a = self.check_data(x)
+        ladj = np.zeros(a.shape[0])
+        if self.support is not None:
+            from .data.support import to_unconstrained
+
+            a, ladj = to_unconstrained(a, self.support)
+            a = np.where(np.isfinite(ladj)[:, None], a, self.mean)  # rows outside the support: density 0
         self.flow.eval()
         out = []
         for i in range(0, a.shape[0], batch_size):
             lp = self.flow.log_prob(self.standardize(a[i : i + batch_size]))
             out.append(lp.double().cpu().numpy())
-        return np.concatenate(out) - self.log_scale_sum
+        return np.concatenate(out) - self.log_scale_sum + ladj
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
@@ -321,7 +331,12 @@ class FlowModel:
             except NotImplementedError:
                 raise ValueError(f"preset {self.preset!r} cannot sample (it has no inverse)") from None
         u = u.reshape(int(n), -1).double().cpu().numpy()
-        return u * self.scale + self.mean
+        y = u * self.scale + self.mean
+        if self.support is not None:
+            from .data.support import from_unconstrained
+
+            y = from_unconstrained(y, self.support)
+        return y
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -338,6 +353,8 @@ class FlowModel:
         event_shape: tuple[int, ...] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        support: list | None = None,
+        holdout: int | None = None,
         **fit_kwargs: Any,
     ) -> FlowModel:
         """Standardise, split off a validation set, build ``preset`` and fit it with :func:`pushforward.fit`.
@@ -353,6 +370,11 @@ class FlowModel:
             columns: Column names to store in the model file.
             event_shape: Shape of one event when rows are flattened images etc.; default ``(D,)``.
             device, dtype: Where and in which precision to train.
+            support: Per-column :class:`~pushforward.data.support.ColumnSupport` (``None``: every column
+                real). Columns are mapped to the real line before standardisation; discrete columns are
+                dequantised afresh in every batch (the validation split once, seeded).
+            holdout: Use the last ``holdout`` rows as the validation split instead of a shuffled
+                ``val_fraction`` (cross-fitting passes each fold this way).
             fit_kwargs: Passed to :func:`pushforward.fit` (``steps``, ``batch_size``, ``lr``, ``patience``,
                 ``checkpoint``, ``resume``, ``distributed``, ``diagnostics``, ``progress``, ...).
         """
@@ -379,9 +401,16 @@ class FlowModel:
             n_val = 0
         perm = rng.permutation(a.shape[0])
         tr, va = a[perm[n_val:]], (a[perm[:n_val]] if n_val else None)
+        if holdout is not None:
+            if not 0 < holdout < a.shape[0]:
+                raise ValueError(f"holdout must leave rows on both sides, got {holdout} of {a.shape[0]}")
+            tr, va = a[: a.shape[0] - holdout], a[a.shape[0] - holdout :]
+        tr_u, va_u = tr, va
+        if support is not None:
+            tr_u, va_u = _unconstrained_split(tr, va, support, rng)
         if standardize:
-            mean = tr.mean(0)
-            scale = tr.std(0)
+            mean = tr_u.mean(0)
+            scale = tr_u.std(0)
             scale = np.where(np.isfinite(scale) & (scale > 1e-12 * np.maximum(1.0, np.abs(mean))), scale, 1.0)
         else:
             mean, scale = np.zeros(a.shape[1]), np.ones(a.shape[1])
@@ -390,12 +419,16 @@ class FlowModel:
             if seed is not None:
                 torch.manual_seed(seed)
             flow = build_flow(preset, shape, options=opts).to(device=device, dtype=dtype)
-            model = cls(flow, str(preset).lower(), opts, mean=mean, scale=scale, columns=columns)
-            train_t = model.standardize(tr).cpu()
-            val_t = model.standardize(va).cpu() if va is not None else None
+            model = cls(
+                flow, str(preset).lower(), opts, mean=mean, scale=scale, columns=columns, support=support
+            )
+            train_t = model.standardize(tr_u).cpu()
+            val_t = model.standardize(va_u).cpu() if va is not None else None
             if torch.device(device).type != "cpu":
                 train_t = train_t.to(device)
                 val_t = val_t.to(device) if val_t is not None else None
+            if support is not None and any(s.discrete for s in support):
+                train_t = _dequantizing_loader(model, tr, fit_kwargs.get("batch_size", 256), seed)
             history = fit(flow, train_t, val_t, seed=seed, **fit_kwargs)
         model.history = history.as_dict()
         model.validation = model.score_summary(va if va is not None else tr)
@@ -436,6 +469,7 @@ class FlowModel:
             "columns": self.columns,
             "history": _finite_history(self.history),
             "validation": self.validation,
+            "support": [s.as_dict() for s in self.support] if self.support is not None else None,
         }
 
     def save(self, path: str | Path) -> None:
@@ -445,6 +479,8 @@ class FlowModel:
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FlowModel:
         """Read a model file written by :meth:`save` (see :func:`load_model`)."""
+        from .data.support import support_from_config
+
         flow, cfg = load_model(path, map_location)
         std = cfg.get("standardize") or {}
         try:
@@ -457,12 +493,50 @@ class FlowModel:
                 columns=cfg.get("columns"),
                 history=cfg.get("history"),
                 validation=cfg.get("validation"),
+                support=support_from_config(cfg.get("support")),
             )
         except (ValueError, TypeError) as e:
             raise ModelFileError(f"{path}: bad standardisation in the config ({e})") from None
         if not (np.isfinite(model.mean).all() and np.isfinite(model.scale).all() and (model.scale > 0).all()):
             raise ModelFileError(f"{path}: bad standardisation in the config")
         return model
+
+
+def _unconstrained_split(
+    tr: np.ndarray, va: np.ndarray | None, support: list, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train and validation rows mapped to the real line (discrete columns dequantised once, seeded)."""
+    from .data.support import dequantize, to_unconstrained
+
+    out = []
+    for part in (tr, va):
+        if part is None:
+            out.append(None)
+            continue
+        y, ladj = to_unconstrained(dequantize(part, support, rng), support)
+        if not np.isfinite(ladj).all():
+            raise ValueError("some rows lie outside the declared column support")
+        out.append(y)
+    return out[0], out[1]
+
+
+def _dequantizing_loader(model: FlowModel, rows: np.ndarray, batch_size: int, seed: int | None):
+    """A shuffling ``DataLoader`` whose batches are dequantised afresh, mapped and standardised."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .data.support import dequantize, to_unconstrained
+
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+
+    def collate(items: list) -> torch.Tensor:
+        batch = torch.stack([t[0] for t in items]).numpy()
+        y, _ = to_unconstrained(dequantize(batch, model.support, rng), model.support)
+        return model.standardize(y).cpu()
+
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(rows)))
+    return DataLoader(ds, batch_size=int(batch_size), shuffle=True, collate_fn=collate, generator=g)
 
 
 def _finite_history(history: dict | None) -> dict | None:
