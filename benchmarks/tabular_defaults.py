@@ -85,7 +85,9 @@ def table(results: list[dict]) -> str:
         ("gmm", "GaussianMixture, components and covariance by CV"),
         ("flow_cpu_s", "FlowDensity fit, CPU seconds"),
     ):
-        lines.append(f"| {label} | " + " | ".join(cell(key, d) if d in present else "–" for d in DATASETS) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(cell(key, d) if d in present else "–" for d in DATASETS) + " |"
+        )
     return "\n".join(lines)
 
 

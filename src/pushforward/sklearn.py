@@ -231,14 +231,21 @@ class FlowDensity(DensityMixin, BaseEstimator):
         try:
             if k == 1:
                 models.append(
-                    FlowModel.train(X, preset, val_fraction=float(self.validation_fraction), seed=seed, **common)
+                    FlowModel.train(
+                        X, preset, val_fraction=float(self.validation_fraction), seed=seed, **common
+                    )
                 )
             else:
                 folds = np.random.default_rng(seed).permutation(n) % k
                 for i in range(k):
                     rows = np.concatenate([X[folds != i], X[folds == i]])
                     m = FlowModel.train(
-                        rows, preset, val_fraction=0.0, seed=seed + i, holdout=int((folds == i).sum()), **common
+                        rows,
+                        preset,
+                        val_fraction=0.0,
+                        seed=seed + i,
+                        holdout=int((folds == i).sum()),
+                        **common,
                     )
                     models.append(m)
         except ValueError as e:

@@ -47,7 +47,9 @@ def test_round_trip_and_log_det_against_finite_differences(dtype):
         xp, xm = x.astype(np.float64).copy(), x.astype(np.float64).copy()
         xp[:, j] += eps
         xm[:, j] -= eps
-        fd += np.log(np.abs(to_unconstrained(xp, sup)[0][:, j] - to_unconstrained(xm, sup)[0][:, j]) / (2 * eps))
+        fd += np.log(
+            np.abs(to_unconstrained(xp, sup)[0][:, j] - to_unconstrained(xm, sup)[0][:, j]) / (2 * eps)
+        )
     np.testing.assert_allclose(ladj, fd, rtol=1e-5, atol=1e-5)
 
 

@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report.html", help="output HTML (default report.html)")
     r.add_argument("--samples", type=_positive_int, default=None, help="number of model samples")
     r.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    r.add_argument("--pairs", default=None, help="comma-separated columns for the pair plots (default: first 6)")
     r.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
 
     sub.add_parser(
@@ -605,7 +606,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if out.parent and not out.parent.exists():
         raise CLIError(f"output directory {out.parent} does not exist")
-    write_report(model, x, out, n_samples=a.samples, seed=a.seed)
+    pairs = [c.strip() for c in a.pairs.split(",") if c.strip()] if a.pairs else None
+    write_report(model, x, out, n_samples=a.samples, seed=a.seed, pairs=pairs)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -139,8 +139,9 @@ def detect_support(x: np.ndarray) -> list[ColumnSupport]:
 
 def _discrete(levels: Sequence[float], step: float | None = None) -> ColumnSupport:
     s = ColumnSupport("real", levels=list(levels), step=step)
-    return ColumnSupport("interval", low=s.levels[0] - s.step / 2, high=s.levels[-1] + s.step / 2,
-                         levels=s.levels, step=s.step)
+    return ColumnSupport(
+        "interval", low=s.levels[0] - s.step / 2, high=s.levels[-1] + s.step / 2, levels=s.levels, step=s.step
+    )
 
 
 def parse_support(spec: str | dict | None, columns: Sequence[str], x: np.ndarray) -> list[ColumnSupport]:
