@@ -138,3 +138,14 @@ def test_cross_fitted_scores_calibrate_anomaly_thresholds():
     assert lo <= det.threshold_ <= hi
     with pytest.warns(UserWarning, match="very uncertain"):
         AnomalyDetector(est, quantile=0.01).calibrate(X[:20])
+
+
+@pytest.mark.slow
+def test_sklearn_estimator_checks_default_flow():
+    # the default NSF ensemble, shortened: a row's score must not depend on the rows scored with it
+    failures = [
+        (r["check_name"], str(r["exception"])[:200])
+        for r in check_estimator(FlowDensity(steps=8), on_fail=None)
+        if r["status"] == "failed"
+    ]
+    assert not failures

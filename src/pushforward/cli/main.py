@@ -221,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--eval-every", type=_positive_int, default=None, help="steps between evaluations")
     f.add_argument("--no-standardize", action="store_true", help="do not standardise the columns")
     f.add_argument(
+        "--context-columns",
+        default=None,
+        help="fit the conditional density p(x | c) of the other columns given these (comma-separated header "
+        "names or 0-based indices); score and sample then take --context FILE",
+    )
+    f.add_argument(
         "--support",
         default="auto",
         help="per-column support: auto (detected and printed; default), none (all real), or overrides "
@@ -273,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--num", type=_positive_int, required=True, help="number of rows")
     s.add_argument("--out", default=None, help=".csv/.tsv/.npy output (default: CSV on stdout)")
     s.add_argument("--seed", type=int, default=None, help="random seed")
+    s.add_argument(
+        "--context",
+        default=None,
+        help="conditional models: a file of context rows; -n rows are drawn for each, grouped by context row",
+    )
 
     # score --------------------------------------------------------------------------------------
     c = sub.add_parser(
@@ -293,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="flag rows below the Q-quantile of validation scores, e.g. 0.01",
     )
     c.add_argument("--typicality", action="store_true", help="add a per-row two-sided typicality flag")
+    c.add_argument(
+        "--context", default=None, help="conditional models: a file of context rows, one per data row"
+    )
     c.add_argument("--out", default=None, help="output .csv/.npy (default: CSV on stdout)")
     c.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
 
@@ -390,6 +404,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     if out.parent and not out.parent.exists():
         raise CLIError(f"output directory {out.parent} does not exist")
     x, columns = _load_data(a.data, a.delimiter)
+    x, columns, context, context_columns = _split_context(x, columns, a.context_columns)
     log = print if rank == 0 else (lambda *_, **__: None)
     if x.shape[0] < 2:
         raise CLIError(f"{a.data}: need at least 2 rows to fit, got {x.shape[0]}")
@@ -422,6 +437,8 @@ def _cmd_fit(a: argparse.Namespace) -> int:
             patience=a.patience or None,
             eval_every=sized["eval_every"],
             support=support,
+            context=context,
+            context_columns=context_columns,
             progress=not a.no_progress,
             checkpoint=checkpoint,
             checkpoint_every=a.checkpoint_every,
@@ -464,6 +481,44 @@ def _cmd_fit(a: argparse.Namespace) -> int:
 
             distributed.cleanup()
     return 0
+
+
+def _split_context(x, columns, spec: str | None):
+    """Split the table into modelled columns and context columns (``spec``: names or indices)."""
+    if not spec:
+        return x, columns, None, None
+    names = columns or [str(j) for j in range(x.shape[1])]
+    picked = []
+    for key in filter(None, (k.strip() for k in spec.split(","))):
+        if key in names:
+            picked.append(names.index(key))
+        elif key.isdigit() and int(key) < len(names):
+            picked.append(int(key))
+        else:
+            raise CLIError(f"--context-columns names an unknown column {key!r}; columns: {', '.join(names)}")
+    rest = [j for j in range(x.shape[1]) if j not in picked]
+    if not rest:
+        raise CLIError("--context-columns leaves no column to model")
+    return x[:, rest], [names[j] for j in rest], x[:, picked], [names[j] for j in picked]
+
+
+def _context_rows(model, path: str | None, delimiter: str | None, rows: int | None):
+    """The ``--context`` file of a conditional model (``None`` for an unconditional one)."""
+    k = model.flow.context_features
+    if k == 0:
+        if path:
+            raise CLIError("--context given but the model is unconditional")
+        return None
+    if not path:
+        raise CLIError(
+            f"the model is conditional on {', '.join(model.context_columns or [])}: pass --context FILE"
+        )
+    c, _ = _load_data(path, delimiter)
+    if c.shape[1] != k:
+        raise CLIError(f"{path} has {c.shape[1]} columns but the model's context has {k}")
+    if rows is not None and c.shape[0] != rows:
+        raise CLIError(f"{path} has {c.shape[0]} rows but the data has {rows}")
+    return c
 
 
 def _data_sized_settings(a: argparse.Namespace, preset: str, options: dict, n: int, log) -> dict:
@@ -533,7 +588,7 @@ def _write_rows(path: str | None, x, columns: list[str] | None) -> None:
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     model = _load_model(a.model)
-    x = model.sample(a.num, seed=a.seed)
+    x = model.sample(a.num, seed=a.seed, context=_context_rows(model, a.context, None, None))
     _write_rows(a.out, x, model.columns)
     if a.out:
         print(f"wrote {a.num} samples to {a.out}", file=sys.stderr)
@@ -553,7 +608,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
     import numpy as np
 
     model, x = _model_and_rows(a)
-    scores = model.log_prob(x)
+    scores = model.log_prob(x, context=_context_rows(model, a.context, a.delimiter, x.shape[0]))
     cols = [scores]
     names = ["log_likelihood"]
     if a.anomalies is not None:
