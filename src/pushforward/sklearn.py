@@ -42,8 +42,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     splines) with 3 layers of width :math:`\mathrm{clip}(2^{\mathrm{round}(\log_2 1.5\sqrt{n})}, 16, 128)`,
     4 spline bins below 1000 rows (8 above), weight decay :math:`10^{-4}`, batches of
     :math:`\mathrm{clip}(n/8, 32, 256)` rows, evaluation every epoch and early stopping after ``patience``
-    evaluations without improvement, 5 cross-fitted flows below 5000 rows (one flow with a
-    ``validation_fraction`` split above). After fitting, the flows are kept in ``float64`` so that a row's
+    evaluations without improvement, and ``K`` cross-fitted flows from :func:`default_ensemble` (5 for
+    small tables, 3 up to 5000 rows, then one flow with a ``validation_fraction`` split). After fitting, the flows are kept in ``float64`` so that a row's
     score does not depend on the rows it is scored with.
 
     Args:
@@ -55,7 +55,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         lr, weight_decay: Adam settings.
         validation_fraction: Held-out fraction when ``ensemble == 1`` (0 disables early stopping).
         patience: Early stopping patience in evaluation rounds (``None`` disables).
-        ensemble: Number of cross-fitted flows ``K`` (``None``: 5 below 5000 rows, else 1).
+        ensemble: Number of cross-fitted flows ``K`` (``None``: :func:`default_ensemble`).
         support: ``"auto"`` (detected, see :func:`~pushforward.data.support.detect_support`), ``"none"``
             (every column real), or overrides: a dict or ``"col=kind,..."`` string (see
             :func:`~pushforward.data.support.parse_support`; columns by 0-based index or DataFrame name).
@@ -204,7 +204,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if all(s.kind == "real" and not s.discrete for s in support):
             support = None
         seed = self._seed()
-        k = self.ensemble if self.ensemble is not None else (5 if n < 5000 else 1)
+        k = self.ensemble if self.ensemble is not None else default_ensemble(n, d)
         k = int(min(k, n // 2)) if k > 1 else 1
         batch = int(self.batch_size or min(256, max(32, n // 8)))
         per_epoch = math.ceil(n * (1 - 1 / max(k, 2)) / batch)
@@ -331,6 +331,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def default_ensemble(n: int, d: int) -> int:
+    """Cross-fitted flows for ``n`` rows of ``d`` columns: 5 up to 5000 values (``n d``), 3 up to 5000 rows,
+    then 1 (a single flow with a validation split) — keeping the default fit within about 30 CPU-seconds."""
+    if n * d <= 5000:
+        return 5
+    return 3 if n < 5000 else 1
 
 
 def default_size(n: int) -> dict:
