@@ -149,3 +149,10 @@ def test_sklearn_estimator_checks_default_flow():
         if r["status"] == "failed"
     ]
     assert not failures
+
+
+def test_two_default_fits_agree():
+    X = np.random.default_rng(7).normal(size=(80, 2))
+    a = FlowDensity(steps=10, ensemble=2).fit(X).score_samples(X)
+    b = FlowDensity(steps=10, ensemble=2).fit(X).score_samples(X)
+    np.testing.assert_array_equal(a, b)
