@@ -37,13 +37,25 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
-        if message.startswith("unrecognized arguments"):
-            message += f"; valid options: {_valid_options(self)}"
         raise _UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+    def parse_args(self, args=None, namespace=None):  # unknown options: name the valid ones
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = _subcommand_parser(self, getattr(ns, "command", None)) or self
+            self.error(f"unrecognized arguments: {' '.join(extras)}; valid options: {_valid_options(parser)}")
+        return ns
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, command: str | None):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return None
 
 
 def _valid_options(parser: argparse.ArgumentParser) -> str:
-    """The option strings of ``parser`` (and of its chosen sub-command, when one is being parsed)."""
+    """The long option strings ``parser`` accepts."""
     names = [o for act in parser._actions for o in act.option_strings if o.startswith("--")]
     return ", ".join(sorted(set(names)))
 
