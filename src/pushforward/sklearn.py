@@ -43,8 +43,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
     4 spline bins below 1000 rows (8 above), weight decay :math:`10^{-4}`, batches of
     :math:`\mathrm{clip}(n/8, 32, 256)` rows, evaluation every epoch and early stopping after ``patience``
     evaluations without improvement, and ``K`` cross-fitted flows from :func:`default_ensemble` (5 for
-    small tables, 3 up to 5000 rows, then one flow with a ``validation_fraction`` split). After fitting, the flows are kept in ``float64`` so that a row's
-    score does not depend on the rows it is scored with.
+    small tables, 3 up to 5000 rows, then one flow with a ``validation_fraction`` split). After fitting,
+    the flows are kept in ``float64`` so that a row's score does not depend on the rows it is scored with.
 
     Args:
         flow: Preset name from :data:`pushforward.flows.PRESETS` (``None``: ``"nsf"``; stored in ``flow_``).
