@@ -284,10 +284,12 @@ def test_fit_detects_support_says_one_unit_and_leaves_no_checkpoint(tmp_path, ca
 def test_conditional_fit_score_and_sample(tmp_path, capsys):
     rng = np.random.default_rng(1)
     c = rng.normal(size=(400, 1))
-    y = 3.0 * c + 0.3 * rng.normal(size=(400, 1))
-    np.savetxt(tmp_path / "t.csv", np.hstack([c, y]), delimiter=",", header="c,y", comments="")
+    y = np.hstack([3.0 * c, np.zeros_like(c)]) + 0.3 * rng.normal(size=(400, 2))
+    np.savetxt(tmp_path / "t.csv", np.hstack([c, y]), delimiter=",", header="c,y,z", comments="")
     np.savetxt(tmp_path / "ctx.csv", np.array([[-1.0], [1.0]]), delimiter=",", header="c", comments="")
-    np.savetxt(tmp_path / "y.csv", np.array([[-3.0], [-3.0]]), delimiter=",", header="y", comments="")
+    np.savetxt(
+        tmp_path / "y.csv", np.array([[-3.0, 0.0], [-3.0, 0.0]]), delimiter=",", header="y,z", comments=""
+    )
     out = tmp_path / "m.safetensors"
     argv = ["fit", str(tmp_path / "t.csv"), "--flow", "realnvp", "--context-columns", "c", "--steps", "300"]
     assert main([*argv, "--layers", "2", "--hidden", "16", "--no-progress", "--out", str(out)]) == 0
@@ -296,7 +298,7 @@ def test_conditional_fit_score_and_sample(tmp_path, capsys):
     ll = np.array([float(v) for v in capsys.readouterr().out.split()[1:]])
     assert ll[0] > ll[1] + 5  # y = -3 is likely given c = -1, not given c = +1
     assert main(["sample", str(out), "-n", "200", "--context", str(tmp_path / "ctx.csv"), "--seed", "0"]) == 0
-    s = np.array([float(v) for v in capsys.readouterr().out.split()[1:]])
-    assert s.shape == (400,) and s[:200].mean() < -2 and s[200:].mean() > 2
+    s = np.loadtxt(capsys.readouterr().out.splitlines()[1:], delimiter=",")
+    assert s.shape == (400, 2) and s[:200, 0].mean() < -2 and s[200:, 0].mean() > 2
     rc = main(["score", str(out), str(tmp_path / "y.csv")])
     one_line_error(capsys, rc, "pass --context FILE")
