@@ -151,9 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     # demo ---------------------------------------------------------------------------------------
     d = sub.add_parser(
         "demo",
-        help="train a RealNVP on a built-in 2-D density and plot it (about 15 s on one CPU core)",
-        description="Train a RealNVP on a built-in 2-D toy density, print train/test NLL in nats (and the "
-        "true entropy where known) and write a PNG with the data, samples and the learned density.",
+        help="train a neural spline flow on a built-in 2-D density and plot it (about 40 CPU-seconds)",
+        description="Train a neural spline flow (NSF, the default flow of 'fit') on a built-in 2-D toy "
+        "density, print train/test NLL in nats (and the true entropy where known) and write a PNG with the "
+        "data, samples and the learned density. The default run took 40 CPU-seconds on one core of a busy "
+        "machine (8gaussians: test NLL 2.843 nats against an entropy of 2.838); it prints its own time.",
     )
     d.add_argument(
         "--dataset",
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", default="demo.png", help="output PNG (default demo.png)")
     d.add_argument("--steps", type=_positive_int, default=2000, help="training steps (default 2000)")
-    d.add_argument("--layers", type=_positive_int, default=8, help="coupling layers (default 8)")
+    d.add_argument("--layers", type=_positive_int, default=4, help="spline layers (default 4)")
     d.add_argument("--hidden", type=_ints, default=(64, 64), help="hidden units, e.g. 64,64 (default)")
     d.add_argument("--n-train", type=_positive_int, default=20000, help="training points (default 20000)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
