@@ -291,7 +291,18 @@ def test_conditional_fit_score_and_sample(tmp_path, capsys):
         tmp_path / "y.csv", np.array([[-3.0, 0.0], [-3.0, 0.0]]), delimiter=",", header="y,z", comments=""
     )
     out = tmp_path / "m.safetensors"
-    argv = ["fit", str(tmp_path / "t.csv"), "--flow", "realnvp", "--context-columns", "c", "--steps", "300"]
+    argv = [
+        "fit",
+        str(tmp_path / "t.csv"),
+        "--flow",
+        "realnvp",
+        "--context-columns",
+        "c",
+        "--steps",
+        "300",
+        "--lr",
+        "0.01",
+    ]
     assert main([*argv, "--layers", "2", "--hidden", "16", "--no-progress", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["score", str(out), str(tmp_path / "y.csv"), "--context", str(tmp_path / "ctx.csv")]) == 0
