@@ -100,6 +100,8 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {label} | " + " | ".join(cell(key, d) if d in present else "–" for d in DATASETS) + " |"
         )
+    seeds = [",".join(str(r["seed"]) for r in results if r["dataset"] == d) or "–" for d in DATASETS]
+    lines.append("| split seeds | " + " | ".join(seeds) + " |")
     return "\n".join(lines)
 
 
