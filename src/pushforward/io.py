@@ -276,8 +276,12 @@ class FlowModel:
         if self.support is not None and len(self.support) != d:
             raise ValueError(f"support lists {len(self.support)} columns but the model has {d}")
         c = flow.context_features
-        self.context_mean = np.zeros(c) if context_mean is None else np.asarray(context_mean, float).reshape(c)
-        self.context_scale = np.ones(c) if context_scale is None else np.asarray(context_scale, float).reshape(c)
+        self.context_mean = (
+            np.zeros(c) if context_mean is None else np.asarray(context_mean, float).reshape(c)
+        )
+        self.context_scale = (
+            np.ones(c) if context_scale is None else np.asarray(context_scale, float).reshape(c)
+        )
         self.context_columns = list(context_columns) if context_columns else None
 
     # ------------------------------------------------------------------ properties
@@ -336,7 +340,9 @@ class FlowModel:
         return torch.from_numpy(u).to(self._dtype()).to(self._device())
 
     @torch.no_grad()
-    def log_prob(self, x: np.ndarray, batch_size: int = 4096, context: np.ndarray | None = None) -> np.ndarray:
+    def log_prob(
+        self, x: np.ndarray, batch_size: int = 4096, context: np.ndarray | None = None
+    ) -> np.ndarray:
         """Log-density of each row of ``x`` (given its ``context`` row for a conditional model) in the
         units of the original data (``float64``, ``(N,)``)."""
         a = self.check_data(x)

@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report.html", help="output HTML (default report.html)")
     r.add_argument("--samples", type=_positive_int, default=None, help="number of model samples")
     r.add_argument("--seed", type=int, default=0, help="random seed of the samples")
-    r.add_argument("--pairs", default=None, help="comma-separated columns for the pair plots (default: first 6)")
+    r.add_argument(
+        "--pairs", default=None, help="comma-separated columns for the pair plots (default: first 6)"
+    )
     r.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
 
     sub.add_parser(
@@ -563,7 +565,10 @@ def _fit_support(a: argparse.Namespace, x, columns, log):
     if not lines:
         log("support: every column real", file=sys.stderr)
         return None
-    log(f"support ({'detected' if a.support == 'auto' else 'set'}; change with --support COL=KIND):", file=sys.stderr)
+    log(
+        f"support ({'detected' if a.support == 'auto' else 'set'}; change with --support COL=KIND):",
+        file=sys.stderr,
+    )
     for line in lines:
         log(f"  {line}", file=sys.stderr)
     return support
