@@ -61,3 +61,20 @@ def test_log_likelihood_accepts_a_flow():
     x = np.random.default_rng(0).normal(size=(5, 2))
     s = log_likelihood(flow, x)
     np.testing.assert_allclose(s, flow.log_prob(torch.from_numpy(x).float()).detach().numpy(), rtol=1e-6)
+
+
+def test_quantile_interval_covers_the_true_quantile():
+    from scipy.stats import norm
+
+    from pushforward.anomaly import quantile_levels_interval
+
+    rng = np.random.default_rng(0)
+    n, q = 60, 0.05
+    lo_level, hi_level = quantile_levels_interval(n, q)
+    hits = 0
+    for _ in range(400):
+        s = rng.normal(size=n)
+        hits += np.quantile(s, lo_level) <= norm.ppf(q) <= np.quantile(s, hi_level)
+    assert 0.85 <= hits / 400 <= 0.99
+    with pytest.raises(ValueError, match="at least 2"):
+        quantile_levels_interval(1, q)

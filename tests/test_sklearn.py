@@ -52,7 +52,7 @@ def test_densities_are_in_original_units():
 def test_fit_improves_score_sample_shape_and_params():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(600, 2)) * [3.0, 0.2]
-    est = tiny(steps=150, hidden=(32,)).fit(X)
+    est = tiny(steps=150, hidden=(32,), ensemble=1).fit(X)
     gauss = -0.5 * (2 * np.log(2 * np.pi) + np.log(9.0 * 0.04) + 2)
     assert est.score(X) > gauss - 0.3
     assert est.sample(11).shape == (11, 2)
@@ -72,7 +72,9 @@ def test_pipeline_and_grid_search():
 
 def test_save_load(tmp_path):
     X = np.random.default_rng(3).normal(size=(100, 2))
-    est = tiny().fit(X)
+    with pytest.raises(ValueError, match="ensemble"):
+        tiny().fit(X).save(tmp_path / "e.safetensors")
+    est = tiny(ensemble=1).fit(X)
     est.save(tmp_path / "m.safetensors")
     est2 = FlowDensity.load(tmp_path / "m.safetensors")
     np.testing.assert_array_equal(est.score_samples(X), est2.score_samples(X))
@@ -89,3 +91,68 @@ def test_save_load(tmp_path):
 def test_bad_params(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kw).fit(np.zeros((10, 2)) + np.arange(10)[:, None])
+
+
+def test_defaults_seeded_early_stopping_auto_device():
+    p = FlowDensity().get_params()
+    assert p["random_state"] == 0 and p["patience"] == 10 and p["device"] == "auto"
+    assert p["support"] == "auto" and p["weight_decay"] > 0
+
+
+def test_default_size_grows_with_rows():
+    from pushforward.sklearn import default_size
+
+    small, big = default_size(140), default_size(50_000)
+    assert small["hidden"][0] < big["hidden"][0] <= 128 and small["bins"] < big["bins"]
+
+
+def test_score_does_not_depend_on_the_rows_batched_together():
+    X = np.random.default_rng(4).normal(size=(120, 3))
+    est = FlowDensity(steps=20, ensemble=2).fit(X)
+    whole = est.score_samples(X)
+    parts = np.concatenate([est.score_samples(X[i : i + 7]) for i in range(0, 120, 7)])
+    np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-12)
+
+
+def test_samples_stay_in_detected_support_and_densities_integrate_out():
+    rng = np.random.default_rng(5)
+    n = 300
+    X = np.stack([rng.lognormal(size=n), rng.integers(0, 2, n), rng.normal(size=n)], 1)
+    est = FlowDensity(steps=60, ensemble=2).fit(X)
+    assert [s.kind for s in est.support_] == ["positive", "interval", "real"]
+    s = est.sample(2000, random_state=0)
+    assert (s[:, 0] > 0).all() and set(np.unique(s[:, 1])) <= {0.0, 1.0}
+    assert np.isneginf(est.score_samples(np.array([[-1.0, 0.0, 0.0]]))).all()
+    ones = est.score_samples(np.ones((1, 3)))
+    assert np.isfinite(ones).all()
+
+
+def test_cross_fitted_scores_calibrate_anomaly_thresholds():
+    from pushforward.anomaly import AnomalyDetector
+
+    X = np.random.default_rng(6).normal(size=(200, 2))
+    est = FlowDensity(steps=40, ensemble=3).fit(X)
+    assert est.oof_scores_.shape == (200,) and np.isfinite(est.oof_scores_).all()
+    det = AnomalyDetector(est, quantile=0.05).calibrate()
+    lo, hi = det.threshold_interval_
+    assert lo <= det.threshold_ <= hi
+    with pytest.warns(UserWarning, match="very uncertain"):
+        AnomalyDetector(est, quantile=0.01).calibrate(X[:20])
+
+
+@pytest.mark.slow
+def test_sklearn_estimator_checks_default_flow():
+    # the default NSF ensemble, shortened: a row's score must not depend on the rows scored with it
+    failures = [
+        (r["check_name"], str(r["exception"])[:200])
+        for r in check_estimator(FlowDensity(steps=8), on_fail=None)
+        if r["status"] == "failed"
+    ]
+    assert not failures
+
+
+def test_two_default_fits_agree():
+    X = np.random.default_rng(7).normal(size=(80, 2))
+    a = FlowDensity(steps=10, ensemble=2).fit(X).score_samples(X)
+    b = FlowDensity(steps=10, ensemble=2).fit(X).score_samples(X)
+    np.testing.assert_array_equal(a, b)

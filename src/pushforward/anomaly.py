@@ -35,13 +35,22 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["AnomalyDetector", "TypicalityResult", "TypicalityTest", "calibrate_threshold", "log_likelihood"]
+__all__ = [
+    "AnomalyDetector",
+    "TypicalityResult",
+    "TypicalityTest",
+    "calibrate_threshold",
+    "log_likelihood",
+    "quantile_levels_interval",
+    "threshold_warning",
+]
 
 
 def log_likelihood(model: Any, x: Any) -> np.ndarray:
@@ -89,6 +98,43 @@ def calibrate_threshold(val_scores: Any, quantile: float = 0.01) -> float:
     if not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must be in [0, 1], got {quantile}")
     return float(np.quantile(_scores(val_scores, "val_scores"), quantile))
+
+
+def quantile_levels_interval(n: int, quantile: float, level: float = 0.9) -> tuple[float, float]:
+    r"""Distribution-free interval for the ``quantile`` of the law behind ``n`` held-out scores, as two levels
+    of their empirical quantile function.
+
+    The number of the ``n`` scores below the true :math:`q`-quantile is :math:`K \sim \mathrm{Bin}(n, q)`, so
+    the order statistics of ranks :math:`k_\pm`, the :math:`(1 \mp \text{level})/2` quantiles of :math:`K`
+    (plus one for the upper), bracket the true quantile with probability about ``level`` (Hahn & Meeker,
+    "Statistical Intervals", 1991, ch. 5). Returns the empirical-quantile levels
+    :math:`(k_\pm - 1)/(n - 1)`, to pass to ``np.quantile`` or a stored quantile grid.
+
+    Example:
+        >>> lo, hi = quantile_levels_interval(14, 0.01)
+        >>> lo, round(hi, 3)
+        (0.0, 0.077)
+    """
+    from scipy.stats import binom
+
+    if n < 2:
+        raise ValueError(f"need at least 2 held-out scores, got {n}")
+    if not 0.0 < quantile < 1.0 or not 0.0 < level < 1.0:
+        raise ValueError(f"quantile and level must lie in (0, 1), got {quantile} and {level}")
+    tail = (1.0 - level) / 2
+    k_lo = max(int(binom.ppf(tail, n, quantile)), 1)
+    k_hi = min(int(binom.ppf(1.0 - tail, n, quantile)) + 1, n)
+    return (k_lo - 1) / (n - 1), (k_hi - 1) / (n - 1)
+
+
+def threshold_warning(n: int, quantile: float) -> str | None:
+    """A warning when fewer than 5 of ``n`` held-out rows are expected below the ``quantile`` threshold."""
+    if n * quantile >= 5:
+        return None
+    return (
+        f"the {quantile:g}-quantile threshold rests on {n} held-out rows (about {n * quantile:.2g} below it): "
+        "it is very uncertain; hold out more rows or use cross-fitted scores (FlowDensity.oof_scores_)"
+    )
 
 
 @dataclass
@@ -207,9 +253,25 @@ class AnomalyDetector:
         return log_likelihood(self.model, x)
 
     def calibrate(self, x_val: Any = None, *, scores: Any = None) -> AnomalyDetector:
-        """Set the threshold and fit the typicality test on held-out normal data (or its scores)."""
+        """Set the threshold and fit the typicality test on held-out normal data (or its scores).
+
+        With neither, a fitted :class:`~pushforward.FlowDensity` ensemble's cross-fitted training scores
+        (``oof_scores_``: each row scored by the flow that did not train on it) are used. Sets
+        ``threshold_interval_``, a 90% interval for the threshold (:func:`quantile_levels_interval`), and
+        warns when the held-out set is too small for the quantile.
+        """
+        if x_val is None and scores is None:
+            scores = getattr(self.model, "oof_scores_", None)
+            if scores is None:
+                raise ValueError("pass held-out data x_val or scores (this model has no cross-fitted scores)")
         s = self.score(x_val) if scores is None else _scores(scores)
         self.threshold_ = calibrate_threshold(s, self.quantile)
+        if 0.0 < self.quantile < 1.0 and s.size >= 2:
+            levels = quantile_levels_interval(s.size, self.quantile)
+            self.threshold_interval_ = tuple(float(np.quantile(s, q)) for q in levels)
+            message = threshold_warning(s.size, self.quantile)
+            if message:
+                warnings.warn(message, stacklevel=2)
         self.typicality_ = TypicalityTest(self.typicality_batch, self.alpha).fit(s)
         return self
 

@@ -100,13 +100,24 @@ def build_flow(
     try:
         flow = presets[name](features, context=context, **kwargs)
     except TypeError as e:
-        raise ValueError(f"preset {name!r} rejected its options {sorted(kwargs)}: {e}") from None
+        raise ValueError(
+            f"preset {name!r} rejected its options {sorted(kwargs)}: {e}; valid options: "
+            f"{', '.join(_preset_options(presets[name]))}"
+        ) from None
     except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"cannot build preset {name!r} for event shape {shape}: {msg}") from None
     if not isinstance(flow, Flow):
         raise ValueError(f"preset {name!r} did not return a Flow")
     return flow
+
+
+def _preset_options(preset: Callable[..., Flow]) -> list[str]:
+    """The keyword options a preset accepts (besides ``features`` and ``context``)."""
+    import inspect
+
+    params = inspect.signature(preset).parameters.values()
+    return [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "context"]
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -250,6 +261,10 @@ class FlowModel:
         columns: list[str] | None = None,
         history: dict | None = None,
         validation: dict | None = None,
+        support: list | None = None,
+        context_mean: np.ndarray | None = None,
+        context_scale: np.ndarray | None = None,
+        context_columns: list[str] | None = None,
     ) -> None:
         self.flow = flow
         self.preset = preset
@@ -260,6 +275,17 @@ class FlowModel:
         self.columns = list(columns) if columns else None
         self.history = history
         self.validation = validation
+        self.support = list(support) if support else None
+        if self.support is not None and len(self.support) != d:
+            raise ValueError(f"support lists {len(self.support)} columns but the model has {d}")
+        c = flow.context_features
+        self.context_mean = (
+            np.zeros(c) if context_mean is None else np.asarray(context_mean, float).reshape(c)
+        )
+        self.context_scale = (
+            np.ones(c) if context_scale is None else np.asarray(context_scale, float).reshape(c)
+        )
+        self.context_columns = list(context_columns) if context_columns else None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -299,32 +325,71 @@ class FlowModel:
         t = torch.from_numpy(u).to(self._dtype())
         return t.reshape(-1, *self.flow.event_shape).to(self._device())
 
+    def standardize_context(self, c: np.ndarray | None, rows: int) -> torch.Tensor | None:
+        """Context rows (original units) → standardised tensor ``(rows, C)``; ``None`` for unconditional
+        models. Raises ``ValueError`` for a missing, extra or mis-shaped context."""
+        k = self.flow.context_features
+        if k == 0:
+            if c is not None:
+                raise ValueError("this model is unconditional but a context was given")
+            return None
+        if c is None:
+            names = ", ".join(self.context_columns or [])
+            raise ValueError(f"this model is conditional: give {k} context columns ({names})")
+        a = np.asarray(c, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != k or a.shape[0] != rows or not np.isfinite(a).all():
+            raise ValueError(f"the context must be {rows} finite rows of {k} columns, got shape {a.shape}")
+        u = (a - self.context_mean) / self.context_scale
+        return torch.from_numpy(u).to(self._dtype()).to(self._device())
+
     @torch.no_grad()
-    def log_prob(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Log-density of each row of ``x`` in the units of the original data (``float64``, ``(N,)``)."""
+    def log_prob(
+        self, x: np.ndarray, batch_size: int = 4096, context: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Log-density of each row of ``x`` (given its ``context`` row for a conditional model) in the
+        units of the original data (``float64``, ``(N,)``)."""
         a = self.check_data(x)
+        ctx = self.standardize_context(context, a.shape[0])
+        ladj = np.zeros(a.shape[0])
+        if self.support is not None:
+            from .data.support import to_unconstrained
+
+            a, ladj = to_unconstrained(a, self.support)
+            a = np.where(np.isfinite(ladj)[:, None], a, self.mean)  # rows outside the support: density 0
         self.flow.eval()
         out = []
         for i in range(0, a.shape[0], batch_size):
-            lp = self.flow.log_prob(self.standardize(a[i : i + batch_size]))
+            c = ctx[i : i + batch_size] if ctx is not None else None
+            lp = self.flow.log_prob(self.standardize(a[i : i + batch_size]), c)
             out.append(lp.double().cpu().numpy())
-        return np.concatenate(out) - self.log_scale_sum
+        return np.concatenate(out) - self.log_scale_sum + ladj
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        """``n`` rows drawn from the model, in original units (``float64``, shape ``(n, features)``)."""
+    def sample(self, n: int, seed: int | None = None, context: np.ndarray | None = None) -> np.ndarray:
+        """``n`` rows drawn from the model, in original units (``float64``, shape ``(n, features)``); for a
+        conditional model, ``n`` rows for each of the ``m`` ``context`` rows, grouped by context row
+        (shape ``(m * n, features)``)."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
             raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
         self.flow.eval()
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
+            rows = 0 if context is None else np.asarray(context).shape[0]
+            ctx = self.standardize_context(context, rows)
             try:
-                u = self.flow.sample((int(n),))
+                u = self.flow.sample((int(n),), ctx)
             except NotImplementedError:
                 raise ValueError(f"preset {self.preset!r} cannot sample (it has no inverse)") from None
-        u = u.reshape(int(n), -1).double().cpu().numpy()
-        return u * self.scale + self.mean
+        if ctx is not None:
+            u = u.transpose(0, 1)  # (contexts, n, ...) so that each context's rows are together
+        u = u.reshape(-1, self.features).double().cpu().numpy()
+        y = u * self.scale + self.mean
+        if self.support is not None:
+            from .data.support import from_unconstrained
+
+            y = from_unconstrained(y, self.support)
+        return y
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -341,9 +406,13 @@ class FlowModel:
         event_shape: tuple[int, ...] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        support: list | None = None,
+        holdout: int | None = None,
+        context: np.ndarray | None = None,
+        context_columns: list[str] | None = None,
         **fit_kwargs: Any,
     ) -> FlowModel:
-        """Standardise, split off a validation set, build ``preset`` and fit it with :func:`pushforward.fit`.
+        r"""Standardise, split off a validation set, build ``preset`` and fit it with :func:`pushforward.fit`.
 
         Args:
             x: Data rows, shape ``(N, D)`` (finite numbers).
@@ -356,6 +425,13 @@ class FlowModel:
             columns: Column names to store in the model file.
             event_shape: Shape of one event when rows are flattened images etc.; default ``(D,)``.
             device, dtype: Where and in which precision to train.
+            support: Per-column :class:`~pushforward.data.support.ColumnSupport` (``None``: every column
+                real). Columns are mapped to the real line before standardisation; discrete columns are
+                dequantised afresh in every batch (the validation split once, seeded).
+            context: Conditioning rows ``(N, C)`` for a conditional model :math:`p(x \mid c)` (standardised
+                with training statistics; the flow is built with ``context=C``). context_columns: their names.
+            holdout: Use the last ``holdout`` rows as the validation split instead of a shuffled
+                ``val_fraction`` (cross-fitting passes each fold this way).
             fit_kwargs: Passed to :func:`pushforward.fit` (``steps``, ``batch_size``, ``lr``, ``patience``,
                 ``checkpoint``, ``resume``, ``distributed``, ``diagnostics``, ``progress``, ...).
         """
@@ -371,6 +447,11 @@ class FlowModel:
             raise ValueError("data contains NaN or infinite values")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        cx = None
+        if context is not None:
+            cx = np.asarray(context, dtype=np.float64)
+            if cx.ndim != 2 or cx.shape[0] != a.shape[0] or cx.shape[1] == 0 or not np.isfinite(cx).all():
+                raise ValueError(f"context must be {a.shape[0]} finite rows (N, C), got shape {cx.shape}")
         shape = tuple(event_shape) if event_shape else (a.shape[1],)
         if math.prod(shape) != a.shape[1]:
             raise ValueError(
@@ -382,9 +463,18 @@ class FlowModel:
             n_val = 0
         perm = rng.permutation(a.shape[0])
         tr, va = a[perm[n_val:]], (a[perm[:n_val]] if n_val else None)
+        if holdout is not None:
+            if not 0 < holdout < a.shape[0]:
+                raise ValueError(f"holdout must leave rows on both sides, got {holdout} of {a.shape[0]}")
+            tr, va = a[: a.shape[0] - holdout], a[a.shape[0] - holdout :]
+            perm = np.arange(a.shape[0] - holdout, a.shape[0]).tolist() + list(range(a.shape[0] - holdout))
+            perm, n_val = np.asarray(perm), holdout
+        tr_u, va_u = tr, va
+        if support is not None:
+            tr_u, va_u = _unconstrained_split(tr, va, support, rng)
         if standardize:
-            mean = tr.mean(0)
-            scale = tr.std(0)
+            mean = tr_u.mean(0)
+            scale = tr_u.std(0)
             scale = np.where(np.isfinite(scale) & (scale > 1e-12 * np.maximum(1.0, np.abs(mean))), scale, 1.0)
         else:
             mean, scale = np.zeros(a.shape[1]), np.ones(a.shape[1])
@@ -392,22 +482,38 @@ class FlowModel:
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            flow = build_flow(preset, shape, options=opts).to(device=device, dtype=dtype)
-            model = cls(flow, str(preset).lower(), opts, mean=mean, scale=scale, columns=columns)
-            train_t = model.standardize(tr).cpu()
-            val_t = model.standardize(va).cpu() if va is not None else None
+            k = 0 if cx is None else cx.shape[1]
+            flow = build_flow(preset, shape, context=k, options=opts).to(device=device, dtype=dtype)
+            model = cls(
+                flow, str(preset).lower(), opts, mean=mean, scale=scale, columns=columns, support=support
+            )
+            if cx is not None:
+                ctr = cx[perm[n_val:]]
+                model.context_mean, model.context_columns = ctr.mean(0), context_columns
+                model.context_scale = np.where(ctr.std(0) > 1e-12, ctr.std(0), 1.0)
+            train_t = model.standardize(tr_u).cpu()
+            val_t = model.standardize(va_u).cpu() if va is not None else None
             if torch.device(device).type != "cpu":
                 train_t = train_t.to(device)
                 val_t = val_t.to(device) if val_t is not None else None
+            c_tr = c_va = None
+            if cx is not None:
+                c_tr = model.standardize_context(cx[perm[n_val:]], len(tr)).cpu()
+                c_va = model.standardize_context(cx[perm[:n_val]], n_val).cpu() if va is not None else None
+                train_t = (train_t, c_tr.to(train_t.device))
+                val_t = (val_t, c_va.to(val_t.device)) if val_t is not None else None
+            if support is not None and any(s.discrete for s in support):
+                train_t = _dequantizing_loader(model, tr, fit_kwargs.get("batch_size", 256), seed, c_tr)
             history = fit(flow, train_t, val_t, seed=seed, **fit_kwargs)
         model.history = history.as_dict()
-        model.validation = model.score_summary(va if va is not None else tr)
+        c_sum = None if cx is None else (cx[perm[:n_val]] if va is not None else cx[perm[n_val:]])
+        model.validation = model.score_summary(va if va is not None else tr, context=c_sum)
         model.validation["source"] = "validation" if va is not None else "train"
         return model
 
-    def score_summary(self, x: np.ndarray) -> dict:
+    def score_summary(self, x: np.ndarray, context: np.ndarray | None = None) -> dict:
         """Mean, std, count and 1001 quantiles (levels 0, 0.001, ..., 1) of the log-likelihoods of ``x``."""
-        s = self.log_prob(x)
+        s = self.log_prob(x, context=context)
         finite = s[np.isfinite(s)]
         if finite.size == 0:
             raise ValueError("every log-likelihood is non-finite; the model is broken")
@@ -439,6 +545,12 @@ class FlowModel:
             "columns": self.columns,
             "history": _finite_history(self.history),
             "validation": self.validation,
+            "support": [s.as_dict() for s in self.support] if self.support is not None else None,
+            "context_standardize": {
+                "mean": self.context_mean.tolist(),
+                "scale": self.context_scale.tolist(),
+                "columns": self.context_columns,
+            },
         }
 
     def save(self, path: str | Path) -> None:
@@ -448,6 +560,8 @@ class FlowModel:
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FlowModel:
         """Read a model file written by :meth:`save` (see :func:`load_model`)."""
+        from .data.support import support_from_config
+
         flow, cfg = load_model(path, map_location)
         std = cfg.get("standardize") or {}
         try:
@@ -460,12 +574,58 @@ class FlowModel:
                 columns=cfg.get("columns"),
                 history=cfg.get("history"),
                 validation=cfg.get("validation"),
+                support=support_from_config(cfg.get("support")),
+                context_mean=(cfg.get("context_standardize") or {}).get("mean"),
+                context_scale=(cfg.get("context_standardize") or {}).get("scale"),
+                context_columns=(cfg.get("context_standardize") or {}).get("columns"),
             )
         except (ValueError, TypeError) as e:
             raise ModelFileError(f"{path}: bad standardisation in the config ({e})") from None
         if not (np.isfinite(model.mean).all() and np.isfinite(model.scale).all() and (model.scale > 0).all()):
             raise ModelFileError(f"{path}: bad standardisation in the config")
         return model
+
+
+def _unconstrained_split(
+    tr: np.ndarray, va: np.ndarray | None, support: list, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train and validation rows mapped to the real line (discrete columns dequantised once, seeded)."""
+    from .data.support import dequantize, to_unconstrained
+
+    out = []
+    for part in (tr, va):
+        if part is None:
+            out.append(None)
+            continue
+        y, ladj = to_unconstrained(dequantize(part, support, rng), support)
+        if not np.isfinite(ladj).all():
+            raise ValueError("some rows lie outside the declared column support")
+        out.append(y)
+    return out[0], out[1]
+
+
+def _dequantizing_loader(
+    model: FlowModel, rows: np.ndarray, batch_size: int, seed: int | None, context: torch.Tensor | None = None
+):
+    """A shuffling ``DataLoader`` whose batches are dequantised afresh, mapped and standardised (with their
+    standardised ``context`` rows, if given)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .data.support import dequantize, to_unconstrained
+
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+
+    def collate(items: list):
+        batch = torch.stack([t[0] for t in items]).numpy()
+        y, _ = to_unconstrained(dequantize(batch, model.support, rng), model.support)
+        u = model.standardize(y).cpu()
+        return (u, torch.stack([t[1] for t in items])) if context is not None else u
+
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    tensors = [torch.from_numpy(np.ascontiguousarray(rows))] + ([context] if context is not None else [])
+    ds = TensorDataset(*tensors)
+    return DataLoader(ds, batch_size=int(batch_size), shuffle=True, collate_fn=collate, generator=g)
 
 
 def _finite_history(history: dict | None) -> dict | None:

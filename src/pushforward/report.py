@@ -1,4 +1,6 @@
-"""Self-contained HTML reports of a fitted model: training curves, marginals, pair plots, density heatmap.
+"""Self-contained HTML reports of a fitted model: training curves with the restored best step, every
+column's marginal (data histogram with the model's density curve), a per-column fit table, the
+distribution of log-likelihoods (data vs samples vs held-out), pair plots and a density heatmap.
 
 All figures are drawn with matplotlib's Agg backend and embedded as base64 PNGs, so the report is a single
 file that opens anywhere without network access.
@@ -25,8 +27,8 @@ import numpy as np
 
 __all__ = ["density_grid", "figure_png", "write_report"]
 
-MAX_MARGINALS = 12
-MAX_PAIRS = 5
+MARGINALS_PER_FIGURE = 16
+MAX_PAIRS = 6
 
 
 def _plt():
@@ -41,7 +43,7 @@ def _plt():
 def figure_png(fig) -> bytes:
     """Render a matplotlib figure to PNG bytes and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     _plt().close(fig)
     return buf.getvalue()
 
@@ -78,7 +80,7 @@ def _img(png: bytes, alt: str) -> str:
 
 def _curves(history: dict | None):
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(11, 3.6), layout="constrained")
     steps = (history or {}).get("steps") or []
     tr = [math.nan if v is None else v for v in (history or {}).get("train_nll") or []]
     va = [math.nan if v is None else v for v in (history or {}).get("val_nll") or []]
@@ -86,8 +88,11 @@ def _curves(history: dict | None):
         ax.plot(steps[: len(tr)], tr, label="train")
     if steps and va:
         ax.plot(steps[: len(va)], va, label="validation")
+    best = (history or {}).get("best_step", -1) or -1
+    if steps and best > 0:
+        ax.axvline(best, color="k", ls="--", lw=1, label=f"restored best step {best}")
     ax.set_xlabel("step")
-    ax.set_ylabel("NLL (nats, standardised data)")
+    ax.set_ylabel("NLL per row (nats, flow space)")
     ax.set_title("Training curves")
     if steps:
         ax.legend()
@@ -96,32 +101,108 @@ def _curves(history: dict | None):
     return fig
 
 
-def _marginals(x: np.ndarray, s: np.ndarray, names: list[str]):
+def _bins(col: np.ndarray, lim: tuple[float, float]) -> np.ndarray:
+    """Histogram edges: one per level for few distinct values, else Freedman–Diaconis (10 to 40 bins)."""
+    levels = np.unique(col)
+    if levels.size <= 20:
+        step = np.diff(levels).min() if levels.size > 1 else 1.0
+        return np.arange(levels[0] - step / 2, levels[-1] + step, step)
+    iqr = np.subtract(*np.quantile(col, [0.75, 0.25]))
+    width = 2 * iqr / max(col.size, 1) ** (1 / 3) if iqr > 0 else (lim[1] - lim[0]) / 20
+    return np.linspace(*lim, int(np.clip((lim[1] - lim[0]) / width, 10, 40)) + 1)
+
+
+def _model_curve(s: np.ndarray, lim: tuple[float, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's marginal density on a grid, smoothed from its samples (Gaussian KDE, Scott's rule)."""
+    from scipy.stats import gaussian_kde
+
+    if np.unique(s).size < 3:
+        return None
+    grid = np.linspace(*lim, 200)
+    return grid, gaussian_kde(s)(grid)
+
+
+def _marginals(x: np.ndarray, s: np.ndarray, names: list[str], first: int = 0):
+    """Marginals of columns ``first .. first + MARGINALS_PER_FIGURE - 1``."""
     plt = _plt()
-    d = min(x.shape[1], MAX_MARGINALS)
-    cols = min(d, 4)
-    rows = math.ceil(d / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
-    for j in range(rows * cols):
-        ax = axes[j // cols][j % cols]
-        if j >= d:
+    idx = list(range(first, min(x.shape[1], first + MARGINALS_PER_FIGURE)))
+    cols = min(len(idx), 4)
+    rows = math.ceil(len(idx) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, layout="constrained")
+    for k in range(rows * cols):
+        ax = axes[k // cols][k % cols]
+        if k >= len(idx):
             ax.axis("off")
             continue
+        j = idx[k]
         lim = _limits(x[:, j], s[:, j])
-        bins = np.linspace(*lim, 50)
-        ax.hist(x[:, j], bins=bins, density=True, alpha=0.5, label="data")
-        ax.hist(s[:, j], bins=bins, density=True, alpha=0.5, label="samples")
-        ax.set_title(names[j], fontsize=9)
-        if j == 0:
+        edges = _bins(x[:, j], lim)
+        discrete = np.unique(x[:, j]).size <= 20
+        ax.hist(x[:, j], bins=edges, density=True, alpha=0.45, color="C0", label="data")
+        if discrete:
+            ax.hist(s[:, j], bins=edges, density=True, histtype="step", lw=1.5, color="C1", label="model")
+        else:
+            curve = _model_curve(s[:, j], lim)
+            if curve is not None:
+                ax.plot(*curve, color="C1", lw=1.5, label="model")
+        ax.set_title(names[j], fontsize=9, pad=4)
+        ax.tick_params(labelsize=7)
+        if k == 0:
             ax.legend(fontsize=7)
-    fig.suptitle("1-D marginals: data vs model samples")
+    return fig
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(a, b).statistic)
+
+
+def _column_table(x: np.ndarray, s: np.ndarray, names: list[str], support: list | None) -> str:
+    head = (
+        "<table class='cols'><tr><th>column</th><th>support</th><th>data mean</th><th>model mean</th>"
+        "<th>data sd</th><th>model sd</th><th>KS distance</th></tr>"
+    )
+    rows = []
+    for j, name in enumerate(names):
+        kind = support[j].describe() if support else "real"
+        ks = _ks(x[:, j], s[:, j])
+        cells = [
+            html.escape(name),
+            html.escape(kind),
+            f"{x[:, j].mean():.4g}",
+            f"{s[:, j].mean():.4g}",
+            f"{x[:, j].std():.4g}",
+            f"{s[:, j].std():.4g}",
+            f"<span class='{'bad' if ks > 0.15 else 'ok'}'>{ks:.3f}</span>",
+        ]
+        rows.append(f"<tr id='col-{j}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return head + "".join(rows) + "</table>"
+
+
+def _loglik_hist(scores: np.ndarray, sample_scores: np.ndarray, validation: dict | None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 3.6), layout="constrained")
+    parts = [(scores, "data (this file)", "C0"), (sample_scores, "model samples", "C1")]
+    if validation and validation.get("quantiles"):
+        parts.append(
+            (np.asarray(validation["quantiles"], dtype=float), f"{validation.get('source')} rows", "C2")
+        )
+    finite = [p[0][np.isfinite(p[0])] for p in parts]
+    lim = _limits(*finite)
+    edges = np.linspace(*lim, 40)
+    for (_, label, color), v in zip(parts, finite, strict=True):
+        ax.hist(np.clip(v, *lim), bins=edges, density=True, histtype="step", lw=1.8, color=color, label=label)
+    ax.set_xlabel("log-likelihood per row (nats, original units)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
     return fig
 
 
 def _pairs(x: np.ndarray, s: np.ndarray, names: list[str]):
     plt = _plt()
-    d = min(x.shape[1], MAX_PAIRS)
-    fig, axes = plt.subplots(d, d, figsize=(2.2 * d, 2.2 * d), squeeze=False)
+    d = x.shape[1]
+    fig, axes = plt.subplots(d, d, figsize=(1.8 * d + 1, 1.8 * d + 1), squeeze=False, layout="constrained")
     for i in range(d):
         for j in range(d):
             ax = axes[i][j]
@@ -134,7 +215,6 @@ def _pairs(x: np.ndarray, s: np.ndarray, names: list[str]):
             ax.scatter(src[:, j], src[:, i], s=1, alpha=0.3, color="C0" if i > j else "C1")
             ax.set_xlim(*_limits(x[:, j], s[:, j]))
             ax.set_ylim(*_limits(x[:, i], s[:, i]))
-    fig.suptitle("Pair plots: data (lower, blue) vs samples (upper, orange)")
     return fig
 
 
@@ -142,7 +222,7 @@ def _heatmap(model, x: np.ndarray, names: list[str]):
     plt = _plt()
     xlim, ylim = _limits(x[:, 0]), _limits(x[:, 1])
     xs, ys, dens = density_grid(model.log_prob, xlim, ylim)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     axes[0].scatter(x[:, 0], x[:, 1], s=1, alpha=0.3)
     axes[0].set_title("data")
     axes[1].pcolormesh(xs, ys, dens, shading="auto", cmap="viridis")
@@ -156,42 +236,69 @@ def _heatmap(model, x: np.ndarray, names: list[str]):
 
 
 def write_report(
-    model, data: np.ndarray, out: str | Path, *, n_samples: int | None = None, seed: int = 0
+    model,
+    data: np.ndarray,
+    out: str | Path,
+    *,
+    n_samples: int | None = None,
+    seed: int = 0,
+    pairs: list[str] | None = None,
 ) -> Path:
     """Write a self-contained HTML report on ``model`` (a :class:`~pushforward.io.FlowModel`) and ``data``.
+
+    The page uses the full window width; every column has its marginal plot (data histogram, model density
+    curve) and a row in the per-column table (support, means, standard deviations, two-sample
+    Kolmogorov–Smirnov distance between data and samples), linked from a column index.
 
     Args:
         model: The fitted model.
         data: Rows to compare with (e.g. the test set), shape ``(N, features)``.
         out: Output ``.html`` path.
-        n_samples: Number of model samples to draw (default ``min(N, 5000)``).
+        n_samples: Number of model samples to draw (default ``min(N, 5000)``, at least 1000).
         seed: Seeds the samples.
+        pairs: Column names for the pair plots (default: the first six).
+
+    Example:
+        >>> write_report(FlowModel.load("model.safetensors"), x, "report.html")  # doctest: +SKIP
     """
     from . import __version__
     from .train.checkpoint import atomic_write_bytes
 
     x = model.check_data(data)
     names = model.columns or [f"x{j}" for j in range(x.shape[1])]
+    pair_idx = list(range(min(x.shape[1], MAX_PAIRS)))
+    if pairs:
+        unknown = [p for p in pairs if p not in names]
+        if unknown:
+            raise ValueError(f"unknown pair columns {unknown}; columns: {', '.join(names)}")
+        pair_idx = [names.index(p) for p in pairs]
     scores = model.log_prob(x)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pushforward report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 10px;"
-        "text-align:left}img{max-width:100%}</style></head><body>",
+        "<style>body{font-family:sans-serif;margin:1.5em 2em}td,th{padding:2px 10px;text-align:left}"
+        "img{width:100%;height:auto}table.cols td{font-variant-numeric:tabular-nums}"
+        ".bad{color:#b00;font-weight:bold}.ok{color:#070}nav a{margin-right:0.8em}</style></head><body>",
         f"<h1>pushforward report: {html.escape(model.preset)}</h1>",
         "<table>",
     ]
+    hist = model.history or {}
     rows = [
         ("preset", model.preset),
         ("options", ", ".join(f"{k}={v}" for k, v in model.options.items()) or "defaults"),
         ("features", str(x.shape[1])),
         ("parameters", f"{sum(p.numel() for p in model.flow.parameters()):,}"),
         ("rows scored", str(x.shape[0])),
-        ("mean log-likelihood (nats, original units)", f"{float(np.mean(scores)):.4f}"),
-        ("mean log-likelihood per dimension", f"{float(np.mean(scores)) / x.shape[1]:.4f}"),
+        ("mean log-likelihood of these rows (nats per row, original units)", f"{float(np.mean(scores)):.4f}"),
     ]
     if model.validation:
-        rows.append(("validation mean log-likelihood", f"{model.validation['mean']:.4f}"))
-    hist = model.history or {}
+        rows.append(
+            (
+                f"mean log-likelihood of the {model.validation.get('source')} rows",
+                f"{model.validation['mean']:.4f}",
+            )
+        )
+    if hist.get("best_step", -1) and hist.get("best_step", -1) > 0:
+        rows.append(("restored best step", str(hist["best_step"])))
     if hist.get("skipped_batches"):
         rows.append(("skipped non-finite batches", str(hist["skipped_batches"])))
     if hist.get("diagnostics"):
@@ -208,18 +315,38 @@ def write_report(
     parts.append("</table>")
     parts.append("<h2>Training curves</h2>" + _img(figure_png(_curves(model.history)), "training curves"))
     try:
-        samples = model.sample(int(n_samples or min(x.shape[0], 5000)), seed=seed)
+        samples = model.sample(int(n_samples or max(1000, min(x.shape[0], 5000))), seed=seed)
     except ValueError as e:
         samples = None
         parts.append(f"<p>No samples: {html.escape(str(e))}</p>")
     if samples is not None:
-        parts.append("<h2>Marginals</h2>" + _img(figure_png(_marginals(x, samples, names)), "marginals"))
-        if x.shape[1] >= 2:
-            parts.append("<h2>Pair plots</h2>" + _img(figure_png(_pairs(x, samples, names)), "pair plots"))
+        parts.append(
+            "<h2>Log-likelihoods</h2>"
+            + _img(
+                figure_png(_loglik_hist(scores, model.log_prob(samples), model.validation)), "log-likelihoods"
+            )
+        )
+        parts.append("<h2 id='columns'>Columns</h2><nav>")
+        parts += [f"<a href='#col-{j}'>{html.escape(n)}</a>" for j, n in enumerate(names)]
+        parts.append("</nav>" + _column_table(x, samples, names, getattr(model, "support", None)))
+        parts.append("<h2>Marginals: data histogram and model density</h2>")
+        for first in range(0, x.shape[1], MARGINALS_PER_FIGURE):
+            last = min(x.shape[1], first + MARGINALS_PER_FIGURE)
+            parts.append(
+                _img(figure_png(_marginals(x, samples, names, first)), f"marginals {first + 1}-{last}")
+            )
+        if len(pair_idx) >= 2:
+            parts.append(
+                "<h2>Pair plots: data (lower, blue) vs samples (upper, orange)</h2>"
+                + _img(
+                    figure_png(_pairs(x[:, pair_idx], samples[:, pair_idx], [names[j] for j in pair_idx])),
+                    "pair plots",
+                )
+            )
+            if x.shape[1] > len(pair_idx):
+                parts.append("<p>Choose other pair columns with <code>--pairs a,b,c</code>.</p>")
     if x.shape[1] == 2:
         parts.append("<h2>Density</h2>" + _img(figure_png(_heatmap(model, x, names)), "density heatmap"))
-    if x.shape[1] > MAX_MARGINALS:
-        parts.append(f"<p>Showing the first {MAX_MARGINALS} marginals and {MAX_PAIRS} pair columns.</p>")
     parts.append("</body></html>")
     p = Path(out)
     atomic_write_bytes(p, "\n".join(parts).encode("utf-8"))

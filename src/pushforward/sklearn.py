@@ -4,13 +4,14 @@ Example:
     >>> import numpy as np
     >>> from pushforward import FlowDensity
     >>> X = np.random.default_rng(0).normal(size=(500, 3))
-    >>> est = FlowDensity(flow="realnvp", layers=2, hidden=(16,), steps=50, random_state=0).fit(X)
+    >>> est = FlowDensity(flow="realnvp", layers=2, hidden=(16,), steps=50, ensemble=1).fit(X)
     >>> est.score_samples(X[:2]).shape, est.sample(4).shape
     ((2,), (4, 3))
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from pathlib import Path
 
@@ -22,36 +23,54 @@ __all__ = ["FlowDensity"]
 
 
 class FlowDensity(DensityMixin, BaseEstimator):
-    r"""Normalizing-flow density estimation with the scikit-learn API.
+    r"""Normalizing-flow density estimation with the scikit-learn API, with defaults sized to the data.
 
-    ``fit`` standardises the columns (training statistics), holds out a seeded validation split for early
-    stopping and best-weights restore, builds ``PRESETS[flow]`` and trains it by maximum likelihood with
-    :func:`pushforward.fit`. Densities are reported in the units of the original data:
+    ``fit`` maps each column to the real line according to its support (see
+    :mod:`pushforward.data.support`: log for positive columns, logit for intervals, dequantisation for
+    discrete columns), standardises the columns, and trains ``ensemble`` flows by maximum likelihood with
+    :func:`pushforward.fit`, cross-fitted: flow :math:`k` is trained on all rows but fold :math:`k` and early
+    stopped (best weights restored) on fold :math:`k`. The fitted density is the mixture
 
-    .. math:: \log p_X(x) = \log p_U\!\left(\frac{x - \mu}{\sigma}\right) - \sum_j \log\sigma_j,
+    .. math:: p(x) = \frac1K \sum_{k=1}^K p_k(x), \qquad
+        \log p_k(x) = \log p_{U,k}\!\left(\frac{g(x) - \mu}{\sigma}\right) - \sum_j \log\sigma_j
+        + \log|\det \partial g / \partial x|,
 
-    where :math:`p_U` is the flow's density of the standardised data.
+    a real density on the data space, in the units of the original data. Each row's score under the flow that
+    did not see it (``oof_scores_``) calibrates anomaly thresholds without a separate split.
+
+    Defaults adapt to the rows :math:`n` and columns :math:`d`: NSF (autoregressive rational-quadratic
+    splines) with 3 layers of width :math:`\mathrm{clip}(2^{\mathrm{round}(\log_2 1.5\sqrt{n})}, 16, 128)`,
+    4 spline bins below 1000 rows (8 above), weight decay :math:`10^{-4}`, batches of
+    :math:`\mathrm{clip}(n/8, 32, 256)` rows, evaluation every epoch and early stopping after ``patience``
+    evaluations without improvement, and ``K`` cross-fitted flows from :func:`default_ensemble` (5 for
+    small tables, 3 up to 5000 rows, then one flow with a ``validation_fraction`` split). After fitting,
+    the flows are kept in ``float64`` so that a row's score does not depend on the rows it is scored with.
 
     Args:
-        flow: Preset name from :data:`pushforward.flows.PRESETS`. ``None`` (default) picks ``"nsf"`` when that
-            preset is available and ``"realnvp"`` otherwise; the choice is stored in ``flow_``.
-        layers: Number of layers (``None``: the preset's default).
-        hidden: Hidden units of the conditioners, e.g. ``(64, 64)`` (``None``: the preset's default).
-        options: Extra family options for the preset (a dict).
-        steps: Training steps.
-        batch_size, lr, weight_decay: Optimisation settings.
-        validation_fraction: Fraction of rows held out for validation (0 disables).
+        flow: Preset name from :data:`pushforward.flows.PRESETS` (``None``: ``"nsf"``; stored in ``flow_``).
+        layers, hidden: Size of the flow (``None``: chosen from the data as above).
+        options: Extra family options for the preset (a dict), e.g. ``{"bins": 8}``.
+        steps: Maximum training steps per flow (``None``: ``max(1000, 100 epochs)``, capped at 5000).
+        batch_size: Rows per batch (``None``: from the data).
+        lr, weight_decay: Adam settings.
+        validation_fraction: Held-out fraction when ``ensemble == 1`` (0 disables early stopping).
         patience: Early stopping patience in evaluation rounds (``None`` disables).
+        ensemble: Number of cross-fitted flows ``K`` (``None``: :func:`default_ensemble`).
+        support: ``"auto"`` (detected, see :func:`~pushforward.data.support.detect_support`), ``"none"``
+            (every column real), or overrides: a dict or ``"col=kind,..."`` string (see
+            :func:`~pushforward.data.support.parse_support`; columns by 0-based index or DataFrame name).
         standardize: Standardise the columns before fitting.
-        random_state: Seed (``int``) for the split, initial weights and batches; ``None`` for a random one.
-        device: ``"cpu"``, ``"cuda"``, ...
+        random_state: Seed (``int``, default 0) for folds, initial weights and batches; ``None`` for a random one.
+        device: ``"auto"`` (CUDA when available, as in the command line), ``"cpu"``, ``"cuda"``, ...
         progress: Show a progress bar.
 
     Attributes:
-        flow_: The resolved preset name. ``model_``: the fitted :class:`~pushforward.io.FlowModel`.
-        history_: The training history (dict). ``n_features_in_``: number of columns.
+        flow_: The resolved preset. ``models_``: the fitted :class:`~pushforward.io.FlowModel` s; ``model_``
+        the first. ``support_``: the column supports. ``history_``: the first flow's training history.
+        ``oof_scores_``: out-of-fold log-likelihood of each training row (``ensemble > 1``).
 
-    Reference: Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference", JMLR 2021.
+    Reference: Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference", JMLR 2021;
+    Durkan et al., "Neural Spline Flows", NeurIPS 2019.
 
     Example:
         >>> import numpy as np
@@ -69,15 +88,17 @@ class FlowDensity(DensityMixin, BaseEstimator):
         layers: int | None = None,
         hidden: tuple[int, ...] | None = None,
         options: dict | None = None,
-        steps: int = 1000,
-        batch_size: int = 256,
+        steps: int | None = None,
+        batch_size: int | None = None,
         lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        weight_decay: float = 1e-4,
         validation_fraction: float = 0.1,
-        patience: int | None = None,
+        patience: int | None = 10,
+        ensemble: int | None = None,
+        support: str | dict | None = "auto",
         standardize: bool = True,
-        random_state: int | None = None,
-        device: str = "cpu",
+        random_state: int | None = 0,
+        device: str = "auto",
         progress: bool = False,
     ) -> None:
         self.flow = flow
@@ -90,6 +111,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.ensemble = ensemble
+        self.support = support
         self.standardize = standardize
         self.random_state = random_state
         self.device = device
@@ -114,12 +137,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
-        positive_int("steps", self.steps)
-        positive_int("batch_size", self.batch_size)
+        positive_int("steps", self.steps, allow_none=True)
+        positive_int("batch_size", self.batch_size, allow_none=True)
         positive_int("layers", self.layers, allow_none=True)
         positive_int("patience", self.patience, allow_none=True)
+        positive_int("ensemble", self.ensemble, allow_none=True)
         if not isinstance(self.lr, numbers.Real) or not self.lr > 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.weight_decay, numbers.Real) or not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
         if not isinstance(self.validation_fraction, numbers.Real) or not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
         if self.hidden is not None:
@@ -139,14 +165,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise ValueError(f"random_state must be an int, a RandomState or None, got {rs!r}")
         return int(rs)
 
-    # ------------------------------------------------------------------ API
-    def fit(self, X, y=None) -> FlowDensity:
-        """Fit the flow to the rows of ``X`` (``y`` is ignored)."""
-        from .io import FlowModel
+    def _device(self):
+        import torch
 
-        self._check_params()
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, reset=True)
-        preset = self._resolve_flow()
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _options(self, preset: str, n: int) -> dict:
         options = dict(self.options or {})
         if self.layers is not None:
             options["layers"] = int(self.layers)
@@ -156,52 +182,134 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 if isinstance(self.hidden, numbers.Integral)
                 else [int(u) for u in self.hidden]
             )
+        if preset == "nsf" and self.flow is None:
+            auto = default_size(n)
+            for key, value in auto.items():
+                if key not in options and not (key == "layers" and self.layers is not None):
+                    options[key] = value
+        return options
+
+    # ------------------------------------------------------------------ API
+    def fit(self, X, y=None) -> FlowDensity:
+        """Fit the flows to the rows of ``X`` (``y`` is ignored)."""
+        import torch
+
+        from .data.support import parse_support
+        from .io import FlowModel
+
+        self._check_params()
+        names = _column_names(X)
+        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, reset=True)
+        n, d = X.shape
+        preset = self._resolve_flow()
+        options = self._options(preset, n)
+        support = parse_support(self.support, names or [str(j) for j in range(d)], X)
+        if all(s.kind == "real" and not s.discrete for s in support):
+            support = None
+        seed = self._seed()
+        k = self.ensemble if self.ensemble is not None else default_ensemble(n, d)
+        k = int(min(k, n // 2)) if k > 1 else 1
+        batch = int(self.batch_size or min(256, max(32, n // 8)))
+        per_epoch = math.ceil(n * (1 - 1 / max(k, 2)) / batch)
+        steps = int(self.steps or min(5000, max(1000, 100 * per_epoch)))
+        fit_kwargs = dict(
+            steps=steps,
+            batch_size=batch,
+            lr=float(self.lr),
+            weight_decay=float(self.weight_decay),
+            patience=self.patience,
+            eval_every=max(per_epoch, 5),
+            progress=bool(self.progress),
+        )
+        common = dict(
+            options=options,
+            standardize=bool(self.standardize),
+            device=self._device(),
+            columns=names,
+            support=support,
+            **fit_kwargs,
+        )
+        models = []
+        oof = np.full(n, np.nan)
         try:
-            model = FlowModel.train(
-                X,
-                preset,
-                options=options,
-                val_fraction=float(self.validation_fraction),
-                standardize=bool(self.standardize),
-                seed=self._seed(),
-                device=self.device,
-                steps=int(self.steps),
-                batch_size=int(self.batch_size),
-                lr=float(self.lr),
-                weight_decay=float(self.weight_decay),
-                patience=self.patience,
-                progress=bool(self.progress),
-            )
+            if k == 1:
+                models.append(
+                    FlowModel.train(
+                        X, preset, val_fraction=float(self.validation_fraction), seed=seed, **common
+                    )
+                )
+            else:
+                folds = np.random.default_rng(seed).permutation(n) % k
+                for i in range(k):
+                    rows = np.concatenate([X[folds != i], X[folds == i]])
+                    m = FlowModel.train(
+                        rows,
+                        preset,
+                        val_fraction=0.0,
+                        seed=seed + i,
+                        holdout=int((folds == i).sum()),
+                        **common,
+                    )
+                    models.append(m)
         except ValueError as e:
-            if X.shape[1] == 1 and "n_features" not in str(e):
+            if d == 1 and "n_features" not in str(e):
                 raise ValueError(f"preset {preset!r} cannot model data with n_features = 1: {e}") from None
             raise
+        for m in models:  # float64 scoring: a row's score does not depend on the rows it is batched with
+            m.flow.to(torch.float64)
+        if k > 1:
+            for i, m in enumerate(models):
+                oof[folds == i] = m.log_prob(X[folds == i])
+            self.oof_scores_ = oof
         self.flow_ = preset
-        self.model_ = model
-        self.history_ = model.history
+        self.models_ = models
+        self.model_ = models[0]
+        self.support_ = support
+        self.history_ = models[0].history
         return self
 
     def score_samples(self, X) -> np.ndarray:
         """Log-density of each row of ``X`` in the units of the original data (nats)."""
+        from scipy.special import logsumexp
+
         check_is_fitted(self, "model_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return self.model_.log_prob(X)
+        models = getattr(self, "models_", [self.model_])
+        scores = np.stack([m.log_prob(X) for m in models])
+        return logsumexp(scores, axis=0) - math.log(len(models))
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per row of ``X`` (nats; higher is better), as in ``GaussianMixture.score``."""
         return float(np.mean(self.score_samples(X)))
 
     def sample(self, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
-        """``n_samples`` rows drawn from the fitted density, shape ``(n_samples, n_features_in_)``."""
+        """``n_samples`` rows drawn from the fitted mixture, shape ``(n_samples, n_features_in_)``."""
         check_is_fitted(self, "model_")
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        return self.model_.sample(int(n_samples), seed=random_state)
+        models = getattr(self, "models_", [self.model_])
+        rng = np.random.default_rng(random_state)
+        which = rng.integers(0, len(models), int(n_samples))
+        out = np.empty((int(n_samples), self.n_features_in_))
+        for i, m in enumerate(models):
+            rows = which == i
+            if rows.any():
+                seed = None if random_state is None else int(rng.integers(0, 2**31 - 1))
+                out[rows] = m.sample(int(rows.sum()), seed=seed)
+        return out
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
-        """Write the fitted model as a pushforward model file (see :mod:`pushforward.io`)."""
+        """Write the fitted model as a pushforward model file (see :mod:`pushforward.io`).
+
+        Model files hold one flow: fit with ``ensemble=1`` to save (an ensemble raises ``ValueError``).
+        """
         check_is_fitted(self, "model_")
+        if len(getattr(self, "models_", [self.model_])) > 1:
+            raise ValueError(
+                f"this estimator is an ensemble of {len(self.models_)} flows and a model file holds one; "
+                "fit with ensemble=1 to save it"
+            )
         self.model_.save(path)
 
     @classmethod
@@ -215,8 +323,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
             options={k: v for k, v in model.options.items() if k not in ("layers", "hidden")} or None,
             layers=model.options.get("layers"),
             hidden=tuple(model.options["hidden"]) if "hidden" in model.options else None,
+            ensemble=1,
         )
         est.flow_, est.model_, est.history_ = model.preset, model, model.history
+        est.models_, est.support_ = [model], model.support
         est.n_features_in_ = model.features
         return est
 
@@ -224,3 +334,23 @@ class FlowDensity(DensityMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def default_ensemble(n: int, d: int) -> int:
+    """Cross-fitted flows for ``n`` rows of ``d`` columns: 5 up to 5000 values (``n d``), 3 up to 5000 rows,
+    then 1 (a single flow with a validation split) — keeping the default fit within about 30 CPU-seconds."""
+    if n * d <= 5000:
+        return 5
+    return 3 if n < 5000 else 1
+
+
+def default_size(n: int) -> dict:
+    """NSF size for ``n`` training rows: 3 layers of width ``clip(2^round(log2(1.5 sqrt n)), 16, 128)`` (two
+    hidden layers), 4 spline bins below 1000 rows, else 8."""
+    width = int(np.clip(2 ** round(math.log2(1.5 * math.sqrt(max(n, 1)))), 16, 128))
+    return {"layers": 3, "hidden": [width, width], "bins": 4 if n < 1000 else 8}
+
+
+def _column_names(X) -> list[str] | None:
+    cols = getattr(X, "columns", None)
+    return [str(c) for c in cols] if cols is not None else None

@@ -31,9 +31,8 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_file(data_dir):
     out = data_dir / "m.safetensors"
-    rc = main(
-        ["fit", str(data_dir / "x.csv"), "--flow", "realnvp", "--steps", "60", *TINY, "--out", str(out)]
-    )
+    fit = ["fit", str(data_dir / "x.csv"), "--flow", "realnvp", "--steps", "60", *TINY, "--support", "none"]
+    rc = main([*fit, "--out", str(out)])
     assert rc == 0
     return out
 
@@ -133,7 +132,7 @@ def test_report_is_self_contained_html(model_file, data_dir, tmp_path):
     )
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>")
-    assert text.count("data:image/png;base64,") == 4  # curves, marginals, pairs, heatmap
+    assert text.count("data:image/png;base64,") == 5  # curves, log-likelihoods, marginals, pairs, heatmap
     assert "http://" not in text and "https://" not in text
 
 
@@ -247,3 +246,70 @@ def test_every_preset_is_reachable_from_the_cli(name, tmp_path, capsys):
 
 def test_parser_builds():
     assert build_parser().prog == "pushforward"
+
+
+def test_unknown_options_list_the_valid_ones(data_dir, capsys):
+    rc = main(["fit", str(data_dir / "x.csv"), "--flow", "realnvp", "--option", "bogus=1"])
+    err = one_line_error(capsys, rc, "valid options:")
+    assert "hidden" in err and "layers" in err
+    rc = main(["fit", str(data_dir / "x.csv"), "--bogus-flag"])
+    err = one_line_error(capsys, rc, "valid options:")
+    assert "--steps" in err and "--support" in err
+
+
+def test_presets_print_plain_sentences(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert ":class:" not in out and "``" not in out and ":math:" not in out
+    assert all(line.rstrip().endswith(".") for line in out.strip().splitlines())
+
+
+def test_fit_detects_support_says_one_unit_and_leaves_no_checkpoint(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.lognormal(size=300), rng.integers(0, 2, 300), rng.normal(size=300)], 1)
+    np.savetxt(tmp_path / "t.csv", x, delimiter=",", header="income,smoker,z", comments="")
+    out = tmp_path / "m.safetensors"
+    argv = ["fit", str(tmp_path / "t.csv"), "--steps", "30", *TINY, "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "income: positive" in err and "smoker: binary" in err and "z:" not in err
+    assert err.count("original units") == 1 and "standardised" not in err
+    assert out.exists() and not (tmp_path / "m.safetensors.ckpt").exists()
+    s = FlowModel.load(out).sample(500, seed=0)
+    assert (s[:, 0] > 0).all() and set(np.unique(s[:, 1])) <= {0.0, 1.0}
+    assert main([*argv, "--support", "income=real,smoker=real"]) == 0
+    assert "every column real" in capsys.readouterr().err
+
+
+def test_conditional_fit_score_and_sample(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=(400, 1))
+    y = np.hstack([3.0 * c, np.zeros_like(c)]) + 0.3 * rng.normal(size=(400, 2))
+    np.savetxt(tmp_path / "t.csv", np.hstack([c, y]), delimiter=",", header="c,y,z", comments="")
+    np.savetxt(tmp_path / "ctx.csv", np.array([[-1.0], [1.0]]), delimiter=",", header="c", comments="")
+    np.savetxt(
+        tmp_path / "y.csv", np.array([[-3.0, 0.0], [-3.0, 0.0]]), delimiter=",", header="y,z", comments=""
+    )
+    out = tmp_path / "m.safetensors"
+    argv = [
+        "fit",
+        str(tmp_path / "t.csv"),
+        "--flow",
+        "realnvp",
+        "--context-columns",
+        "c",
+        "--steps",
+        "300",
+        "--lr",
+        "0.01",
+    ]
+    assert main([*argv, "--layers", "2", "--hidden", "16", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["score", str(out), str(tmp_path / "y.csv"), "--context", str(tmp_path / "ctx.csv")]) == 0
+    ll = np.array([float(v) for v in capsys.readouterr().out.split()[1:]])
+    assert ll[0] > ll[1] + 5  # y = -3 is likely given c = -1, not given c = +1
+    assert main(["sample", str(out), "-n", "200", "--context", str(tmp_path / "ctx.csv"), "--seed", "0"]) == 0
+    s = np.loadtxt(capsys.readouterr().out.splitlines()[1:], delimiter=",")
+    assert s.shape == (400, 2) and s[:200, 0].mean() < -2 and s[200:, 0].mean() > 2
+    rc = main(["score", str(out), str(tmp_path / "y.csv")])
+    one_line_error(capsys, rc, "pass --context FILE")

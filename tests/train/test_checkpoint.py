@@ -132,7 +132,9 @@ def test_cli_resume(tmp_path, capsys):
         "--patience",
         "0",
     ]
-    assert main([*args, "--out", str(tmp_path / "a.safetensors")]) == 0
+    # an explicit --checkpoint is kept after success (the default MODEL.ckpt is deleted)
+    ckpt = ["--checkpoint", str(tmp_path / "a.safetensors.ckpt")]
+    assert main([*args, *ckpt, "--out", str(tmp_path / "a.safetensors")]) == 0
     # resuming from the finished run's checkpoint: nothing left to do, the same model is written
     assert (
         main(

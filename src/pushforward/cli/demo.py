@@ -1,4 +1,4 @@
-"""``pushforward demo``: train a RealNVP on a built-in 2-D density and draw what it learned."""
+"""``pushforward demo``: train a neural spline flow on a built-in 2-D density and draw what it learned."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def run_demo(
     steps: int = 2000,
     n_train: int = 20000,
     n_test: int = 5000,
-    layers: int = 8,
+    layers: int = 4,
     hidden: tuple[int, ...] = (64, 64),
     batch_size: int = 256,
     lr: float = 2e-3,
@@ -27,10 +27,12 @@ def run_demo(
     threads: int | None = None,
     echo=print,
 ) -> dict:
-    """Fit :func:`~pushforward.flows.RealNVP` to the toy density ``dataset`` and write a PNG with the data,
-    model samples and the learned density. Returns the measured figures (NLLs in nats, seconds)."""
+    """Fit :func:`~pushforward.flows.NSF` (autoregressive rational-quadratic splines, the default flow of
+    ``pushforward fit``) to the toy density ``dataset`` and write a PNG with the data, model samples and the
+    learned density. The spline interval covers the data, so no density is left on the linear tails.
+    Returns the measured figures (NLLs in nats, wall and CPU seconds)."""
     from ..data import ENTROPY, TOY_DENSITIES, toy
-    from ..flows import RealNVP
+    from ..flows import NSF
     from ..report import _plt, density_grid
     from ..train.fit import evaluate_nll, fit
 
@@ -43,14 +45,15 @@ def run_demo(
         raise ValueError(f"output directory {out.parent} does not exist")
     if threads:
         torch.set_num_threads(threads)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         x_train = toy(dataset, n_train, seed=seed)
         x_test = toy(dataset, n_test, seed=seed + 1)
-        flow = RealNVP(2, layers=layers, hidden=hidden)
+        bound = float(np.ceil(x_train.abs().max().item() * 1.1))
+        flow = NSF(2, layers=layers, hidden=hidden, bins=8, bound=max(bound, 4.0))
         echo(
-            f"Training RealNVP ({layers} coupling layers, hidden {list(hidden)}) on {dataset}: "
+            f"Training NSF ({layers} spline layers, hidden {list(hidden)}) on {dataset}: "
             f"{n_train} points, {steps} steps"
         )
         history = fit(flow, x_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
@@ -88,7 +91,7 @@ def run_demo(
     axes[0].scatter(xt[:, 0], xt[:, 1], s=1, alpha=0.4)
     axes[0].set_title(f"data ({dataset})")
     axes[1].scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.4, color="C1")
-    axes[1].set_title("RealNVP samples")
+    axes[1].set_title("NSF samples")
     axes[2].pcolormesh(xs, ys, dens, shading="auto", cmap="viridis")
     axes[2].set_title(f"learned density (test NLL {test_nll:.3f} nats)")
     for ax in axes:
@@ -99,5 +102,6 @@ def run_demo(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     result["seconds_total"] = time.perf_counter() - start
-    echo(f"wrote {out} ({result['seconds_total']:.1f} s)")
+    result["cpu_seconds"] = time.process_time() - cpu_start
+    echo(f"wrote {out} ({result['seconds_total']:.1f} s wall, {result['cpu_seconds']:.1f} CPU-seconds)")
     return result

@@ -39,6 +39,26 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         raise _UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
+    def parse_args(self, args=None, namespace=None):  # unknown options: name the valid ones
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = _subcommand_parser(self, getattr(ns, "command", None)) or self
+            self.error(f"unrecognized arguments: {' '.join(extras)}; valid options: {_valid_options(parser)}")
+        return ns
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, command: str | None):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return None
+
+
+def _valid_options(parser: argparse.ArgumentParser) -> str:
+    """The long option strings ``parser`` accepts."""
+    names = [o for act in parser._actions for o in act.option_strings if o.startswith("--")]
+    return ", ".join(sorted(set(names)))
+
 
 def _presets_text() -> str:
     from ..flows import PRESETS
@@ -131,9 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     # demo ---------------------------------------------------------------------------------------
     d = sub.add_parser(
         "demo",
-        help="train a RealNVP on a built-in 2-D density and plot it (about 15 s on one CPU core)",
-        description="Train a RealNVP on a built-in 2-D toy density, print train/test NLL in nats (and the "
-        "true entropy where known) and write a PNG with the data, samples and the learned density.",
+        help="train a neural spline flow on a built-in 2-D density and plot it (about 40 CPU-seconds)",
+        description="Train a neural spline flow (NSF, the default flow of 'fit') on a built-in 2-D toy "
+        "density, print train/test NLL in nats (and the true entropy where known) and write a PNG with the "
+        "data, samples and the learned density. The default run took 40 CPU-seconds on one core of a busy "
+        "machine (8gaussians: test NLL 2.843 nats against an entropy of 2.838); it prints its own time.",
     )
     d.add_argument(
         "--dataset",
@@ -143,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", default="demo.png", help="output PNG (default demo.png)")
     d.add_argument("--steps", type=_positive_int, default=2000, help="training steps (default 2000)")
-    d.add_argument("--layers", type=_positive_int, default=8, help="coupling layers (default 8)")
+    d.add_argument("--layers", type=_positive_int, default=4, help="spline layers (default 4)")
     d.add_argument("--hidden", type=_ints, default=(64, 64), help="hidden units, e.g. 64,64 (default)")
     d.add_argument("--n-train", type=_positive_int, default=20000, help="training points (default 20000)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -186,11 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--option clamp=2.0 --option activation=tanh",
     )
     length = f.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=_positive_int, default=None, help="training steps (default 1000)")
+    length.add_argument(
+        "--steps", type=_positive_int, default=None, help="maximum training steps (default: from the data)"
+    )
     length.add_argument("--epochs", type=_positive_int, default=None, help="training epochs instead of steps")
-    f.add_argument("--batch-size", type=_positive_int, default=256, help="global batch size (default 256)")
+    f.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="global batch size (default: rows/8 clipped to [32, 256])",
+    )
     f.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    f.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    f.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (default 1e-4)")
     f.add_argument(
         "--val-fraction",
         type=_fraction,
@@ -206,12 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--eval-every", type=_positive_int, default=None, help="steps between evaluations")
     f.add_argument("--no-standardize", action="store_true", help="do not standardise the columns")
     f.add_argument(
+        "--context-columns",
+        default=None,
+        help="fit the conditional density p(x | c) of the other columns given these (comma-separated header "
+        "names or 0-based indices); score and sample then take --context FILE",
+    )
+    f.add_argument(
+        "--support",
+        default="auto",
+        help="per-column support: auto (detected and printed; default), none (all real), or overrides "
+        "COL=KIND,... with KIND real, positive[:LOW], interval:LOW:HIGH, discrete or integer "
+        "(COL a header name or 0-based index), e.g. --support age=positive,sex=discrete",
+    )
+    f.add_argument(
         "--event-shape",
         type=_ints,
         default=None,
         help="shape of one event when rows are flattened, e.g. 1,8,8 for image presets",
     )
-    f.add_argument("--checkpoint", default=None, help="checkpoint file (default: MODEL.ckpt)")
+    f.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint file (default: MODEL.ckpt, deleted once the model file is written)",
+    )
     f.add_argument(
         "--checkpoint-every",
         type=_positive_int,
@@ -247,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--num", type=_positive_int, required=True, help="number of rows")
     s.add_argument("--out", default=None, help=".csv/.tsv/.npy output (default: CSV on stdout)")
     s.add_argument("--seed", type=int, default=None, help="random seed")
+    s.add_argument(
+        "--context",
+        default=None,
+        help="conditional models: a file of context rows; -n rows are drawn for each, grouped by context row",
+    )
 
     # score --------------------------------------------------------------------------------------
     c = sub.add_parser(
@@ -267,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="flag rows below the Q-quantile of validation scores, e.g. 0.01",
     )
     c.add_argument("--typicality", action="store_true", help="add a per-row two-sided typicality flag")
+    c.add_argument(
+        "--context", default=None, help="conditional models: a file of context rows, one per data row"
+    )
     c.add_argument("--out", default=None, help="output .csv/.npy (default: CSV on stdout)")
     c.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
 
@@ -283,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report.html", help="output HTML (default report.html)")
     r.add_argument("--samples", type=_positive_int, default=None, help="number of model samples")
     r.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    r.add_argument(
+        "--pairs", default=None, help="comma-separated columns for the pair plots (default: first 6)"
+    )
     r.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
 
     sub.add_parser(
@@ -363,10 +420,13 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     if out.parent and not out.parent.exists():
         raise CLIError(f"output directory {out.parent} does not exist")
     x, columns = _load_data(a.data, a.delimiter)
+    x, columns, context, context_columns = _split_context(x, columns, a.context_columns)
     log = print if rank == 0 else (lambda *_, **__: None)
     if x.shape[0] < 2:
         raise CLIError(f"{a.data}: need at least 2 rows to fit, got {x.shape[0]}")
+    sized = _data_sized_settings(a, preset, options, x.shape[0], log)
     build_flow(preset, tuple(a.event_shape) if a.event_shape else x.shape[1], options=options)  # fail early
+    support = _fit_support(a, x, columns, log)
     checkpoint = a.checkpoint or str(out) + ".ckpt"
     if a.resume and not Path(checkpoint).exists():
         log(f"no checkpoint at {checkpoint}; starting from scratch", file=sys.stderr)
@@ -385,13 +445,16 @@ def _cmd_fit(a: argparse.Namespace) -> int:
             event_shape=a.event_shape,
             device=device,
             dtype=getattr(torch, a.dtype),
-            steps=a.steps,
+            steps=sized["steps"],
             epochs=a.epochs,
-            batch_size=a.batch_size,
+            batch_size=sized["batch_size"],
             lr=a.lr,
             weight_decay=a.weight_decay,
             patience=a.patience or None,
-            eval_every=a.eval_every,
+            eval_every=sized["eval_every"],
+            support=support,
+            context=context,
+            context_columns=context_columns,
             progress=not a.no_progress,
             checkpoint=checkpoint,
             checkpoint_every=a.checkpoint_every,
@@ -414,17 +477,11 @@ def _cmd_fit(a: argparse.Namespace) -> int:
             f"steps, {h.get('seconds', 0.0):.1f} s)",
             file=sys.stderr,
         )
-        if h.get("train_nll"):
-            log(f"final train NLL {h['train_nll'][-1]:.4f} nats (standardised data)", file=sys.stderr)
-        if model.validation and model.validation.get("source") == "validation":
-            log(
-                f"validation log-likelihood {model.validation['mean']:.4f} nats per row (original units)",
-                file=sys.stderr,
-            )
+        _log_fit_score(model, log)
         if h.get("skipped_batches"):
             log(f"skipped {h['skipped_batches']} batches with non-finite loss or gradient", file=sys.stderr)
         if h.get("stopped_early"):
-            log(f"stopped early; best validation at step {h.get('best_step')}", file=sys.stderr)
+            log(f"stopped early at step {h['steps'][-1]}", file=sys.stderr)
         if h.get("diagnostics"):
             dg = h["diagnostics"]
             log(
@@ -433,11 +490,101 @@ def _cmd_fit(a: argparse.Namespace) -> int:
                 f"non-finite rows {dg['nonfinite_rows']}",
                 file=sys.stderr,
             )
+        if a.checkpoint is None and Path(checkpoint).exists():
+            Path(checkpoint).unlink()  # the model file is written: the default checkpoint has served
         if a.distributed:
             from ..train import distributed
 
             distributed.cleanup()
     return 0
+
+
+def _split_context(x, columns, spec: str | None):
+    """Split the table into modelled columns and context columns (``spec``: names or indices)."""
+    if not spec:
+        return x, columns, None, None
+    names = columns or [str(j) for j in range(x.shape[1])]
+    picked = []
+    for key in filter(None, (k.strip() for k in spec.split(","))):
+        if key in names:
+            picked.append(names.index(key))
+        elif key.isdigit() and int(key) < len(names):
+            picked.append(int(key))
+        else:
+            raise CLIError(f"--context-columns names an unknown column {key!r}; columns: {', '.join(names)}")
+    rest = [j for j in range(x.shape[1]) if j not in picked]
+    if not rest:
+        raise CLIError("--context-columns leaves no column to model")
+    return x[:, rest], [names[j] for j in rest], x[:, picked], [names[j] for j in picked]
+
+
+def _context_rows(model, path: str | None, delimiter: str | None, rows: int | None):
+    """The ``--context`` file of a conditional model (``None`` for an unconditional one)."""
+    k = model.flow.context_features
+    if k == 0:
+        if path:
+            raise CLIError("--context given but the model is unconditional")
+        return None
+    if not path:
+        raise CLIError(
+            f"the model is conditional on {', '.join(model.context_columns or [])}: pass --context FILE"
+        )
+    c, _ = _load_data(path, delimiter)
+    if c.shape[1] != k:
+        raise CLIError(f"{path} has {c.shape[1]} columns but the model's context has {k}")
+    if rows is not None and c.shape[0] != rows:
+        raise CLIError(f"{path} has {c.shape[0]} rows but the data has {rows}")
+    return c
+
+
+def _data_sized_settings(a: argparse.Namespace, preset: str, options: dict, n: int, log) -> dict:
+    """Steps, batch size and evaluation interval from the data size (user values win); for the default
+    preset without --layers/--hidden, the data-sized NSF of :func:`pushforward.sklearn.default_size`."""
+    import math
+
+    if a.flow is None and preset == "nsf" and a.layers is None and a.hidden is None:
+        from ..sklearn import default_size
+
+        for key, value in default_size(n).items():
+            options.setdefault(key, value)
+    batch = a.batch_size or min(256, max(32, n // 8))
+    per_epoch = math.ceil(n * (1 - a.val_fraction) / batch)
+    steps = a.steps if a.steps or a.epochs else min(5000, max(1000, 100 * per_epoch))
+    return {"batch_size": batch, "steps": steps, "eval_every": a.eval_every or max(per_epoch, 5)}
+
+
+def _fit_support(a: argparse.Namespace, x, columns, log):
+    """The per-column supports of ``fit`` (detected or from --support), confirmed on stderr."""
+    from ..data.support import describe_support, parse_support
+
+    names = columns or [str(j) for j in range(x.shape[1])]
+    if a.event_shape:
+        return None
+    support = parse_support(a.support, names, x)
+    lines = describe_support(support, names)
+    if not lines:
+        log("support: every column real", file=sys.stderr)
+        return None
+    log(
+        f"support ({'detected' if a.support == 'auto' else 'set'}; change with --support COL=KIND):",
+        file=sys.stderr,
+    )
+    for line in lines:
+        log(f"  {line}", file=sys.stderr)
+    return support
+
+
+def _log_fit_score(model, log) -> None:
+    """The fit's one figure: held-out log-likelihood per row, original units, from the restored best model."""
+    h = model.history or {}
+    v = model.validation or {}
+    where = "validation" if v.get("source") == "validation" else "training"
+    best = f" (restored best step {h['best_step']})" if h.get("best_step", -1) > 0 else ""
+    log(
+        f"{where} log-likelihood {v.get('mean', float('nan')):.4f} nats per row, in the data's original "
+        f"units{best}",
+        file=sys.stderr,
+    )
 
 
 def _write_rows(path: str | None, x, columns: list[str] | None) -> None:
@@ -460,7 +607,7 @@ def _write_rows(path: str | None, x, columns: list[str] | None) -> None:
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     model = _load_model(a.model)
-    x = model.sample(a.num, seed=a.seed)
+    x = model.sample(a.num, seed=a.seed, context=_context_rows(model, a.context, None, None))
     _write_rows(a.out, x, model.columns)
     if a.out:
         print(f"wrote {a.num} samples to {a.out}", file=sys.stderr)
@@ -480,7 +627,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
     import numpy as np
 
     model, x = _model_and_rows(a)
-    scores = model.log_prob(x)
+    scores = model.log_prob(x, context=_context_rows(model, a.context, a.delimiter, x.shape[0]))
     cols = [scores]
     names = ["log_likelihood"]
     if a.anomalies is not None:
@@ -490,7 +637,8 @@ def _cmd_score(a: argparse.Namespace) -> int:
         names.append("anomaly")
         print(
             f"threshold {threshold:.4f} ({a.anomalies:g}-quantile of {model.validation.get('source')} "
-            f"scores): {int(flags.sum())} of {len(flags)} rows flagged",
+            f"scores{_threshold_uncertainty(model, a.anomalies)}): {int(flags.sum())} of {len(flags)} rows "
+            "flagged",
             file=sys.stderr,
         )
     if a.typicality:
@@ -511,6 +659,20 @@ def _cmd_score(a: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold_uncertainty(model, quantile: float) -> str:
+    """``, 90% interval [lo, hi] over N rows`` for a stored validation quantile; warns when N is too small."""
+    from ..anomaly import quantile_levels_interval, threshold_warning
+
+    n = int((model.validation or {}).get("n", 0))
+    if n < 2:
+        return ""
+    lo, hi = (model.validation_quantile(q) for q in quantile_levels_interval(n, quantile))
+    message = threshold_warning(n, quantile)
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
+    return f", 90% interval [{lo:.4f}, {hi:.4f}] from {n} rows"
+
+
 def _cmd_report(a: argparse.Namespace) -> int:
     from ..report import write_report
 
@@ -518,7 +680,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if out.parent and not out.parent.exists():
         raise CLIError(f"output directory {out.parent} does not exist")
-    write_report(model, x, out, n_samples=a.samples, seed=a.seed)
+    pairs = [c.strip() for c in a.pairs.split(",") if c.strip()] if a.pairs else None
+    write_report(model, x, out, n_samples=a.samples, seed=a.seed, pairs=pairs)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -527,9 +690,21 @@ def _cmd_presets(a: argparse.Namespace) -> int:
     from ..flows import PRESETS
 
     for name in sorted(PRESETS):
-        doc = (PRESETS[name].__doc__ or "").strip().splitlines()
-        print(f"{name:16s} {doc[0] if doc else ''}")
+        print(f"{name:16s} {_summary(PRESETS[name].__doc__ or '')}")
     return 0
+
+
+def _summary(doc: str) -> str:
+    """The first sentence of a docstring as plain text (Sphinx roles, literals and maths unwrapped)."""
+    import re
+
+    para = " ".join(doc.strip().split("\n\n")[0].split())
+    para = re.sub(r":(?:math|class|func|meth|mod|attr|data):`~?([^`]*)`", r"\1", para)
+    para = re.sub(r"``([^`]*)``", r"'\1'", para).replace("`", "")
+    para = re.sub(r"\\operatorname\{(\w+)\}", r"\1", para).replace("\\,", " ")
+    para = re.sub(r"\\(\w+)", r"\1", para)
+    m = re.search(r"^(.+?[.])(\s|$)", para)
+    return (m.group(1) if m else para).rstrip(":.") + "."
 
 
 _COMMANDS = {
