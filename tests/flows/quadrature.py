@@ -10,7 +10,7 @@ def perturbed(module, scale: float, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g).to(p))
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return module
 
 
