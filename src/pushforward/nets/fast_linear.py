@@ -112,8 +112,12 @@ def available() -> bool:
                 x = torch.randn(64, 48, generator=g)
                 w = torch.randn(40, 48, generator=g)
                 b = torch.randn(40, generator=g)
-                ok = bool(torch.allclose(_op()(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-4, rtol=1e-4))
-                ok = ok and bool(torch.allclose(_op()(x.t(), x.t(), None, "none", [], ""), x.t() @ x, atol=1e-3))
+                ok = bool(
+                    torch.allclose(_op()(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-4, rtol=1e-4)
+                )
+                ok = ok and bool(
+                    torch.allclose(_op()(x.t(), x.t(), None, "none", [], ""), x.t() @ x, atol=1e-3)
+                )
         except Exception:  # op missing or changed in this build: keep the public path
             ok = False
         _AVAILABLE = ok
@@ -194,7 +198,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """``a @ b.t() (+ bias)`` without autograd, for custom backward passes: ``torch.addmm`` / ``torch.mm``,
     or oneDNN under the ``"onednn"`` backend when eligible (``b`` contiguous or transposed contiguous)."""
-    if _BACKEND == "onednn" and (b.is_contiguous() or b.t().is_contiguous()) and _eligible(a, b) and available():
+    if (
+        _BACKEND == "onednn"
+        and (b.is_contiguous() or b.t().is_contiguous())
+        and _eligible(a, b)
+        and available()
+    ):
         return _nt(_plain(a), b, bias)
     if bias is None:
         return torch.mm(a, b.t())
