@@ -318,35 +318,47 @@ BLOCK_MIN_SKIPPED_MACS: int = 1 << 21
 BLOCK_ROWS: int = 64
 
 
-def _chunks_for(layer: MaskedLinear) -> tuple[list[tuple[int, int, int]], int] | None:
-    """The row ranges of ``layer``'s mask and the multiply-adds per sample they skip (cached per mask)."""
-    cache = layer.__dict__.setdefault("_row_chunks", {})
-    mask = layer.mask
-    key = (mask.data_ptr(), mask.device, tuple(mask.shape))
-    plan = cache.get(key, False)
-    if plan is False:
+class _LayerPlan:
+    """How to evaluate one masked layer: its row ranges, the multiply-adds per sample they skip, and
+    whether the mask is all ones (then the product is a plain ``F.linear``, no masking at all)."""
+
+    __slots__ = ("all_ones", "chunks", "skipped")
+
+    def __init__(self, mask: Tensor) -> None:
         rows, cols = mask.shape
+        self.all_ones = bool(mask.all())
         n = min(8, -(-rows // BLOCK_ROWS))  # ceil: a short output layer still gets two ranges
-        chunks = row_chunks(mask, n) if n > 1 else []
+        chunks = row_chunks(mask, n) if n > 1 and not self.all_ones else []
         skipped = sum((r1 - r0) * (cols - m) for r0, r1, m in chunks)
         # worth it only when some range skips a sizeable part of the columns
-        plan = (chunks, skipped) if skipped > 0.2 * rows * cols else None
-        cache.clear()  # one mask per layer: drop plans of a moved/replaced mask
-        cache[key] = plan
-    return plan
+        self.chunks = chunks if skipped > 0.2 * rows * cols else []
+        self.skipped = skipped if self.chunks else 0
+
+
+def _plan(layer: MaskedLinear) -> _LayerPlan:
+    """The cached :class:`_LayerPlan` of ``layer`` (rebuilt when its mask is replaced or moved)."""
+    mask = layer.mask
+    key = (mask.data_ptr(), mask.device, tuple(mask.shape))
+    cached = layer.__dict__.get("_layer_plan")
+    if cached is None or cached[0] != key:
+        cached = (key, _LayerPlan(mask))
+        layer.__dict__["_layer_plan"] = cached
+    return cached[1]
 
 
 def block_linear(layer: MaskedLinear, h: Tensor) -> Tensor:
     """``layer(h)`` skipping the all-zero blocks of the masked weight when that saves enough work (see
-    :data:`BLOCK_MIN_SKIPPED_MACS`); exact up to floating-point summation order. Public PyTorch ops unless the
-    ``"onednn"`` backend is selected (:mod:`pushforward.nets.fast_linear`)."""
-    plan = _chunks_for(layer)
-    if plan is None or h.dim() != 2 or h.shape[0] * plan[1] < BLOCK_MIN_SKIPPED_MACS:
+    :data:`BLOCK_MIN_SKIPPED_MACS`), and the masking itself when the mask is all ones; exact up to
+    floating-point summation order. Public PyTorch ops unless the ``"onednn"`` backend is selected
+    (:mod:`pushforward.nets.fast_linear`)."""
+    plan = _plan(layer)
+    if plan.all_ones:
+        return fast_linear.linear(h, layer.weight, layer.bias)
+    if not plan.chunks or h.dim() != 2 or h.shape[0] * plan.skipped < BLOCK_MIN_SKIPPED_MACS:
         return fast_linear.linear(h, layer.weight * layer.mask, layer.bias)
-    chunks = plan[0]
     if h.dtype == torch.float32 and h.device.type == "cpu" and fast_linear.onednn_active():
-        return _BlockTriangularLinearOneDNN.apply(h, layer.weight, layer.bias, layer.mask, chunks)
-    return _BlockTriangularLinear.apply(h, layer.weight, layer.bias, layer.mask, chunks)
+        return _BlockTriangularLinearOneDNN.apply(h, layer.weight, layer.bias, layer.mask, plan.chunks)
+    return _BlockTriangularLinear.apply(h, layer.weight, layer.bias, layer.mask, plan.chunks)
 
 
 def made_block_forward(made: MADE, x: Tensor, ctx: Tensor | None) -> Tensor:
