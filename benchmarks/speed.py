@@ -317,15 +317,22 @@ def _median_time(fn: Callable[[], object]) -> float:
 
 
 def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    """The CPU's name, family/model numbers and widest vector unit (``/proc/cpuinfo`` on Linux; virtual
+    machines often report only a vendor name, the family/model numbers then identify the core)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # first processor only
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    name, fam, model = info.get("model name", "?"), info.get("cpu family", "?"), info.get("model", "?")
+    return f"{name} (family {fam}, model {model}, {simd})"
 
 
 def matmul_gflops(layers: list[tuple[int, int]], batch: int, repeats: int = 5, device: str = "cpu") -> float:
