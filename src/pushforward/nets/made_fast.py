@@ -348,13 +348,18 @@ def _plan(layer: MaskedLinear) -> _LayerPlan:
 
 def block_linear(layer: MaskedLinear, h: Tensor) -> Tensor:
     """``layer(h)`` skipping the all-zero blocks of the masked weight when that saves enough work (see
-    :data:`BLOCK_MIN_SKIPPED_MACS`), and the masking itself when the mask is all ones; exact up to
+    :data:`BLOCK_MIN_SKIPPED_MACS`; CPU only), and the masking itself when the mask is all ones; exact up to
     floating-point summation order. Public PyTorch ops unless the ``"onednn"`` backend is selected
     (:mod:`pushforward.nets.fast_linear`)."""
     plan = _plan(layer)
     if plan.all_ones:
         return fast_linear.linear(h, layer.weight, layer.bias)
-    if not plan.chunks or h.dim() != 2 or h.shape[0] * plan.skipped < BLOCK_MIN_SKIPPED_MACS:
+    if (
+        not plan.chunks
+        or h.dim() != 2
+        or h.device.type != "cpu"  # on a GPU one dense kernel beats several launches at these sizes
+        or h.shape[0] * plan.skipped < BLOCK_MIN_SKIPPED_MACS
+    ):
         return fast_linear.linear(h, layer.weight * layer.mask, layer.bias)
     if h.dtype == torch.float32 and h.device.type == "cpu" and fast_linear.onednn_active():
         return _BlockTriangularLinearOneDNN.apply(h, layer.weight, layer.bias, layer.mask, plan.chunks)
