@@ -531,17 +531,15 @@ def main() -> None:
     where = cpu_model()
     if args.device.startswith("cuda"):
         where = f"{torch.cuda.get_device_name()} (host CPU {where})"
+    small = f"; D={args.small_features}: all 2x{args.hidden_small}" if args.small_features else ""
+    onednn = fast_linear.available() and args.device == "cpu" and not args.no_onednn
     print(
         f"device {args.device}: {where}; {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; torch {torch.__version__}\n"
         f"batch={B}, {args.transforms} transforms, fp32; D={args.features}: MAF/RealNVP 2x{args.hidden_maf}, "
-        f"NSF 2x{args.hidden_nsf} with {args.bins} bins; D={args.small_features}: all 2x{args.hidden_small}\n"
+        f"NSF 2x{args.hidden_nsf} with {args.bins} bins{small}\n"
         f"ours: kernel backend {fast_linear.backend()!r} (public PyTorch); ours+onednn: "
-        + (
-            "opt-in backend, measured"
-            if fast_linear.available() and args.device == "cpu"
-            else "not available"
-        )
+        + ("opt-in backend, measured" if onednn else "not measured")
     )
     a = torch.randn(1024, 1024, device=args.device)
     big = 2 * 1024**3 / min(_median_time(lambda: a @ a) for _ in range(5)) / 1e9
