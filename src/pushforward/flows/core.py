@@ -2,6 +2,7 @@ r"""The :class:`Flow`: a base distribution pushed through a bijection."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -66,7 +67,8 @@ class Flow(nn.Module):
         return math.prod(self.event_shape)
 
     def _dtype(self) -> torch.dtype | None:
-        for t in (*self.parameters(), *self.buffers()):
+        # lazily: stops at the first floating tensor instead of listing every parameter on each call
+        for t in itertools.chain(self.parameters(), self.buffers()):
             if t.is_floating_point():
                 return t.dtype
         return None

@@ -1,39 +1,100 @@
-r"""Dense fp32 CPU matrix products through oneDNN, with autograd.
+r"""Linear-layer kernel backends: public PyTorch by default, oneDNN as an explicit opt-in.
 
-PyTorch's CPU ``F.linear`` / ``torch.mm`` call the BLAS it was built with (MKL in the official wheels). On some
-CPUs that BLAS runs a narrow code path: on AMD Zen 4/5, MKL's fp32 GEMM uses its AVX2 kernels and reached
-~95 GFLOP/s on one core, while oneDNN (also shipped in every x86 PyTorch wheel, used by Inductor) runs its
-AVX-512 kernels at ~200 GFLOP/s on the same shapes (512x512x512, one thread). :func:`linear` is
-``F.linear`` computed by oneDNN's ``mkldnn::_linear_pointwise`` kernel, forward and backward (the two
-backward products are again oneDNN GEMMs); the result is the same fp32 product up to summation order.
+Every dense product of the conditioner networks (:class:`~pushforward.nets.MLP`,
+:class:`~pushforward.nets.MaskedLinear`, the block-triangular MADE layers) goes through :func:`linear` /
+:func:`mm_nt`. Two backends compute the same fp32 product :math:`y = x W^\top + b`, differing only in the
+summation order:
 
-It is used only where it pays and is safe, else it is exactly ``F.linear``:
+* ``"torch"`` (**the default**): ``F.linear`` / ``torch.addmm``, public PyTorch on every device and dtype.
+* ``"onednn"`` (opt-in): fp32 CPU products of at least :data:`MIN_MACS` multiply-adds are sent to oneDNN's
+  ``mkldnn::_linear_pointwise`` kernel (the one Inductor uses), forward and both backward products. This is a
+  **private** PyTorch operator: it may change or vanish in any release, so it is never used unless asked
+  for, and it is self-checked against ``F.linear`` on first use (when the check fails, the ``"torch"`` path
+  runs). Whether it is faster depends on the CPU: it was ~2x faster than MKL's GEMM on an AVX-512 AMD
+  Zen 5 core and ~1.5x *slower* for a MAF training step on an AVX2 Zen 3 core. Measure with
+  ``benchmarks/speed.py`` before opting in.
 
-* CPU, float32, 2-D input, at least :data:`MIN_MACS` multiply-adds (oneDNN has ~10 µs of fixed cost per call),
-* weights contiguous (oneDNN takes a slow reference path for arbitrary strides),
-* the kernel exists in this PyTorch build and passed a self-check against ``F.linear`` on first use,
-* ``ENABLED`` is true (``PUSHFORWARD_ONEDNN=0`` in the environment switches it off).
+Choose the backend with the environment variable ``PUSHFORWARD_BACKEND=onednn`` (read at import), with
+:func:`set_backend`, or for a block of code with :func:`use_backend`. Higher-order gradients
+(``create_graph=True``) work on both: the oneDNN backward then uses differentiable ops.
 
-Higher-order gradients (``create_graph=True``) are supported: the backward then uses differentiable ops.
+Example:
+    >>> x, w = torch.randn(4, 3), torch.randn(2, 3)
+    >>> backend()
+    'torch'
+    >>> with use_backend("onednn"):  # same values up to fp32 summation order
+    ...     y = linear(x, w)
+    >>> torch.allclose(y, x @ w.t(), atol=1e-5)
+    True
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ENABLED", "MIN_MACS", "available", "linear", "mm_nt"]
+__all__ = [
+    "BACKENDS",
+    "MIN_MACS",
+    "available",
+    "backend",
+    "linear",
+    "mm_nt",
+    "onednn_active",
+    "set_backend",
+    "use_backend",
+]
 
-#: Route eligible fp32 CPU linear layers through oneDNN (see the module docstring).
-ENABLED: bool = os.environ.get("PUSHFORWARD_ONEDNN", "1") not in ("0", "false", "False", "")
+#: The kernel backends :func:`set_backend` accepts.
+BACKENDS: tuple[str, ...] = ("torch", "onednn")
 
-#: Smallest ``batch * in * out`` sent to oneDNN (below, its fixed per-call cost outweighs the faster kernel).
+#: Smallest ``batch * in * out`` the oneDNN backend takes (below, its fixed per-call cost outweighs the kernel).
 MIN_MACS: int = 1 << 20
 
 _AVAILABLE: bool | None = None
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def _from_env() -> str:
+    value = os.environ.get("PUSHFORWARD_BACKEND", "torch").strip().lower() or "torch"
+    if value not in BACKENDS:
+        raise ValueError(f"PUSHFORWARD_BACKEND must be one of {BACKENDS}, got {value!r}")
+    return value
+
+
+_BACKEND: str = _from_env()
+
+
+def backend() -> str:
+    """The kernel backend in use: ``"torch"`` (default) or ``"onednn"``."""
+    return _BACKEND
+
+
+def set_backend(name: str) -> None:
+    """Use ``name`` (``"torch"`` or ``"onednn"``, see the module docstring) for the whole process."""
+    global _BACKEND
+    _BACKEND = _check_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Use backend ``name`` inside a ``with`` block, then restore the previous one."""
+    global _BACKEND
+    previous, _BACKEND = _BACKEND, _check_name(name)
+    try:
+        yield
+    finally:
+        _BACKEND = previous
 
 
 def _op():
@@ -41,7 +102,7 @@ def _op():
 
 
 def available() -> bool:
-    """Whether the oneDNN kernel exists here and agrees with ``F.linear`` (checked once)."""
+    """Whether the oneDNN kernel exists in this PyTorch build and agrees with ``F.linear`` (checked once)."""
     global _AVAILABLE
     if _AVAILABLE is None:
         ok = False
@@ -51,12 +112,21 @@ def available() -> bool:
                 x = torch.randn(64, 48, generator=g)
                 w = torch.randn(40, 48, generator=g)
                 b = torch.randn(40, generator=g)
-                ok = bool(torch.allclose(_op()(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-4, rtol=1e-4))
-                ok = ok and bool(torch.allclose(_op()(x.t(), x.t(), None, "none", [], ""), x.t() @ x, atol=1e-3))
-        except Exception:  # op missing or changed in this build: keep the default path
+                ok = bool(
+                    torch.allclose(_op()(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-4, rtol=1e-4)
+                )
+                ok = ok and bool(
+                    torch.allclose(_op()(x.t(), x.t(), None, "none", [], ""), x.t() @ x, atol=1e-3)
+                )
+        except Exception:  # op missing or changed in this build: keep the public path
             ok = False
         _AVAILABLE = ok
     return _AVAILABLE
+
+
+def onednn_active() -> bool:
+    """Whether the oneDNN backend is selected *and* usable here (eligible products then go to oneDNN)."""
+    return _BACKEND == "onednn" and available()
 
 
 def _nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -99,41 +169,39 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
-def use_onednn(x: Tensor, weight: Tensor) -> bool:
-    """Whether :func:`linear` would send ``x @ weight.t()`` to oneDNN."""
+def _eligible(a: Tensor, b: Tensor) -> bool:
     return (
-        ENABLED
-        and x.dim() == 2
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.device.type == "cpu"
-        and weight.device.type == "cpu"
-        and x.shape[0] * weight.shape[0] * weight.shape[1] >= MIN_MACS
-        and weight.is_contiguous()
-        and not x.is_mkldnn
-        and available()
+        a.dim() == 2
+        and a.dtype == torch.float32
+        and b.dtype == torch.float32
+        and a.device.type == "cpu"
+        and b.device.type == "cpu"
+        and a.shape[0] * b.shape[0] * b.shape[1] >= MIN_MACS
+        and not a.is_mkldnn
     )
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear(x, weight, bias)``, by oneDNN when that is faster and safe (see the module docstring)."""
-    if bias is not None and (bias.dtype != torch.float32 or bias.device.type != "cpu"):
-        return F.linear(x, weight, bias)
-    if use_onednn(x, weight):
+    """``F.linear(x, weight, bias)`` by the selected backend (see the module docstring)."""
+    if (
+        _BACKEND == "onednn"
+        and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu"))
+        and weight.is_contiguous()
+        and _eligible(x, weight)
+        and available()
+        and not torch.compiler.is_compiling()
+    ):
         return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
 def mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``a @ b.t() (+ bias)`` without autograd, by oneDNN when eligible (``b`` contiguous or transposed
-    contiguous, ``a`` any 2-D tensor), else by ``torch.addmm`` / ``torch.mm``. For custom backward passes."""
+    """``a @ b.t() (+ bias)`` without autograd, for custom backward passes: ``torch.addmm`` / ``torch.mm``,
+    or oneDNN under the ``"onednn"`` backend when eligible (``b`` contiguous or transposed contiguous)."""
     if (
-        ENABLED
-        and a.dtype == torch.float32
-        and b.dtype == torch.float32
-        and a.device.type == "cpu"
-        and a.shape[0] * b.shape[0] * b.shape[1] >= MIN_MACS
+        _BACKEND == "onednn"
         and (b.is_contiguous() or b.t().is_contiguous())
+        and _eligible(a, b)
         and available()
     ):
         return _nt(_plain(a), b, bias)

@@ -50,7 +50,7 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        return _linear(x, self.weight * self.mask, self.bias)  # oneDNN where faster (same math)
+        return _linear(x, self.weight * self.mask, self.bias)  # F.linear unless the oneDNN backend is chosen
 
 
 def made_degrees(features: int, order: str | Sequence[int] | Tensor = "natural", seed: int = 0) -> Tensor:
@@ -122,8 +122,9 @@ class MADE(nn.Module):
         torch.Size([8, 4, 2])
     """
 
-    #: Evaluate with :func:`pushforward.nets.made_fast.made_block_forward` (skips all-zero weight blocks;
-    #: equal up to floating-point summation order). ``False`` gives the plain dense masked layers.
+    #: Evaluate with :func:`pushforward.nets.made_fast.made_block_forward` (skips all-zero weight blocks when
+    #: that saves enough work; equal up to floating-point summation order). ``False`` gives the plain dense
+    #: masked layers. Under ``torch.compile`` the dense layers are traced (one graph, no custom autograd).
     block_sparse: bool = True
 
     def __init__(
@@ -198,7 +199,7 @@ class MADE(nn.Module):
                     f"context has shape {tuple(context.shape)}, expected ({x.shape[0]}, {self.context})"
                 )
             ctx = self.context_net(context)
-        if self.block_sparse:  # skip the zero blocks of the block-triangular masked weights
+        if self.block_sparse and not torch.compiler.is_compiling():  # skip the zero blocks (eager only)
             from .made_fast import made_block_forward  # (made_fast imports this module)
 
             return made_block_forward(self, x, ctx)

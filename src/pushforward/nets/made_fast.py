@@ -216,8 +216,8 @@ def made_one_pass_inverse(
 def row_chunks(mask: Tensor, chunks: int) -> list[tuple[int, int, int]]:
     """Split the rows of a (block-triangular) mask into ``chunks`` contiguous ranges ``(r0, r1, m)``, ``m``
     being one past the last column any row of the range uses: the range needs only ``x[:, :m]``."""
-    rows, cols = mask.shape
-    used = mask.bool()
+    used = mask.detach().to("cpu").bool()  # plain ints for the plan, whatever the mask's device
+    rows, cols = used.shape
     col_idx = torch.arange(1, cols + 1).expand(rows, cols)
     last = torch.where(used, col_idx, torch.zeros_like(col_idx)).amax(1)  # (rows,) one past last used column
     out = []
@@ -309,27 +309,61 @@ class _BlockTriangularLinearOneDNN(torch.autograd.Function):
         return gh, gw, gb, None, None
 
 
-def _chunks_for(layer: MaskedLinear, per: int = 64) -> list[tuple[int, int, int]] | None:
-    cache = layer.__dict__.setdefault("_row_chunks", {})
-    key = (per, layer.mask.data_ptr(), tuple(layer.mask.shape))
-    if key not in cache:
-        rows, cols = layer.mask.shape
-        n = max(1, min(8, rows // per))
-        chunks = row_chunks(layer.mask, n) if n > 1 else []
+#: A masked layer is evaluated block by block only when the skipped multiply-adds, ``batch * skipped``, reach
+#: this many (each row range costs one more kernel launch forward and two backward; below this the dense
+#: product is cheaper on any hardware). A count of work, not a timing: the same on every machine.
+BLOCK_MIN_SKIPPED_MACS: int = 1 << 21
+
+#: Rows per range of the block-triangular split (at most 8 ranges per layer).
+BLOCK_ROWS: int = 64
+
+
+class _LayerPlan:
+    """How to evaluate one masked layer: its row ranges, the multiply-adds per sample they skip, and
+    whether the mask is all ones (then the product is a plain ``F.linear``, no masking at all)."""
+
+    __slots__ = ("all_ones", "chunks", "skipped")
+
+    def __init__(self, mask: Tensor) -> None:
+        rows, cols = mask.shape
+        self.all_ones = bool(mask.all())
+        n = min(8, -(-rows // BLOCK_ROWS))  # ceil: a short output layer still gets two ranges
+        chunks = row_chunks(mask, n) if n > 1 and not self.all_ones else []
+        skipped = sum((r1 - r0) * (cols - m) for r0, r1, m in chunks)
         # worth it only when some range skips a sizeable part of the columns
-        saved = sum((r1 - r0) * (cols - m) for r0, r1, m in chunks)
-        cache[key] = chunks if saved > 0.2 * rows * cols else None
-    return cache[key]
+        self.chunks = chunks if skipped > 0.2 * rows * cols else []
+        self.skipped = skipped if self.chunks else 0
+
+
+def _plan(layer: MaskedLinear) -> _LayerPlan:
+    """The cached :class:`_LayerPlan` of ``layer`` (rebuilt when its mask is replaced or moved)."""
+    mask = layer.mask
+    key = (mask.data_ptr(), mask.device, tuple(mask.shape))
+    cached = layer.__dict__.get("_layer_plan")
+    if cached is None or cached[0] != key:
+        cached = (key, _LayerPlan(mask))
+        layer.__dict__["_layer_plan"] = cached
+    return cached[1]
 
 
 def block_linear(layer: MaskedLinear, h: Tensor) -> Tensor:
-    """``layer(h)`` skipping the all-zero blocks of the masked weight (exact up to summation order)."""
-    chunks = _chunks_for(layer)
-    if chunks is None or h.dim() != 2:
-        return layer(h)
-    if fast_linear.ENABLED and h.dtype == torch.float32 and h.device.type == "cpu" and fast_linear.available():
-        return _BlockTriangularLinearOneDNN.apply(h, layer.weight, layer.bias, layer.mask, chunks)
-    return _BlockTriangularLinear.apply(h, layer.weight, layer.bias, layer.mask, chunks)
+    """``layer(h)`` skipping the all-zero blocks of the masked weight when that saves enough work (see
+    :data:`BLOCK_MIN_SKIPPED_MACS`; CPU only), and the masking itself when the mask is all ones; exact up to
+    floating-point summation order. Public PyTorch ops unless the ``"onednn"`` backend is selected
+    (:mod:`pushforward.nets.fast_linear`)."""
+    plan = _plan(layer)
+    if plan.all_ones:
+        return fast_linear.linear(h, layer.weight, layer.bias)
+    if (
+        not plan.chunks
+        or h.dim() != 2
+        or h.device.type != "cpu"  # on a GPU one dense kernel beats several launches at these sizes
+        or h.shape[0] * plan.skipped < BLOCK_MIN_SKIPPED_MACS
+    ):
+        return fast_linear.linear(h, layer.weight * layer.mask, layer.bias)
+    if h.dtype == torch.float32 and h.device.type == "cpu" and fast_linear.onednn_active():
+        return _BlockTriangularLinearOneDNN.apply(h, layer.weight, layer.bias, layer.mask, plan.chunks)
+    return _BlockTriangularLinear.apply(h, layer.weight, layer.bias, layer.mask, plan.chunks)
 
 
 def made_block_forward(made: MADE, x: Tensor, ctx: Tensor | None) -> Tensor:

@@ -82,7 +82,7 @@ class MLP(nn.Module):
             x = torch.cat([x, context], dim=-1)
         for layer in self.net:
             if type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks):
-                x = fast_linear.linear(x, layer.weight, layer.bias)  # oneDNN where faster (same math)
+                x = fast_linear.linear(x, layer.weight, layer.bias)  # F.linear unless oneDNN is chosen
             else:
                 x = layer(x)
         return x

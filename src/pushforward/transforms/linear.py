@@ -42,10 +42,10 @@ class Permutation(Transform):
         self.register_buffer("inv_perm", torch.argsort(perm))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x[:, self.perm], x.new_zeros(x.shape[0])
+        return x.index_select(1, self.perm), x.new_zeros(x.shape[0])  # (cheaper than x[:, perm])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return z[:, self.inv_perm], z.new_zeros(z.shape[0])
+        return z.index_select(1, self.inv_perm), z.new_zeros(z.shape[0])
 
 
 class LUMatrix(nn.Module):

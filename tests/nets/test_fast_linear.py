@@ -1,0 +1,127 @@
+"""Kernel backends (nets/fast_linear.py): the default path is public PyTorch only; the opt-in oneDNN backend
+gives the same results; block-triangular MADE layers equal the dense masked layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pushforward.flows import MAF, NSF, RealNVP
+from pushforward.nets import MADE, fast_linear, made_fast
+
+
+def _perturbed(flow, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    flow = flow.to(dtype)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return flow
+
+
+def _flows():
+    # wide enough that every product passes fast_linear.MIN_MACS and the MADE layers are split into blocks
+    return {
+        "maf": lambda: MAF(12, layers=2, hidden=(256, 256)),
+        "nsf-ar": lambda: NSF(12, layers=2, hidden=(256, 256), bins=4),
+        "realnvp": lambda: RealNVP(12, layers=2, hidden=(256, 256)),
+    }
+
+
+def _run(flow, x):
+    lp = flow.log_prob(x)
+    grads = torch.autograd.grad(lp.sum(), list(flow.parameters()))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        s = flow.sample((64,))
+    return lp.detach(), grads, s
+
+
+def test_default_backend_is_public_torch(monkeypatch):
+    """Nothing on the default path touches the private oneDNN operator."""
+    assert fast_linear.backend() == "torch"
+
+    def forbidden():
+        raise AssertionError("private op called on the default path")
+
+    monkeypatch.setattr(fast_linear, "_op", forbidden)
+    x = torch.randn(512, 12)
+    for make in _flows().values():
+        _run(_perturbed(make()), x)
+
+
+@pytest.mark.parametrize("name", sorted(_flows()))
+def test_backends_agree(name):
+    """Forcing each backend gives the same log-densities, gradients and samples (fp32 summation order)."""
+    if not fast_linear.available():
+        pytest.skip("oneDNN kernel not in this PyTorch build")
+    flow = _perturbed(_flows()[name]())
+    x = torch.randn(512, 12, generator=torch.Generator().manual_seed(1))
+    calls = []
+    real = fast_linear._op
+
+    def counting():
+        calls.append(1)
+        return real()
+
+    with fast_linear.use_backend("torch"):
+        ref = _run(flow, x)
+    assert fast_linear.backend() == "torch"
+    with fast_linear.use_backend("onednn"):
+        fast_linear._op = counting
+        try:
+            got = _run(flow, x)
+        finally:
+            fast_linear._op = real
+    assert calls, "the oneDNN backend was selected but never used"
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-4, atol=1e-4)
+    for a, b in zip(got[1], ref[1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(got[2], ref[2], rtol=1e-4, atol=1e-4)
+
+
+def test_backend_names_checked(monkeypatch):
+    with pytest.raises(ValueError, match="backend"):
+        fast_linear.set_backend("mkl")
+    with pytest.raises(ValueError, match="backend"):
+        with fast_linear.use_backend("cuda"):
+            pass
+    monkeypatch.setenv("PUSHFORWARD_BACKEND", "fast")
+    with pytest.raises(ValueError, match="PUSHFORWARD_BACKEND"):
+        fast_linear._from_env()
+    monkeypatch.setenv("PUSHFORWARD_BACKEND", "oneDNN")
+    assert fast_linear._from_env() == "onednn"
+    assert fast_linear.backend() == "torch"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("residual", [False, True])
+def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
+    """At benchmark sizes the MADE splits its layers into row blocks, with the dense layers' values/grads."""
+    made = _perturbed(MADE(43, 2, (512, 512), residual=residual, zero_init=False), dtype)
+    x = torch.randn(512, 43, dtype=dtype, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    used = []
+    real = made_fast._BlockTriangularLinear.apply
+
+    def spy(*args):
+        used.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(made_fast._BlockTriangularLinear, "apply", spy)
+    outs = []
+    for block in (False, True):
+        made.block_sparse = block
+        y = made(x)
+        outs.append((y, torch.autograd.grad(y.tanh().sum(), [x, *made.parameters()])))
+    assert len(used) >= 3  # first, hidden and output layers
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    torch.testing.assert_close(outs[1][0], outs[0][0], **tol)
+    for a, b in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_small_layers_stay_dense(monkeypatch):
+    """A 2-D MADE skips too little work for row blocks to pay: the dense masked product runs."""
+    monkeypatch.setattr(made_fast._BlockTriangularLinear, "apply", None)  # would fail if called
+    made = MADE(2, 2, (128, 128), zero_init=False)
+    made(torch.randn(512, 2)).sum().backward()
