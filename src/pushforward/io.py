@@ -11,9 +11,20 @@ tensors, and a JSON config sits in its header metadata under the key ``"pushforw
 
 Loading parses the header as JSON, rebuilds the flow with
 ``PRESETS[preset](features, context=..., **options)``
-and copies the tensors in with a strict ``load_state_dict``: nothing is ever unpickled. ``sha256`` covers the
-config (without the hash) and every tensor's name, dtype, shape and bytes, so a tampered or truncated file
-raises :class:`ModelFileError` with a one-line reason.
+and copies the tensors in with a strict ``load_state_dict``: nothing is ever unpickled, and no name in the
+file is ever imported or called (presets are looked up in :data:`~pushforward.flows.PRESETS`, dtypes in an
+allow-list). ``sha256`` covers the config (without the hash) and every tensor's name, dtype, shape and bytes.
+
+What the hash protects, and what it does not: it is an *unkeyed* checksum, so it detects accidental
+corruption (a flipped bit, a truncated copy, an edit that forgot to update it), but anyone who edits a file
+can recompute it. It is not a signature: a file from an untrusted source must be treated as hostile. Loading
+is therefore defensive on its own, before and independently of the hash: every config field is
+type-checked, the declared sizes are bounded *by the file's own tensors* (no integer option may exceed the
+number of scalars stored in the file, layer/level counts and list lengths may not exceed the number of
+tensors, consecutive hidden sizes and the first hidden size times the input width may not exceed the stored
+scalars, at most 2**24 features), tensor dtypes are allow-listed, and the flow the config describes must have
+exactly the tensor names and shapes stored in the file. Any failure raises :class:`ModelFileError` with a
+one-line reason, and never allocates more than a small multiple of the file's own size.
 
 Example:
     >>> model = FlowModel.train(x, "realnvp", options={"layers": 4}, steps=200)  # doctest: +SKIP
@@ -41,6 +52,13 @@ __all__ = ["FORMAT_VERSION", "FlowModel", "ModelFileError", "build_flow", "load_
 FORMAT_VERSION = 1
 _KEY = "pushforward"
 _MAX_HEADER = 100 * 2**20
+_MAX_FEATURES = 2**24
+#: Floating dtypes a model file may declare for its flow (an allow-list: nothing else is looked up).
+MODEL_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: safetensors dtypes a model file may store (parameters and buffers: floats, integer and boolean masks).
+_TENSOR_DTYPES = {"F16", "BF16", "F32", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"}
+#: Options that count repeated blocks: each block stores at least one tensor.
+_COUNT_OPTIONS = {"layers", "levels", "steps", "scales", "depth", "blocks", "reflections"}
 
 
 class ModelFileError(ValueError):
@@ -107,6 +125,10 @@ def build_flow(
 
 
 # ---------------------------------------------------------------------------------------------- files
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
 def _digest(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     body = {k: v for k, v in config.items() if k != "sha256"}
@@ -149,6 +171,110 @@ def _read_header(raw: bytes, path: Path) -> dict:
     return header
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _tensor_table(header: dict, path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name → (dtype, shape) of every tensor the safetensors header declares; dtypes allow-listed."""
+    table = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+            raise ModelFileError(f"{path}: corrupted header entry for tensor {name!r}")
+        dtype, shape = info.get("dtype"), info["shape"]
+        if dtype not in _TENSOR_DTYPES:
+            raise ModelFileError(f"{path}: tensor {name!r} has dtype {dtype!r}, not allowed in model files")
+        if not all(_is_int(d) and 0 <= d < 2**40 for d in shape):
+            raise ModelFileError(f"{path}: tensor {name!r} has a bad shape {shape!r}")
+        table[name] = (dtype, tuple(shape))
+    return table
+
+
+def _ints_in(value: Any) -> list[int]:
+    if _is_int(value):
+        return [value]
+    if isinstance(value, list):
+        return [i for v in value for i in _ints_in(v)]
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ints_in(v)]
+    return []
+
+
+def _check_config(cfg: dict, table: dict[str, tuple[str, tuple[int, ...]]], path: Path) -> None:
+    """Type-check the config and bound every size it declares by the tensors stored in the file.
+
+    Raises :class:`ModelFileError` naming the first problem. Runs before anything is built.
+    """
+
+    def bad(msg: str) -> ModelFileError:
+        return ModelFileError(f"{path}: {msg}")
+
+    version = cfg.get("format_version")
+    if not _is_int(version):
+        raise bad(f"format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise bad(f"written by a newer pushforward (format {version}); please upgrade")
+    for key in ("preset", "event_shape"):
+        if key not in cfg:
+            raise bad(f"the config lacks {key!r}")
+    if not isinstance(cfg["preset"], str):
+        raise bad(f"preset must be a name, got {cfg['preset']!r}")
+    shape = cfg["event_shape"]
+    if not isinstance(shape, list) or not shape or not all(_is_int(d) and 0 < d <= 2**16 for d in shape):
+        raise bad(f"event_shape must be a list of positive integers (at most 65536), got {shape!r}")
+    n_tensors = len(table)
+    n_scalars = sum(math.prod(s) for _, s in table.values())
+    features = math.prod(shape)
+    if features > min(_MAX_FEATURES, max(n_scalars, 1)):
+        raise bad(f"event_shape {shape} has {features} values, more than the file's weights can describe")
+    context = cfg.get("context", 0)
+    if not _is_int(context) or not 0 <= context <= max(n_scalars, 1):
+        raise bad(f"context must be a non-negative integer the weights can describe, got {context!r}")
+    dtype = cfg.get("dtype", "float32")
+    if not isinstance(dtype, str) or dtype not in MODEL_DTYPES:
+        raise bad(f"dtype {dtype!r} is not allowed; model files use one of {sorted(MODEL_DTYPES)}")
+    options = cfg.get("options") or {}
+    if not isinstance(options, dict):
+        raise bad(f"options must be a JSON object, got {type(options).__name__}")
+    for key, value in options.items():
+        ints = _ints_in(value)
+        if any(abs(i) > n_scalars for i in ints):
+            raise bad(f"option {key}={value!r} exceeds the {n_scalars} scalars stored in the file")
+        if key in _COUNT_OPTIONS and any(i > n_tensors for i in ints):
+            raise bad(f"option {key}={value!r} asks for more blocks than the {n_tensors} tensors in the file")
+        if isinstance(value, list):
+            if len(value) > n_tensors:
+                raise bad(
+                    f"option {key} has {len(value)} entries, more than the {n_tensors} tensors in the file"
+                )
+            sizes = [v for v in value if _is_int(v)]
+            pairs = [*zip(sizes, sizes[1:]), (sizes[0], max(1, shape[0] // 2))] if sizes else []
+            if any(a * b > n_scalars for a, b in pairs):
+                raise bad(
+                    f"option {key}={value!r} implies more weights than the {n_scalars} stored in the file"
+                )
+    for key, kind in (("history", dict), ("validation", dict), ("standardize", dict), ("columns", list)):
+        if cfg.get(key) is not None and not isinstance(cfg[key], kind):
+            raise bad(f"{key} must be a JSON {'object' if kind is dict else 'array'} or null")
+
+
+def _check_weights(flow: Flow, tensors: dict[str, torch.Tensor], preset: str, path: Path) -> None:
+    """The flow's state must have exactly the file's tensor names and shapes."""
+    want = {k: tuple(v.shape) for k, v in flow.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    if want == have:
+        return
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or extra:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+    else:
+        k = next(k for k in sorted(want) if want[k] != have[k])
+        detail = f"{k} has shape {list(have[k])} in the file but the config implies {list(want[k])}"
+    raise ModelFileError(f"{path}: the weights do not fit preset {preset!r}: {detail}")
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Flow, dict]:
     """Read a model file: rebuild the flow from its config and load the weights (never unpickles).
 
@@ -177,31 +303,25 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise ModelFileError(f"{p}: the config is corrupted (not valid JSON)") from None
     if not isinstance(cfg, dict) or cfg.get("format") != "pushforward-model":
         raise ModelFileError(f"{p}: not a pushforward model file")
-    if int(cfg.get("format_version", -1)) > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{p}: written by a newer pushforward (format {cfg.get('format_version')}); please upgrade"
-        )
+    table = _tensor_table(header, p)
+    _check_config(cfg, table, p)  # before anything is built or any weight is read
     try:
         tensors = load(raw)
     except Exception as e:  # safetensors raises its own error type for damaged payloads
         raise ModelFileError(f"{p}: corrupted or truncated weights ({str(e).splitlines()[0]})") from None
     if cfg.get("sha256") != _digest(cfg, tensors):
         raise ModelFileError(f"{p}: checksum mismatch; the file was modified or corrupted")
-    for key in ("preset", "event_shape"):
-        if key not in cfg:
-            raise ModelFileError(f"{p}: the config lacks {key!r}")
     try:
         flow = build_flow(
             cfg["preset"],
             tuple(cfg["event_shape"]),
-            context=int(cfg.get("context", 0)),
-            options=cfg.get("options") or {},
+            context=cfg.get("context", 0),
+            options=cfg.get("options"),
         )
-    except (ValueError, TypeError) as e:
-        raise ModelFileError(f"{p}: {e}") from None
-    dtype = getattr(torch, str(cfg.get("dtype", "float32")), None)
-    if isinstance(dtype, torch.dtype):
-        flow = flow.to(dtype)
+    except (ValueError, TypeError, OverflowError, MemoryError) as e:
+        raise ModelFileError(f"{p}: {_one_line(e)}") from None
+    _check_weights(flow, tensors, cfg["preset"], p)
+    flow = flow.to(MODEL_DTYPES[cfg.get("dtype", "float32")])
     try:
         flow.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
@@ -447,6 +567,17 @@ class FlowModel:
         """Read a model file written by :meth:`save` (see :func:`load_model`)."""
         flow, cfg = load_model(path, map_location)
         std = cfg.get("standardize") or {}
+        columns = cfg.get("columns")
+        if columns is not None and (
+            len(columns) != flow.features or not all(isinstance(c, str) for c in columns)
+        ):
+            raise ModelFileError(f"{path}: columns must be {flow.features} names")
+        validation = cfg.get("validation")
+        if validation is not None:
+            q = validation.get("quantiles")
+            numbers = (validation.get("mean"), validation.get("std"), *(q if isinstance(q, list) else []))
+            if not isinstance(q, list) or len(q) < 2 or not all(_is_number(v) for v in numbers):
+                raise ModelFileError(f"{path}: bad validation summary in the config")
         try:
             model = cls(
                 flow,
@@ -454,15 +585,19 @@ class FlowModel:
                 cfg.get("options"),
                 mean=std.get("mean"),
                 scale=std.get("scale"),
-                columns=cfg.get("columns"),
+                columns=columns,
                 history=cfg.get("history"),
-                validation=cfg.get("validation"),
+                validation=validation,
             )
         except (ValueError, TypeError) as e:
             raise ModelFileError(f"{path}: bad standardisation in the config ({e})") from None
         if not (np.isfinite(model.mean).all() and np.isfinite(model.scale).all() and (model.scale > 0).all()):
             raise ModelFileError(f"{path}: bad standardisation in the config")
         return model
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _finite_history(history: dict | None) -> dict | None:

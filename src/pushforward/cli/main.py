@@ -443,11 +443,11 @@ def _cmd_fit(a: argparse.Namespace) -> int:
 def _write_rows(path: str | None, x, columns: list[str] | None) -> None:
     import numpy as np
 
-    from ..data.csv import save_table
+    from ..data.csv import header_line, save_table
 
     if path is None:
         if columns:
-            print(",".join(columns))
+            print(header_line(columns))
         np.savetxt(sys.stdout, x, delimiter=",", fmt="%.9g")
         return
     p = Path(path)
