@@ -34,10 +34,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import struct
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -421,11 +423,32 @@ class FlowModel:
         """Log-density of each row of ``x`` in the units of the original data (``float64``, ``(N,)``)."""
         a = self.check_data(x)
         self.flow.eval()
-        out = []
+        u = (a - self.mean) / self.scale
+        if not np.isfinite(u).all():
+            raise ValueError("data has values too large to standardise (beyond the float64 range)")
+        lp = np.full(a.shape[0], np.nan)
         for i in range(0, a.shape[0], batch_size):
-            lp = self.flow.log_prob(self.standardize(a[i : i + batch_size]))
-            out.append(lp.double().cpu().numpy())
-        return np.concatenate(out) - self.log_scale_sum
+            t = torch.from_numpy(u[i : i + batch_size]).to(self._dtype())
+            ok = torch.isfinite(t).all(1)  # rows beyond the float32 range go the float64 way below
+            if bool(ok.any()):
+                x_ok = t[ok].reshape(-1, *self.flow.event_shape).to(self._device())
+                lp[i : i + batch_size][ok.numpy()] = self.flow.log_prob(x_ok).double().cpu().numpy()
+        bad = ~np.isfinite(lp)
+        if bad.any() and self._dtype() != torch.float64:
+            # far from the data a float32 log-density can overflow to -inf while the float64 one is finite
+            flow64 = copy.deepcopy(self.flow).double()
+            u64 = torch.from_numpy(u[bad]).reshape(-1, *self.flow.event_shape)
+            lp[bad] = flow64.log_prob(u64.to(self._device())).cpu().numpy()
+            bad = ~np.isfinite(lp)
+        if bad.any():
+            warnings.warn(
+                f"{int(bad.sum())} of {lp.size} rows have a non-finite log-likelihood even in float64 (far "
+                "outside the data the model was fitted on); they are reported as -inf",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            lp[bad] = -np.inf
+        return lp - self.log_scale_sum
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
