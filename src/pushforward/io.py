@@ -113,12 +113,26 @@ def build_flow(
         raise ValueError(f"unknown flow preset {preset!r}; available: {', '.join(sorted(presets))}")
     shape = tuple(event_shape) if isinstance(event_shape, (tuple, list)) else (int(event_shape),)
     features: int | tuple[int, ...] = shape[0] if len(shape) == 1 else shape
+    if not isinstance(options or {}, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
     kwargs = {k: _restore_option(v) for k, v in (options or {}).items()}
+    if "base" in kwargs:  # takes a Distribution object, which JSON cannot describe
+        raise ValueError(
+            "option 'base' cannot be set here: it takes a Distribution object; build the flow in Python"
+        )
     try:
         flow = presets[name](features, context=context, **kwargs)
     except TypeError as e:
         raise ValueError(f"preset {name!r} rejected its options {sorted(kwargs)}: {e}") from None
-    except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:
+    except (
+        ValueError,
+        RuntimeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        ZeroDivisionError,
+        OverflowError,
+    ) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"cannot build preset {name!r} for event shape {shape}: {msg}") from None
     if not isinstance(flow, Flow):

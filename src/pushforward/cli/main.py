@@ -360,16 +360,20 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     else:
         device = _device(a.device)
     out = Path(a.out)
-    if out.parent and not out.parent.exists():
-        raise CLIError(f"output directory {out.parent} does not exist")
+    _check_output_path(out)
     x, columns = _load_data(a.data, a.delimiter)
     log = print if rank == 0 else (lambda *_, **__: None)
     if x.shape[0] < 2:
         raise CLIError(f"{a.data}: need at least 2 rows to fit, got {x.shape[0]}")
     build_flow(preset, tuple(a.event_shape) if a.event_shape else x.shape[1], options=options)  # fail early
     checkpoint = a.checkpoint or str(out) + ".ckpt"
+    fingerprint = _run_fingerprint(a, x, columns, preset, options)
+    if rank == 0:
+        _lock_output(out)
     if a.resume and not Path(checkpoint).exists():
         log(f"no checkpoint at {checkpoint}; starting from scratch", file=sys.stderr)
+    elif a.resume:
+        log(_resume_message(checkpoint, fingerprint), file=sys.stderr)
     log(
         f"fitting {preset} to {a.data}: {x.shape[0]} rows x {x.shape[1]} columns on {device}", file=sys.stderr
     )
@@ -398,6 +402,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
             resume=a.resume,
             distributed=a.distributed,
             diagnostics=a.diagnostics,
+            fingerprint=fingerprint,
         )
     finally:
         if a.distributed:
@@ -438,6 +443,98 @@ def _cmd_fit(a: argparse.Namespace) -> int:
 
             distributed.cleanup()
     return 0
+
+
+def _check_output_path(out: Path) -> None:
+    """Refuse an output path that cannot be written, before any training."""
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a directory; give a file name such as {out / 'model.safetensors'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise CLIError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise CLIError(f"cannot write {out}: permission denied")
+
+
+_LOCKS: list = []  # open lock files, held until the process exits
+
+
+def _lock_output(out: Path) -> None:
+    """Hold an exclusive lock on ``OUT.lock`` so that two fits to one ``--out`` cannot both run.
+
+    The lock (``fcntl.flock``) is released by the operating system when the process ends, even on
+    ``kill -9``; where ``fcntl`` is missing (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    path = out.with_name(out.name + ".lock")
+    f = open(path, "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file object
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise CLIError(
+            f"another 'pushforward fit' is writing {out} (lock {path} is held); wait for it"
+        ) from None
+    _LOCKS.append(f)
+
+
+def _release_output_lock() -> None:
+    while _LOCKS:
+        f = _LOCKS.pop()
+        Path(f.name).unlink(missing_ok=True)
+        f.close()
+
+
+def _run_fingerprint(a: argparse.Namespace, x, columns, preset: str, options: dict) -> str:
+    """SHA-256 of the command, the data and every setting that shapes the training run."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    settings = {
+        "command": "fit",
+        "preset": preset,
+        "options": options,
+        "columns": columns,
+        "shape": list(x.shape),
+        **{
+            k: getattr(a, k)
+            for k in (
+                "steps",
+                "epochs",
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "val_fraction",
+                "patience",
+                "eval_every",
+                "no_standardize",
+                "event_shape",
+                "seed",
+                "dtype",
+            )
+        },
+    }
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _resume_message(checkpoint: str, fingerprint: str) -> str:
+    """Check that ``checkpoint`` belongs to this run (else ``CLIError``) and say where it resumes."""
+    from ..train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    if ck.get("fingerprint") != fingerprint:
+        raise CLIError(
+            f"checkpoint {checkpoint} was written for other data or settings; delete it, or pass --checkpoint "
+            "with a new path, or rerun without --resume"
+        )
+    return f"resuming from {checkpoint} at step {ck.get('step')} of {ck.get('total')}"
 
 
 def _write_rows(path: str | None, x, columns: list[str] | None) -> None:
@@ -584,3 +681,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = _one_line(e)
         _err(f"{PROG} {args.command}: error: {msg}")
         return 1
+    except Exception as e:  # a bug, not a user error: still one line, no traceback unless asked for
+        if debug:
+            raise
+        _err(
+            f"{PROG} {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(rerun with PUSHFORWARD_DEBUG=1 for the traceback, and please report it)"
+        )
+        return 1
+    finally:
+        _release_output_lock()

@@ -167,6 +167,7 @@ def fit(
     distributed: bool = False,
     diagnostics: bool = False,
     max_skipped_fraction: float = 0.5,
+    fingerprint: str | None = None,
 ) -> History:
     """Fit ``flow`` by maximum likelihood with Adam.
 
@@ -197,6 +198,8 @@ def fit(
         diagnostics: After training, run :func:`pushforward.diagnostics.invertibility` on (up to 4096
             rows of) the validation data, or the training data without ``val``; stored in
             ``History.diagnostics``.
+        fingerprint: A string identifying the data and settings of this run (e.g. a hash); it is stored in
+            the checkpoint, and ``resume`` refuses a checkpoint with a different one.
         max_skipped_fraction: Largest fraction of the steps that may be skipped for a non-finite loss or
             gradient before the run counts as diverged (``1.0`` never raises for skips).
 
@@ -218,7 +221,7 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     if steps is not None and epochs is not None:
         raise ValueError("give steps or epochs, not both")
@@ -296,6 +299,11 @@ def fit(
     start_step, start_epoch, skip = 1, 0, 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         ck = load_checkpoint(checkpoint, map_location=device or "cpu")
+        if fingerprint is not None and ck.get("fingerprint") != fingerprint:
+            raise CheckpointError(
+                f"{checkpoint} was written by a run with other data or settings (fingerprint mismatch); "
+                "delete it or pass another checkpoint path"
+            )
         flow.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if sched is not None and ck.get("scheduler") is not None:
@@ -334,6 +342,7 @@ def fit(
                 "n_running": n_running,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "fingerprint": fingerprint,
             },
             checkpoint,
         )
