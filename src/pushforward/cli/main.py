@@ -470,7 +470,7 @@ def _lock_output(out: Path) -> None:
     except ImportError:  # pragma: no cover - Windows
         return
     path = out.with_name(out.name + ".lock")
-    f = open(path, "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file object
+    f = open(path, "a+")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
