@@ -236,6 +236,31 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="precision")
     f.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    f.add_argument(
+        "--allow-degenerate",
+        action="store_true",
+        help="fit even with constant columns, identical rows or fewer rows than columns (refused by default: "
+        "the likelihood has no maximum there)",
+    )
+    f.add_argument(
+        "--outliers",
+        choices=("refuse", "drop", "keep"),
+        default="refuse",
+        help="rows with extreme outliers (robust z-score above --outlier-z): refuse to fit (default), drop "
+        "those rows, or keep them",
+    )
+    f.add_argument(
+        "--outlier-z",
+        type=_positive_float,
+        default=1e5,
+        help="robust z-score (median/MAD) above which a value is an extreme outlier (default 1e5)",
+    )
+    f.add_argument(
+        "--max-memory-gb",
+        type=_positive_float,
+        default=None,
+        help="refuse a fit whose estimated training memory exceeds this (default: half the machine's memory)",
+    )
 
     # sample -------------------------------------------------------------------------------------
     s = sub.add_parser(
@@ -365,6 +390,8 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     log = print if rank == 0 else (lambda *_, **__: None)
     if x.shape[0] < 2:
         raise CLIError(f"{a.data}: need at least 2 rows to fit, got {x.shape[0]}")
+    x = _screen_rows(a, x, columns, log)
+    _check_cost(a, preset, options, x.shape, log)
     build_flow(preset, tuple(a.event_shape) if a.event_shape else x.shape[1], options=options)  # fail early
     checkpoint = a.checkpoint or str(out) + ".ckpt"
     fingerprint = _run_fingerprint(a, x, columns, preset, options)
@@ -443,6 +470,70 @@ def _cmd_fit(a: argparse.Namespace) -> int:
 
             distributed.cleanup()
     return 0
+
+
+def _screen_rows(a: argparse.Namespace, x, columns, log):
+    """Refuse degenerate data and extreme outliers (or drop / keep them, as the options say)."""
+    from ..data.screen import screen
+
+    rep = screen(x, columns=columns, outlier_z=a.outlier_z)
+    degenerate = [p for p in rep.problems if "outlier" not in p]
+    if x.shape[0] <= x.shape[1]:
+        degenerate.append(
+            f"{x.shape[0]} rows x {x.shape[1]} columns: the rows span at most {x.shape[0] - 1} dimensions, "
+            "so the likelihood of a density on all columns has no maximum"
+        )
+    if degenerate and not a.allow_degenerate:
+        raise CLIError(f"{a.data}: " + "; ".join(degenerate) + " (use --allow-degenerate to fit anyway)")
+    if rep.outlier_rows and a.outliers == "refuse":
+        problem = next(p for p in rep.problems if "outlier" in p)
+        raise CLIError(f"{a.data}: {problem} (use --outliers drop or --outliers keep)")
+    for note in rep.notes:
+        log(f"note: {note}", file=sys.stderr)
+    for problem in degenerate:
+        log(f"warning: {problem}", file=sys.stderr)
+    if rep.outlier_rows:
+        problem = next(p for p in rep.problems if "outlier" in p)
+        if a.outliers == "drop":
+            import numpy as np
+
+            keep = np.ones(x.shape[0], dtype=bool)
+            keep[rep.outlier_rows] = False
+            log(f"dropped {len(rep.outlier_rows)} rows with extreme outliers", file=sys.stderr)
+            return x[keep]
+        log(f"warning: {problem}; kept (--outliers keep)", file=sys.stderr)
+    return x
+
+
+def _check_cost(a: argparse.Namespace, preset: str, options: dict, shape, log) -> None:
+    """For wide data, estimate the flow's size before building it, and refuse one that would not fit."""
+    from ..data.screen import estimate_cost
+    from ..io import build_flow
+
+    rows, features = shape
+    if features <= 64 or a.event_shape:
+        return
+    est = estimate_cost(
+        lambda d: build_flow(preset, d, options=options), features, rows, a.batch_size, a.steps or 1000
+    )
+    limit = a.max_memory_gb * 2**30 if a.max_memory_gb else _physical_memory() / 2
+    text = (
+        f"{preset} on {features} columns: about {est['parameters']:.3g} weights, "
+        f"{est['memory_bytes'] / 2**30:.3g} GiB to train, very roughly {est['seconds']:.0f} s"
+    )
+    if est["memory_bytes"] > limit:
+        raise CLIError(
+            f"{text}, over the {limit / 2**30:.3g} GiB limit; use fewer columns (e.g. PCA), fewer --layers "
+            "or a smaller --hidden, or raise --max-memory-gb"
+        )
+    log(f"estimate: {text}", file=sys.stderr)
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 8.0 * 2**30
 
 
 def _check_output_path(out: Path) -> None:
