@@ -93,6 +93,7 @@ NAMED = {
     "context_negative": ("realnvp", _set("context", -1)),
     "options_list": ("realnvp", _set("options", [1, 2])),
     "history_string": ("realnvp", _set("history", "abc")),
+    "history_steps_string": ("realnvp", _set("history", {"steps": "abc", "train_nll": [1.0]})),
     "validation_string": ("realnvp", _set("validation", "abc")),
     "validation_bad_quantiles": ("realnvp", _set("validation", {"quantiles": "x", "mean": 1, "std": 1})),
     "columns_wrong_length": ("realnvp", _set("columns", ["a"])),

@@ -609,6 +609,13 @@ class FlowModel:
             len(columns) != flow.features or not all(isinstance(c, str) for c in columns)
         ):
             raise ModelFileError(f"{path}: columns must be {flow.features} names")
+        history = cfg.get("history")
+        for key in ("steps", "train_nll", "val_nll"):
+            seq = (history or {}).get(key)
+            if seq is not None and not (
+                isinstance(seq, list) and all(v is None or _is_number(v) for v in seq)
+            ):
+                raise ModelFileError(f"{path}: history {key} must be a list of numbers")
         validation = cfg.get("validation")
         if validation is not None:
             q = validation.get("quantiles")
@@ -623,7 +630,7 @@ class FlowModel:
                 mean=std.get("mean"),
                 scale=std.get("scale"),
                 columns=columns,
-                history=cfg.get("history"),
+                history=history,
                 validation=validation,
             )
         except (ValueError, TypeError) as e:
