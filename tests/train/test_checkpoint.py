@@ -176,24 +176,12 @@ def test_resume_refuses_a_checkpoint_with_another_fingerprint(tmp_path):
 
     x = toy("moons", 128, seed=0)
     ck = tmp_path / "run.ckpt"
-    fit(RealNVP(2, layers=1, hidden=(4,)), x, steps=3, progress=False, checkpoint=ck, fingerprint="a")
+
+    def run(fingerprint, resume):
+        flow = RealNVP(2, layers=1, hidden=(4,))
+        return fit(flow, x, steps=3, progress=False, checkpoint=ck, resume=resume, fingerprint=fingerprint)
+
+    run("a", False)
     with pytest.raises(CheckpointError, match="fingerprint"):
-        fit(
-            RealNVP(2, layers=1, hidden=(4,)),
-            x,
-            steps=3,
-            progress=False,
-            checkpoint=ck,
-            resume=True,
-            fingerprint="b",
-        )
-    h = fit(
-        RealNVP(2, layers=1, hidden=(4,)),
-        x,
-        steps=3,
-        progress=False,
-        checkpoint=ck,
-        resume=True,
-        fingerprint="a",
-    )
-    assert h.resumed_from_step == 3
+        run("b", True)
+    assert run("a", True).resumed_from_step == 3

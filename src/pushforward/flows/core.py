@@ -97,10 +97,11 @@ class Flow(nn.Module):
         flow's dtype, and ``context`` must fit it (see :func:`~pushforward.checks.check_input`)."""
         x = args[0] if args else kwargs.get("x")
         context = args[1] if len(args) > 1 else kwargs.get("context")
-        x = check_input(x, self.event_shape, dtype=self._dtype())
-        if x.dim() != len(self.event_shape) + 1:
+        event = tuple(getattr(module, "event_shape", self.event_shape))  # AugmentedFlow: wider than the data
+        x = check_input(x, event, dtype=self._dtype())
+        if x.dim() != len(event) + 1:
             raise ValueError(
-                f"x has shape {tuple(x.shape)}; the transform takes (batch, {', '.join(map(str, self.event_shape))})"
+                f"x has shape {tuple(x.shape)}; the transform takes (batch, {', '.join(map(str, event))})"
             )
         if self.context_features or context is not None:
             ctx = self._context(context, None)
