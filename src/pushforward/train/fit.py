@@ -210,8 +210,8 @@ def fit(
     Raises:
         TrainingDiverged: More than ``max_skipped_fraction`` of the steps were skipped (raised as soon as
             that is certain); or validation data was given and no validation NLL was finite, or the best one
-            is worse than the untrained flow's by more than 1 nat per dimension. The weights are left as
-            they are; the checkpoint, if any, is kept.
+            is worse than the untrained flow's by more than 100 nats per dimension (far beyond overfitting:
+            the optimisation blew up). The weights are left as they are; the checkpoint, if any, is kept.
 
     Example:
         >>> from pushforward.flows import RealNVP
@@ -413,9 +413,9 @@ def fit(
     if history.skipped_batches > max_skipped_fraction * max(ran, 1):
         raise _diverged(history, ran, total)
     if val is not None and history.val_nll and not math.isfinite(history.best_val_nll):
-        raise _diverged(history, ran, total)
-    if history.best_val_nll > history.initial_val_nll + flow.features:  # False while either is NaN
-        raise _diverged(history, ran, total)
+        raise _diverged(history, ran, total, "nonfinite")
+    if history.best_val_nll > history.initial_val_nll + 100.0 * flow.features:  # False while either is NaN
+        raise _diverged(history, ran, total, "worse")
     if diagnostics:
         from ..diagnostics import invertibility
 
@@ -430,15 +430,15 @@ def fit(
     return history
 
 
-def _diverged(history: History, step: int, total: int) -> TrainingDiverged:
-    """The error for a run that skipped too many batches or never reached a finite validation score."""
-    finite_val = [v for v in history.val_nll if math.isfinite(v)]
-    if not math.isfinite(history.best_val_nll) and history.val_nll and not finite_val:
+def _diverged(history: History, step: int, total: int, reason: str = "skipped") -> TrainingDiverged:
+    """The error for a run that skipped too many batches (``reason="skipped"``), reached no finite
+    validation score (``"nonfinite"``) or ended far worse than the untrained flow (``"worse"``)."""
+    if reason == "nonfinite":
         why = f"no finite validation NLL in {len(history.val_nll)} evaluations"
-    elif history.best_val_nll > history.initial_val_nll:
+    elif reason == "worse":
         why = (
             f"the best validation NLL {history.best_val_nll:.4g} is worse than the untrained flow's "
-            f"{history.initial_val_nll:.4g} by more than 1 nat per dimension"
+            f"{history.initial_val_nll:.4g} by more than 100 nats per dimension"
         )
     else:
         why = (
