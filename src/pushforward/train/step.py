@@ -37,6 +37,13 @@ class TrainingDiverged(RuntimeError):
         steps: Number of steps run.
         best_val_nll: Best validation NLL seen (``inf`` when none was finite, ``nan`` without validation).
         history: The training history up to the failure (a :class:`pushforward.History`), or ``None``.
+
+    Example:
+        >>> try:
+        ...     raise TrainingDiverged("training diverged", skipped=9, steps=10)
+        ... except RuntimeError as e:
+        ...     print(e.skipped, e.steps)
+        9 10
     """
 
     def __init__(
@@ -59,6 +66,12 @@ def skip_nonfinite_step(
     The step is skipped (gradients cleared, parameters unchanged) when the loss or the gradient norm is
     not finite. ``finite`` overrides the loss check (e.g. a verdict agreed across distributed ranks, so
     that every rank skips together). Returns whether the step was applied.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> opt = torch.optim.SGD([w], lr=1.0)
+        >>> skip_nonfinite_step(torch.log(w).sum(), [w], opt)  # loss -inf: skipped
+        False
     """
     optimizer.zero_grad(set_to_none=True)
     if finite is None:
