@@ -278,6 +278,7 @@ TOKENS = [
 ]
 
 
+@pytest.mark.slow  # about 8 s: 120 in-process CLI runs (CI runs slow tests too)
 def test_cli_fuzz_in_process(model_file, tmp_path):
     rng = random.Random(1919)
     (tmp_path / "bad.csv").write_text('a,b\n1,"x"\n2,3\n')
