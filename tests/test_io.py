@@ -105,3 +105,15 @@ def test_build_flow_errors():
         build_flow("nope", 2)
     with pytest.raises(ValueError, match="rejected its options"):
         build_flow("realnvp", 2, options={"bogus": 1})
+
+
+@pytest.mark.parametrize("preset", ["realnvp", "maf"])
+def test_log_prob_far_from_the_data_is_finite_where_float64_is(preset):
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    m = FlowModel.train(x, preset, options={"layers": 2, "hidden": [8]}, steps=10, progress=False)
+    far = np.array([[1e30, 0.0], [1e6, -1e6], [0.1, 0.2]])
+    lp = m.log_prob(far)  # float32 overflowed to -inf here before
+    assert np.isfinite(lp).all() and lp[0] < lp[1] < lp[2]
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        beyond = m.log_prob(np.array([[1e300, 0.0], [0.0, 0.0]]))  # the square overflows even float64
+    assert beyond[0] == -np.inf and np.isfinite(beyond[1])

@@ -9,6 +9,7 @@ from .checks import set_validation
 from .flows.core import Flow
 from .montecarlo import Estimate, expectation
 from .train.fit import History, fit
+from .train.step import TrainingDiverged
 from .vi import VIResult, fit_vi
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "History",
+    "TrainingDiverged",
     "VIResult",
     "distributions",
     "expectation",

@@ -12,7 +12,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_finite", "check_in_interval", "check_input", "set_validation", "validation_enabled"]
+__all__ = [
+    "MAX_SAMPLE_VALUES",
+    "check_finite",
+    "check_in_interval",
+    "check_input",
+    "check_sample_shape",
+    "set_validation",
+    "validation_enabled",
+]
+
+#: Most scalars one sampling call may produce (2**36, 256 GiB in float32): beyond it the request is refused
+#: with a clear error instead of overflowing an index computation or exhausting memory.
+MAX_SAMPLE_VALUES = 2**36
 
 _VALIDATE = True
 
@@ -58,6 +70,35 @@ def check_input(
     if _VALIDATE:
         check_finite(x, name)
     return x
+
+
+def check_sample_shape(sample_shape: object, name: str = "sample_shape") -> tuple[int, ...]:
+    """A sample shape as a tuple of non-negative Python ints: an int, or a sequence (tuple, list,
+    ``torch.Size``) of ints. Raises ``TypeError`` for anything else (floats, tensors with a fraction, strings)
+    and ``ValueError`` for negative sizes.
+
+    Example:
+        >>> check_sample_shape(3), check_sample_shape([2, 4])
+        ((3,), (2, 4))
+    """
+    import numbers
+
+    def one(v: object) -> int:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a sequence of ints, got {v!r} ({type(v).__name__})")
+        if int(v) < 0:
+            raise ValueError(f"{name} must be non-negative, got {int(v)}")
+        return int(v)
+
+    if isinstance(sample_shape, Tensor):
+        if sample_shape.dim() > 1 or sample_shape.is_floating_point() or sample_shape.is_complex():
+            raise TypeError(f"{name} must be an int or a sequence of ints, got a tensor {sample_shape!r}")
+        sample_shape = sample_shape.tolist()
+    if isinstance(sample_shape, (str, bytes)) or not isinstance(sample_shape, (Sequence, numbers.Integral)):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {type(sample_shape).__name__}")
+    if isinstance(sample_shape, numbers.Integral):
+        return (one(sample_shape),)
+    return tuple(one(v) for v in sample_shape)
 
 
 def check_finite(x: Tensor, name: str = "x") -> Tensor:

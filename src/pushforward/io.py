@@ -11,9 +11,20 @@ tensors, and a JSON config sits in its header metadata under the key ``"pushforw
 
 Loading parses the header as JSON, rebuilds the flow with
 ``PRESETS[preset](features, context=..., **options)``
-and copies the tensors in with a strict ``load_state_dict``: nothing is ever unpickled. ``sha256`` covers the
-config (without the hash) and every tensor's name, dtype, shape and bytes, so a tampered or truncated file
-raises :class:`ModelFileError` with a one-line reason.
+and copies the tensors in with a strict ``load_state_dict``: nothing is ever unpickled, and no name in the
+file is ever imported or called (presets are looked up in :data:`~pushforward.flows.PRESETS`, dtypes in an
+allow-list). ``sha256`` covers the config (without the hash) and every tensor's name, dtype, shape and bytes.
+
+What the hash protects, and what it does not: it is an *unkeyed* checksum, so it detects accidental
+corruption (a flipped bit, a truncated copy, an edit that forgot to update it), but anyone who edits a file
+can recompute it. It is not a signature: a file from an untrusted source must be treated as hostile. Loading
+is therefore defensive on its own, before and independently of the hash: every config field is
+type-checked, the declared sizes are bounded *by the file's own tensors* (no integer option may exceed the
+number of scalars stored in the file, layer/level counts and list lengths may not exceed the number of
+tensors, consecutive hidden sizes and the first hidden size times the input width may not exceed the stored
+scalars, at most 2**24 features), tensor dtypes are allow-listed, and the flow the config describes must have
+exactly the tensor names and shapes stored in the file. Any failure raises :class:`ModelFileError` with a
+one-line reason, and never allocates more than a small multiple of the file's own size.
 
 Example:
     >>> import numpy as np
@@ -26,10 +37,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import struct
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +57,13 @@ __all__ = ["FORMAT_VERSION", "FlowModel", "ModelFileError", "build_flow", "load_
 FORMAT_VERSION = 1
 _KEY = "pushforward"
 _MAX_HEADER = 100 * 2**20
+_MAX_FEATURES = 2**24
+#: Floating dtypes a model file may declare for its flow (an allow-list: nothing else is looked up).
+MODEL_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: safetensors dtypes a model file may store (parameters and buffers: floats, integer and boolean masks).
+_TENSOR_DTYPES = {"F16", "BF16", "F32", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"}
+#: Options that count repeated blocks: each block stores at least one tensor.
+_COUNT_OPTIONS = {"layers", "levels", "steps", "scales", "depth", "blocks", "reflections"}
 
 
 class ModelFileError(ValueError):
@@ -96,7 +116,13 @@ def build_flow(
         raise ValueError(f"unknown flow preset {preset!r}; available: {', '.join(sorted(presets))}")
     shape = tuple(event_shape) if isinstance(event_shape, (tuple, list)) else (int(event_shape),)
     features: int | tuple[int, ...] = shape[0] if len(shape) == 1 else shape
+    if not isinstance(options or {}, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
     kwargs = {k: _restore_option(v) for k, v in (options or {}).items()}
+    if "base" in kwargs:  # takes a Distribution object, which JSON cannot describe
+        raise ValueError(
+            "option 'base' cannot be set here: it takes a Distribution object; build the flow in Python"
+        )
     try:
         flow = presets[name](features, context=context, **kwargs)
     except TypeError as e:
@@ -104,7 +130,15 @@ def build_flow(
             f"preset {name!r} rejected its options {sorted(kwargs)}: {e}; valid options: "
             f"{', '.join(_preset_options(presets[name]))}"
         ) from None
-    except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:
+    except (
+        ValueError,
+        RuntimeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        ZeroDivisionError,
+        OverflowError,
+    ) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"cannot build preset {name!r} for event shape {shape}: {msg}") from None
     if not isinstance(flow, Flow):
@@ -121,6 +155,10 @@ def _preset_options(preset: Callable[..., Flow]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- files
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
 def _digest(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     body = {k: v for k, v in config.items() if k != "sha256"}
@@ -163,6 +201,110 @@ def _read_header(raw: bytes, path: Path) -> dict:
     return header
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _tensor_table(header: dict, path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name → (dtype, shape) of every tensor the safetensors header declares; dtypes allow-listed."""
+    table = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+            raise ModelFileError(f"{path}: corrupted header entry for tensor {name!r}")
+        dtype, shape = info.get("dtype"), info["shape"]
+        if dtype not in _TENSOR_DTYPES:
+            raise ModelFileError(f"{path}: tensor {name!r} has dtype {dtype!r}, not allowed in model files")
+        if not all(_is_int(d) and 0 <= d < 2**40 for d in shape):
+            raise ModelFileError(f"{path}: tensor {name!r} has a bad shape {shape!r}")
+        table[name] = (dtype, tuple(shape))
+    return table
+
+
+def _ints_in(value: Any) -> list[int]:
+    if _is_int(value):
+        return [value]
+    if isinstance(value, list):
+        return [i for v in value for i in _ints_in(v)]
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ints_in(v)]
+    return []
+
+
+def _check_config(cfg: dict, table: dict[str, tuple[str, tuple[int, ...]]], path: Path) -> None:
+    """Type-check the config and bound every size it declares by the tensors stored in the file.
+
+    Raises :class:`ModelFileError` naming the first problem. Runs before anything is built.
+    """
+
+    def bad(msg: str) -> ModelFileError:
+        return ModelFileError(f"{path}: {msg}")
+
+    version = cfg.get("format_version")
+    if not _is_int(version):
+        raise bad(f"format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise bad(f"written by a newer pushforward (format {version}); please upgrade")
+    for key in ("preset", "event_shape"):
+        if key not in cfg:
+            raise bad(f"the config lacks {key!r}")
+    if not isinstance(cfg["preset"], str):
+        raise bad(f"preset must be a name, got {cfg['preset']!r}")
+    shape = cfg["event_shape"]
+    if not isinstance(shape, list) or not shape or not all(_is_int(d) and 0 < d <= 2**16 for d in shape):
+        raise bad(f"event_shape must be a list of positive integers (at most 65536), got {shape!r}")
+    n_tensors = len(table)
+    n_scalars = sum(math.prod(s) for _, s in table.values())
+    features = math.prod(shape)
+    if features > min(_MAX_FEATURES, max(n_scalars, 1)):
+        raise bad(f"event_shape {shape} has {features} values, more than the file's weights can describe")
+    context = cfg.get("context", 0)
+    if not _is_int(context) or not 0 <= context <= max(n_scalars, 1):
+        raise bad(f"context must be a non-negative integer the weights can describe, got {context!r}")
+    dtype = cfg.get("dtype", "float32")
+    if not isinstance(dtype, str) or dtype not in MODEL_DTYPES:
+        raise bad(f"dtype {dtype!r} is not allowed; model files use one of {sorted(MODEL_DTYPES)}")
+    options = cfg.get("options") or {}
+    if not isinstance(options, dict):
+        raise bad(f"options must be a JSON object, got {type(options).__name__}")
+    for key, value in options.items():
+        ints = _ints_in(value)
+        if any(abs(i) > n_scalars for i in ints):
+            raise bad(f"option {key}={value!r} exceeds the {n_scalars} scalars stored in the file")
+        if key in _COUNT_OPTIONS and any(i > n_tensors for i in ints):
+            raise bad(f"option {key}={value!r} asks for more blocks than the {n_tensors} tensors in the file")
+        if isinstance(value, list):
+            if len(value) > n_tensors:
+                raise bad(
+                    f"option {key} has {len(value)} entries, more than the {n_tensors} tensors in the file"
+                )
+            sizes = [v for v in value if _is_int(v)]
+            pairs = [*zip(sizes, sizes[1:]), (sizes[0], max(1, shape[0] // 2))] if sizes else []
+            if any(a * b > n_scalars for a, b in pairs):
+                raise bad(
+                    f"option {key}={value!r} implies more weights than the {n_scalars} stored in the file"
+                )
+    for key, kind in (("history", dict), ("validation", dict), ("standardize", dict), ("columns", list)):
+        if cfg.get(key) is not None and not isinstance(cfg[key], kind):
+            raise bad(f"{key} must be a JSON {'object' if kind is dict else 'array'} or null")
+
+
+def _check_weights(flow: Flow, tensors: dict[str, torch.Tensor], preset: str, path: Path) -> None:
+    """The flow's state must have exactly the file's tensor names and shapes."""
+    want = {k: tuple(v.shape) for k, v in flow.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    if want == have:
+        return
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or extra:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+    else:
+        k = next(k for k in sorted(want) if want[k] != have[k])
+        detail = f"{k} has shape {list(have[k])} in the file but the config implies {list(want[k])}"
+    raise ModelFileError(f"{path}: the weights do not fit preset {preset!r}: {detail}")
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Flow, dict]:
     """Read a model file: rebuild the flow from its config and load the weights (never unpickles).
 
@@ -191,31 +333,25 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise ModelFileError(f"{p}: the config is corrupted (not valid JSON)") from None
     if not isinstance(cfg, dict) or cfg.get("format") != "pushforward-model":
         raise ModelFileError(f"{p}: not a pushforward model file")
-    if int(cfg.get("format_version", -1)) > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{p}: written by a newer pushforward (format {cfg.get('format_version')}); please upgrade"
-        )
+    table = _tensor_table(header, p)
+    _check_config(cfg, table, p)  # before anything is built or any weight is read
     try:
         tensors = load(raw)
     except Exception as e:  # safetensors raises its own error type for damaged payloads
         raise ModelFileError(f"{p}: corrupted or truncated weights ({str(e).splitlines()[0]})") from None
     if cfg.get("sha256") != _digest(cfg, tensors):
         raise ModelFileError(f"{p}: checksum mismatch; the file was modified or corrupted")
-    for key in ("preset", "event_shape"):
-        if key not in cfg:
-            raise ModelFileError(f"{p}: the config lacks {key!r}")
     try:
         flow = build_flow(
             cfg["preset"],
             tuple(cfg["event_shape"]),
-            context=int(cfg.get("context", 0)),
-            options=cfg.get("options") or {},
+            context=cfg.get("context", 0),
+            options=cfg.get("options"),
         )
-    except (ValueError, TypeError) as e:
-        raise ModelFileError(f"{p}: {e}") from None
-    dtype = getattr(torch, str(cfg.get("dtype", "float32")), None)
-    if isinstance(dtype, torch.dtype):
-        flow = flow.to(dtype)
+    except (ValueError, TypeError, OverflowError, MemoryError) as e:
+        raise ModelFileError(f"{p}: {_one_line(e)}") from None
+    _check_weights(flow, tensors, cfg["preset"], p)
+    flow = flow.to(MODEL_DTYPES[cfg.get("dtype", "float32")])
     try:
         flow.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
@@ -357,12 +493,34 @@ class FlowModel:
             a, ladj = to_unconstrained(a, self.support)
             a = np.where(np.isfinite(ladj)[:, None], a, self.mean)  # rows outside the support: density 0
         self.flow.eval()
-        out = []
+        u = (a - self.mean) / self.scale
+        if not np.isfinite(u).all():
+            raise ValueError("data has values too large to standardise (beyond the float64 range)")
+        lp = np.full(a.shape[0], np.nan)
         for i in range(0, a.shape[0], batch_size):
-            c = ctx[i : i + batch_size] if ctx is not None else None
-            lp = self.flow.log_prob(self.standardize(a[i : i + batch_size]), c)
-            out.append(lp.double().cpu().numpy())
-        return np.concatenate(out) - self.log_scale_sum + ladj
+            t = torch.from_numpy(u[i : i + batch_size]).to(self._dtype())
+            ok = torch.isfinite(t).all(1)  # rows beyond the float32 range go the float64 way below
+            if bool(ok.any()):
+                x_ok = t[ok].reshape(-1, *self.flow.event_shape).to(self._device())
+                c_ok = ctx[i : i + batch_size][ok.to(ctx.device)] if ctx is not None else None
+                lp[i : i + batch_size][ok.numpy()] = self.flow.log_prob(x_ok, c_ok).double().cpu().numpy()
+        bad = ~np.isfinite(lp)
+        if bad.any() and self._dtype() != torch.float64:
+            # far from the data a float32 log-density can overflow to -inf while the float64 one is finite
+            flow64 = copy.deepcopy(self.flow).double()
+            u64 = torch.from_numpy(u[bad]).reshape(-1, *self.flow.event_shape)
+            c64 = ctx[torch.from_numpy(bad).to(ctx.device)].double() if ctx is not None else None
+            lp[bad] = flow64.log_prob(u64.to(self._device()), c64).cpu().numpy()
+            bad = ~np.isfinite(lp)
+        if bad.any():
+            warnings.warn(
+                f"{int(bad.sum())} of {lp.size} rows have a non-finite log-likelihood even in float64 (far "
+                "outside the data the model was fitted on); they are reported as -inf",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            lp[bad] = -np.inf
+        return lp - self.log_scale_sum + ladj
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None, context: np.ndarray | None = None) -> np.ndarray:
@@ -564,6 +722,24 @@ class FlowModel:
 
         flow, cfg = load_model(path, map_location)
         std = cfg.get("standardize") or {}
+        columns = cfg.get("columns")
+        if columns is not None and (
+            len(columns) != flow.features or not all(isinstance(c, str) for c in columns)
+        ):
+            raise ModelFileError(f"{path}: columns must be {flow.features} names")
+        history = cfg.get("history")
+        for key in ("steps", "train_nll", "val_nll"):
+            seq = (history or {}).get(key)
+            if seq is not None and not (
+                isinstance(seq, list) and all(v is None or _is_number(v) for v in seq)
+            ):
+                raise ModelFileError(f"{path}: history {key} must be a list of numbers")
+        validation = cfg.get("validation")
+        if validation is not None:
+            q = validation.get("quantiles")
+            numbers = (validation.get("mean"), validation.get("std"), *(q if isinstance(q, list) else []))
+            if not isinstance(q, list) or len(q) < 2 or not all(_is_number(v) for v in numbers):
+                raise ModelFileError(f"{path}: bad validation summary in the config")
         try:
             model = cls(
                 flow,
@@ -571,9 +747,9 @@ class FlowModel:
                 cfg.get("options"),
                 mean=std.get("mean"),
                 scale=std.get("scale"),
-                columns=cfg.get("columns"),
-                history=cfg.get("history"),
-                validation=cfg.get("validation"),
+                columns=columns,
+                history=history,
+                validation=validation,
                 support=support_from_config(cfg.get("support")),
                 context_mean=(cfg.get("context_standardize") or {}).get("mean"),
                 context_scale=(cfg.get("context_standardize") or {}).get("scale"),
@@ -626,6 +802,10 @@ def _dequantizing_loader(
     tensors = [torch.from_numpy(np.ascontiguousarray(rows))] + ([context] if context is not None else [])
     ds = TensorDataset(*tensors)
     return DataLoader(ds, batch_size=int(batch_size), shuffle=True, collate_fn=collate, generator=g)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _finite_history(history: dict | None) -> dict | None:

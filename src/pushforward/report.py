@@ -40,6 +40,16 @@ def _plt():
     return plt
 
 
+def plain_label(name: str) -> str:
+    r"""A column name as literal plot text: ``$`` escaped (no mathtext), line breaks as spaces.
+
+    Example:
+        >>> print(plain_label("cost in $"))
+        cost in \$
+    """
+    return " ".join(str(name).splitlines()).replace("$", r"\$")
+
+
 def figure_png(fig) -> bytes:
     """Render a matplotlib figure to PNG bytes and close it."""
     buf = io.BytesIO()
@@ -265,7 +275,7 @@ def write_report(
     from .train.checkpoint import atomic_write_bytes
 
     x = model.check_data(data)
-    names = model.columns or [f"x{j}" for j in range(x.shape[1])]
+    names = [plain_label(n) for n in model.columns] if model.columns else [f"x{j}" for j in range(x.shape[1])]
     pair_idx = list(range(min(x.shape[1], MAX_PAIRS)))
     if pairs:
         unknown = [p for p in pairs if p not in names]

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .flows.core import Flow
 from .montecarlo import kish_ess, log_mean_exp
+from .train.step import skip_nonfinite_step
 
 __all__ = ["VIResult", "evaluate_vi", "fit_vi"]
 
@@ -224,16 +225,7 @@ def fit_vi(
             beta = min(1.0, 0.01 + step / anneal) if anneal else 1.0
             loss = (log_q - beta * log_p).mean()
             elbo = (log_p - log_q).mean().detach()
-            opt.zero_grad(set_to_none=True)
-            applied = False
-            if torch.isfinite(loss):
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(
-                    params, clip_grad if clip_grad is not None else math.inf
-                )
-                if torch.isfinite(norm):
-                    opt.step()
-                    applied = True
+            applied = skip_nonfinite_step(loss, params, opt, clip_grad)
             if sched is not None and applied:
                 sched.step()
             bar.update(1)

@@ -168,3 +168,22 @@ def test_nonfinite_batches_are_skipped_and_counted():
     assert h.skipped_batches == 3
     assert len(seen) == 6 and all(np.isfinite(seen))
     assert all(torch.isfinite(p).all() for p in flow.parameters())
+
+
+def test_resume_refuses_a_checkpoint_with_another_fingerprint(tmp_path):
+    from pushforward import fit
+    from pushforward.data import toy
+    from pushforward.flows import RealNVP
+    from pushforward.train.checkpoint import CheckpointError
+
+    x = toy("moons", 128, seed=0)
+    ck = tmp_path / "run.ckpt"
+
+    def run(fingerprint, resume):
+        flow = RealNVP(2, layers=1, hidden=(4,))
+        return fit(flow, x, steps=3, progress=False, checkpoint=ck, resume=resume, fingerprint=fingerprint)
+
+    run("a", False)
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        run("b", True)
+    assert run("a", True).resumed_from_step == 3

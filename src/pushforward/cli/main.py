@@ -282,6 +282,31 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="precision")
     f.add_argument("--delimiter", default=None, help="column delimiter of text files (default: sniffed)")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    f.add_argument(
+        "--allow-degenerate",
+        action="store_true",
+        help="fit even with constant columns, identical rows or fewer rows than columns (refused by default: "
+        "the likelihood has no maximum there)",
+    )
+    f.add_argument(
+        "--outliers",
+        choices=("refuse", "drop", "keep"),
+        default="refuse",
+        help="rows with extreme outliers (robust z-score above --outlier-z): refuse to fit (default), drop "
+        "those rows, or keep them",
+    )
+    f.add_argument(
+        "--outlier-z",
+        type=_positive_float,
+        default=1e5,
+        help="robust z-score (median/MAD) above which a value is an extreme outlier (default 1e5)",
+    )
+    f.add_argument(
+        "--max-memory-gb",
+        type=_positive_float,
+        default=None,
+        help="refuse a fit whose estimated training memory exceeds this (default: half the machine's memory)",
+    )
 
     # sample -------------------------------------------------------------------------------------
     s = sub.add_parser(
@@ -417,19 +442,27 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     else:
         device = _device(a.device)
     out = Path(a.out)
-    if out.parent and not out.parent.exists():
-        raise CLIError(f"output directory {out.parent} does not exist")
+    _check_output_path(out)
     x, columns = _load_data(a.data, a.delimiter)
     x, columns, context, context_columns = _split_context(x, columns, a.context_columns)
     log = print if rank == 0 else (lambda *_, **__: None)
     if x.shape[0] < 2:
         raise CLIError(f"{a.data}: need at least 2 rows to fit, got {x.shape[0]}")
+    x, kept = _screen_rows(a, x, columns, log)
+    if kept is not None and context is not None:
+        context = context[kept]
+    _check_cost(a, preset, options, x.shape, log)
     sized = _data_sized_settings(a, preset, options, x.shape[0], log)
     build_flow(preset, tuple(a.event_shape) if a.event_shape else x.shape[1], options=options)  # fail early
     support = _fit_support(a, x, columns, log)
     checkpoint = a.checkpoint or str(out) + ".ckpt"
+    fingerprint = _run_fingerprint(a, x, columns, preset, options, context)
+    if rank == 0:
+        _lock_output(out)
     if a.resume and not Path(checkpoint).exists():
         log(f"no checkpoint at {checkpoint}; starting from scratch", file=sys.stderr)
+    elif a.resume:
+        log(_resume_message(checkpoint, fingerprint), file=sys.stderr)
     log(
         f"fitting {preset} to {a.data}: {x.shape[0]} rows x {x.shape[1]} columns on {device}", file=sys.stderr
     )
@@ -461,6 +494,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
             resume=a.resume,
             distributed=a.distributed,
             diagnostics=a.diagnostics,
+            fingerprint=fingerprint,
         )
     finally:
         if a.distributed:
@@ -587,14 +621,176 @@ def _log_fit_score(model, log) -> None:
     )
 
 
+def _screen_rows(a: argparse.Namespace, x, columns, log):
+    """Refuse degenerate data and extreme outliers (or drop / keep them, as the options say).
+
+    Returns the rows to fit and, when some were dropped, the boolean mask of the kept ones (else None)."""
+    from ..data.screen import screen
+
+    rep = screen(x, columns=columns, outlier_z=a.outlier_z)
+    degenerate = [p for p in rep.problems if "outlier" not in p]
+    if x.shape[0] <= x.shape[1]:
+        degenerate.append(
+            f"{x.shape[0]} rows x {x.shape[1]} columns: the rows span at most {x.shape[0] - 1} dimensions, "
+            "so the likelihood of a density on all columns has no maximum"
+        )
+    if degenerate and not a.allow_degenerate:
+        raise CLIError(f"{a.data}: " + "; ".join(degenerate) + " (use --allow-degenerate to fit anyway)")
+    if rep.outlier_rows and a.outliers == "refuse":
+        problem = next(p for p in rep.problems if "outlier" in p)
+        raise CLIError(f"{a.data}: {problem} (use --outliers drop or --outliers keep)")
+    for note in rep.notes:
+        log(f"note: {note}", file=sys.stderr)
+    for problem in degenerate:
+        log(f"warning: {problem}", file=sys.stderr)
+    if rep.outlier_rows:
+        problem = next(p for p in rep.problems if "outlier" in p)
+        if a.outliers == "drop":
+            import numpy as np
+
+            keep = np.ones(x.shape[0], dtype=bool)
+            keep[rep.outlier_rows] = False
+            log(f"dropped {len(rep.outlier_rows)} rows with extreme outliers", file=sys.stderr)
+            return x[keep], keep
+        log(f"warning: {problem}; kept (--outliers keep)", file=sys.stderr)
+    return x, None
+
+
+def _check_cost(a: argparse.Namespace, preset: str, options: dict, shape, log) -> None:
+    """For wide data, estimate the flow's size before building it, and refuse one that would not fit."""
+    from ..data.screen import estimate_cost
+    from ..io import build_flow
+
+    rows, features = shape
+    if features <= 64 or a.event_shape:
+        return
+    est = estimate_cost(
+        lambda d: build_flow(preset, d, options=options), features, rows, a.batch_size, a.steps or 1000
+    )
+    limit = a.max_memory_gb * 2**30 if a.max_memory_gb else _physical_memory() / 2
+    text = (
+        f"{preset} on {features} columns: about {est['parameters']:.3g} weights, "
+        f"{est['memory_bytes'] / 2**30:.3g} GiB to train, very roughly {est['seconds']:.0f} s"
+    )
+    if est["memory_bytes"] > limit:
+        raise CLIError(
+            f"{text}, over the {limit / 2**30:.3g} GiB limit; use fewer columns (e.g. PCA), fewer --layers "
+            "or a smaller --hidden, or raise --max-memory-gb"
+        )
+    log(f"estimate: {text}", file=sys.stderr)
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 8.0 * 2**30
+
+
+def _check_output_path(out: Path) -> None:
+    """Refuse an output path that cannot be written, before any training."""
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a directory; give a file name such as {out / 'model.safetensors'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise CLIError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise CLIError(f"cannot write {out}: permission denied")
+
+
+_LOCKS: list = []  # open lock files, held until the process exits
+
+
+def _lock_output(out: Path) -> None:
+    """Hold an exclusive lock on ``OUT.lock`` so that two fits to one ``--out`` cannot both run.
+
+    The lock (``fcntl.flock``) is released by the operating system when the process ends, even on
+    ``kill -9``; where ``fcntl`` is missing (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    path = out.with_name(out.name + ".lock")
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise CLIError(
+            f"another 'pushforward fit' is writing {out} (lock {path} is held); wait for it"
+        ) from None
+    _LOCKS.append(f)
+
+
+def _release_output_lock() -> None:
+    while _LOCKS:
+        f = _LOCKS.pop()
+        Path(f.name).unlink(missing_ok=True)
+        f.close()
+
+
+def _run_fingerprint(a: argparse.Namespace, x, columns, preset: str, options: dict, context=None) -> str:
+    """SHA-256 of the command, the data (and context columns) and every setting that shapes the run."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    settings = {
+        "command": "fit",
+        "preset": preset,
+        "options": options,
+        "columns": columns,
+        "shape": list(x.shape),
+        **{
+            k: getattr(a, k)
+            for k in (
+                "steps",
+                "epochs",
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "val_fraction",
+                "patience",
+                "eval_every",
+                "no_standardize",
+                "event_shape",
+                "seed",
+                "dtype",
+                "context_columns",
+                "support",
+            )
+        },
+    }
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    if context is not None:
+        h.update(np.ascontiguousarray(context, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _resume_message(checkpoint: str, fingerprint: str) -> str:
+    """Check that ``checkpoint`` belongs to this run (else ``CLIError``) and say where it resumes."""
+    from ..train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    if ck.get("fingerprint") != fingerprint:
+        raise CLIError(
+            f"checkpoint {checkpoint} was written for other data or settings; delete it, or pass --checkpoint "
+            "with a new path, or rerun without --resume"
+        )
+    return f"resuming from {checkpoint} at step {ck.get('step')} of {ck.get('total')}"
+
+
 def _write_rows(path: str | None, x, columns: list[str] | None) -> None:
     import numpy as np
 
-    from ..data.csv import save_table
+    from ..data.csv import header_line, save_table
 
     if path is None:
         if columns:
-            print(",".join(columns))
+            print(header_line(columns))
         np.savetxt(sys.stdout, x, delimiter=",", fmt="%.9g")
         return
     p = Path(path)
@@ -759,3 +955,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = _one_line(e)
         _err(f"{PROG} {args.command}: error: {msg}")
         return 1
+    except Exception as e:  # a bug, not a user error: still one line, no traceback unless asked for
+        if debug:
+            raise
+        _err(
+            f"{PROG} {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(rerun with PUSHFORWARD_DEBUG=1 for the traceback, and please report it)"
+        )
+        return 1
+    finally:
+        _release_output_lock()

@@ -16,12 +16,13 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataFileError", "load_table", "save_table"]
+__all__ = ["DataFileError", "header_line", "load_table", "save_table"]
 
 _MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-nan", "+nan"}
 
@@ -165,5 +166,19 @@ def save_table(path: str | Path, x: np.ndarray, columns: list[str] | None = None
         np.save(p, x)
         return
     delim = "\t" if p.suffix.lower() == ".tsv" else ","
-    hdr = delim.join(columns) if columns else ""
+    hdr = header_line(columns, delim) if columns else ""
     np.savetxt(p, x, delimiter=delim, header=hdr, comments="", fmt="%.9g")
+
+
+def header_line(columns: list[str], delimiter: str = ",") -> str:
+    """One header line that :func:`load_table` reads back as ``columns``: names holding the delimiter or a
+    quote are quoted (RFC 4180), line breaks inside a name become spaces (a header is always one line).
+
+    Example:
+        >>> header_line(["a,b", "c"])
+        '"a,b",c'
+    """
+    buf = io.StringIO()
+    names = [" ".join(str(c).splitlines()) for c in columns]
+    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(names)
+    return buf.getvalue()

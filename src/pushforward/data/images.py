@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..flows.core import Flow
 from ..nets.conv import ConvResNet
+from ..train.step import skip_nonfinite_step
 from ..transforms.base import Compose, Transform
 from ..transforms.coupling import AffineCoupling
 from ..transforms.elementwise import into_open_unit_interval, log_normal_pdf, log_sigmoid_derivative
@@ -326,17 +327,10 @@ def fit_images(
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / max(warmup, 1))
         loss = model.bits_per_dim(x[idx], c).mean()
-        opt.zero_grad(set_to_none=True)
         step += 1
-        if not torch.isfinite(loss):
+        if not skip_nonfinite_step(loss, params, opt, clip_grad):
             skipped += 1
             continue
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
-        if not torch.isfinite(norm):
-            skipped += 1
-            continue
-        opt.step()
         losses.append(float(loss.detach()))
         if callback is not None:
             callback(step, losses[-1])

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..checks import check_input
-from ..distributions.base import Distribution, StandardNormal, _sample_shape
+from ..checks import MAX_SAMPLE_VALUES, check_input, check_sample_shape
+from ..distributions.base import Distribution, StandardNormal
 from ..transforms.base import Transform
 
 __all__ = ["Flow"]
@@ -59,6 +59,8 @@ class Flow(nn.Module):
             )
         self.event_shape: tuple[int, ...] = transform.event_shape
         self.context_features: int = transform.context_features
+        # ``flow.transform(x)`` is public (data → latent): validate its arguments like log_prob's.
+        transform.register_forward_pre_hook(self._check_transform_args, with_kwargs=True)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -92,13 +94,29 @@ class Flow(nn.Module):
                 ) from None
         return context.reshape(-1, self.context_features)
 
+    def _check_transform_args(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook of ``self.transform``: ``x`` must be ``(batch, *event_shape)``, finite, of the
+        flow's dtype, and ``context`` must fit it (see :func:`~pushforward.checks.check_input`)."""
+        x = args[0] if args else kwargs.get("x")
+        context = args[1] if len(args) > 1 else kwargs.get("context")
+        event = tuple(getattr(module, "event_shape", self.event_shape))  # AugmentedFlow: wider than the data
+        x = check_input(x, event, dtype=self._dtype())
+        if x.dim() != len(event) + 1:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; the transform takes (batch, {', '.join(map(str, event))})"
+            )
+        if self.context_features or context is not None:
+            ctx = self._context(context, None)
+            if ctx is not None and ctx.shape[0] != x.shape[0]:
+                raise ValueError(f"context has {ctx.shape[0]} rows but x has {x.shape[0]}")
+
     # ------------------------------------------------------------------ density
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of ``x`` (shape ``(*batch, *event_shape)``) given ``context``."""
         x = check_input(x, self.event_shape, dtype=self._dtype())
         batch_shape = tuple(x.shape[: x.dim() - len(self.event_shape)])
         ctx = self._context(context, batch_shape)
-        z, ladj = self.transform(x.reshape(-1, *self.event_shape), ctx)
+        z, ladj = self.transform.forward(x.reshape(-1, *self.event_shape), ctx)  # validated above
         return (self.base.log_prob(z) + ladj).reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -106,19 +124,29 @@ class Flow(nn.Module):
         return self.log_prob(x, context)
 
     # ------------------------------------------------------------------ sampling
+    def _check_count(self, count: int) -> None:
+        """Refuse draws beyond :data:`~pushforward.checks.MAX_SAMPLE_VALUES` scalars (before allocating)."""
+        if count * max(self.features, self.context_features) > MAX_SAMPLE_VALUES:
+            raise ValueError(
+                f"sampling {count} events of {self.features} values exceeds the limit of {MAX_SAMPLE_VALUES} "
+                "values per call; draw in smaller batches"
+            )
+
     def _sample_plan(
         self, sample_shape: int | Sequence[int], context: Tensor | None
     ) -> tuple[Tensor | None, tuple[int, ...], int]:
         """The one rule for sample shapes, shared by every flow: ``(context rows, output batch shape, count)``.
 
         Output batch shape ``(*sample_shape, *context_batch)`` where a context of shape ``(*B, K)`` has batch
-        ``B`` (``()`` for a single ``(K,)`` row); the ``count`` draws use the context rows in that order."""
-        shape = _sample_shape(sample_shape)
+        ``B`` (``()`` for a single ``(K,)`` row); the ``count`` draws use the context rows in that order.
+        Refuses bad shapes and draws too large to allocate."""
+        shape = check_sample_shape(sample_shape)
         n = math.prod(shape)
         if self.context_features:
             ctx = self._context(context, None)  # raises when context is missing
             cb = tuple(context.shape[:-1])  # type: ignore[union-attr]
             m = ctx.shape[0]  # type: ignore[union-attr]
+            self._check_count(n * m)
             ctx = ctx.unsqueeze(0).expand(n, m, self.context_features)  # type: ignore[union-attr]
             ctx = ctx.reshape(n * m, self.context_features)
             out_shape, count = shape + cb, n * m
@@ -127,6 +155,7 @@ class Flow(nn.Module):
             ctx, out_shape, count = None, shape, n
         if count == 0:
             raise ValueError("sample_shape has zero samples")
+        self._check_count(count)
         return ctx, out_shape, count
 
     def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):

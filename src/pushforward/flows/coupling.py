@@ -33,9 +33,13 @@ def coupling_masks(features: int, layers: int, mask: str | Sequence[Tensor] = "s
     ``"random"`` (a fresh random half per layer) or an explicit list of boolean masks.
     """
     if not isinstance(mask, str):
+        if not isinstance(mask, Sequence) or not all(isinstance(m, Tensor) for m in mask):
+            raise TypeError(f"mask must be a name or a list of boolean tensors, got {mask!r}")
         masks = [m.bool() for m in mask]
         if len(masks) != layers:
             raise ValueError(f"got {len(masks)} masks for {layers} layers")
+        if any(tuple(m.shape) != (features,) for m in masks):
+            raise ValueError(f"each mask must have shape ({features},)")
         return masks
     if mask == "schedule":
         return mask_schedule(features, layers)

@@ -18,8 +18,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..checks import check_input
 from ..flows.core import Flow
+from .step import TrainingDiverged, skip_nonfinite_step
 
-__all__ = ["History", "as_loader", "evaluate_nll", "fit"]
+__all__ = ["History", "TrainingDiverged", "as_loader", "evaluate_nll", "fit"]
 
 Data = Tensor | np.ndarray | tuple | DataLoader
 
@@ -38,6 +39,7 @@ class History:
     seconds: float = 0.0
     resumed_from_step: int = 0
     diagnostics: dict | None = None
+    initial_val_nll: float = math.nan
 
     def as_dict(self) -> dict:
         """A JSON-serialisable dictionary."""
@@ -164,6 +166,8 @@ def fit(
     resume: bool = False,
     distributed: bool = False,
     diagnostics: bool = False,
+    max_skipped_fraction: float = 0.5,
+    fingerprint: str | None = None,
 ) -> History:
     """Fit ``flow`` by maximum likelihood with Adam.
 
@@ -194,10 +198,20 @@ def fit(
         diagnostics: After training, run :func:`pushforward.diagnostics.invertibility` on (up to 4096
             rows of) the validation data, or the training data without ``val``; stored in
             ``History.diagnostics``.
+        fingerprint: A string identifying the data and settings of this run (e.g. a hash); it is stored in
+            the checkpoint, and ``resume`` refuses a checkpoint with a different one.
+        max_skipped_fraction: Largest fraction of the steps that may be skipped for a non-finite loss or
+            gradient before the run counts as diverged (``1.0`` never raises for skips).
 
     Returns:
         A :class:`History`. Batches whose loss or gradient is not finite are skipped (counted in
-        ``History.skipped_batches``), never applied.
+        ``History.skipped_batches``), never applied (see :func:`pushforward.train.step.skip_nonfinite_step`).
+
+    Raises:
+        TrainingDiverged: More than ``max_skipped_fraction`` of the steps were skipped (raised as soon as
+            that is certain); or validation data was given and no validation NLL was finite, or the best one
+            is worse than the untrained flow's by more than 100 nats per dimension (far beyond overfitting:
+            the optimisation blew up). The weights are left as they are; the checkpoint, if any, is kept.
 
     Example:
         >>> from pushforward.flows import RealNVP
@@ -207,7 +221,7 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     if steps is not None and epochs is not None:
         raise ValueError("give steps or epochs, not both")
@@ -219,6 +233,8 @@ def fit(
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if not 0.0 <= max_skipped_fraction <= 1.0:
+        raise ValueError(f"max_skipped_fraction must be in [0, 1], got {max_skipped_fraction}")
     params = [p for p in flow.parameters() if p.requires_grad]
     device = params[0].device if params else None
 
@@ -283,6 +299,11 @@ def fit(
     start_step, start_epoch, skip = 1, 0, 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         ck = load_checkpoint(checkpoint, map_location=device or "cpu")
+        if fingerprint is not None and ck.get("fingerprint") != fingerprint:
+            raise CheckpointError(
+                f"{checkpoint} was written by a run with other data or settings (fingerprint mismatch); "
+                "delete it or pass another checkpoint path"
+            )
         flow.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if sched is not None and ck.get("scheduler") is not None:
@@ -321,19 +342,22 @@ def fit(
                 "n_running": n_running,
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "fingerprint": fingerprint,
             },
             checkpoint,
         )
 
     start = time.perf_counter()
+    if val is not None and start_step == 1:
+        history.initial_val_nll = evaluate_nll(flow, val, batch_size=max(batch_size, 1024))
     flow.train()
     bar = tqdm(
         total=total, initial=start_step - 1, disable=not progress or rank != 0, desc="fit", leave=False
     )
     batches = _batches(loader, sampler, start_epoch, skip)
     epoch, position = start_epoch, skip
+    step = start_step
     try:
-        step = start_step
         while step <= total and not history.stopped_early:
             epoch, index, batch = next(batches)
             position = index + 1
@@ -341,23 +365,16 @@ def fit(
                 epoch, position = epoch + 1, 0
             x, c = _unpack(batch, device)
             loss = -model(x, c).mean()
-            opt.zero_grad(set_to_none=True)
             loss_value, finite = _global_loss(loss, distributed)
-            if not finite:
-                history.skipped_batches += 1
+            if skip_nonfinite_step(loss, params, opt, clip_grad, finite=finite):
+                running += loss_value
+                n_running += 1
+                if callback is not None:
+                    callback(step, loss_value)
             else:
-                loss.backward()
-                max_norm = clip_grad if clip_grad is not None else math.inf
-                norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                if torch.isfinite(norm):
-                    opt.step()
-                    running += loss_value
-                    n_running += 1
-                    if callback is not None:
-                        callback(step, loss_value)
-                else:
-                    opt.zero_grad(set_to_none=True)
-                    history.skipped_batches += 1
+                history.skipped_batches += 1
+                if history.skipped_batches > max_skipped_fraction * total:
+                    raise _diverged(history, step, total)  # can no longer end below the limit
             if sched is not None:
                 sched.step()
             bar.update(1)
@@ -392,6 +409,13 @@ def fit(
         flow.load_state_dict(best_state)
     flow.eval()
     history.seconds += time.perf_counter() - start
+    ran = step - 1
+    if history.skipped_batches > max_skipped_fraction * max(ran, 1):
+        raise _diverged(history, ran, total)
+    if val is not None and history.val_nll and not math.isfinite(history.best_val_nll):
+        raise _diverged(history, ran, total, "nonfinite")
+    if history.best_val_nll > history.initial_val_nll + 100.0 * flow.features:  # False while either is NaN
+        raise _diverged(history, ran, total, "worse")
     if diagnostics:
         from ..diagnostics import invertibility
 
@@ -404,6 +428,30 @@ def fit(
             c_d = c_d.to(device) if c_d is not None and device is not None else c_d
         history.diagnostics = invertibility(flow, x_d, c_d).as_dict()
     return history
+
+
+def _diverged(history: History, step: int, total: int, reason: str = "skipped") -> TrainingDiverged:
+    """The error for a run that skipped too many batches (``reason="skipped"``), reached no finite
+    validation score (``"nonfinite"``) or ended far worse than the untrained flow (``"worse"``)."""
+    if reason == "nonfinite":
+        why = f"no finite validation NLL in {len(history.val_nll)} evaluations"
+    elif reason == "worse":
+        why = (
+            f"the best validation NLL {history.best_val_nll:.4g} is worse than the untrained flow's "
+            f"{history.initial_val_nll:.4g} by more than 100 nats per dimension"
+        )
+    else:
+        why = (
+            f"{history.skipped_batches} of the {step} batches run (of {total} planned) had a non-finite loss "
+            "or gradient and were skipped"
+        )
+    return TrainingDiverged(
+        f"training diverged: {why}; lower the learning rate (or check the data for extreme values)",
+        skipped=history.skipped_batches,
+        steps=step,
+        best_val_nll=history.best_val_nll if history.val_nll else math.nan,
+        history=history,
+    )
 
 
 def _comm_device(device: torch.device | None) -> torch.device:

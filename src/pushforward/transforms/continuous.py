@@ -264,6 +264,12 @@ class ContinuousFlow(Transform):
             kwargs["adjoint_params"] = tuple(dyn.parameters())
         try:
             out = odeint(self.adjoint)(dyn, state, t, **kwargs)
+        except AssertionError as e:  # torchdiffeq asserts when its adaptive step size underflows
+            raise ValueError(
+                f"the ODE solver failed ({' '.join(str(e).split()) or 'assertion'}): the dynamics are too stiff "
+                f"(or not finite) for rtol={self.rtol:g}, atol={self.atol:g} at this input (max |value| "
+                f"{float(x.detach().abs().max()):.3g}); rescale the data, or loosen the tolerances"
+            ) from None
         finally:
             dyn.context, dyn.noise = None, None
         self.nfe = dyn.nfe
