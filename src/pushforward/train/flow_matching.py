@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..flows.core import Flow
 from ..transforms.base import Compose
@@ -128,6 +128,7 @@ def flow_matching_loss(
     context: Tensor | None = None,
     *,
     sigma_min: float = 1e-4,
+    time_exponent: float = 0.0,
     x0: Tensor | None = None,
     u: Tensor | None = None,
 ) -> Tensor:
@@ -139,8 +140,12 @@ def flow_matching_loss(
         x1: Data, ``(batch, D)``.
         context: Context ``(batch, C)`` for a conditional flow.
         sigma_min: :math:`\sigma_{\min}`.
+        time_exponent: :math:`\beta \ge 0`: path times are drawn with density :math:`\propto s^\beta`
+            (0: uniform; larger values put more weight near the data, as flow-matching posterior estimation
+            proposes).
         x0: Base draws (default: sampled from ``flow.base``).
-        u: Uniform numbers in :math:`[0, 1)` choosing layer and time, ``(batch,)`` (default: sampled).
+        u: Positions along the whole path, :math:`u = 1 - s \in [0, 1)` (0 at the data), ``(batch,)``,
+            choosing the layer and its time (default: drawn as above).
 
     Example:
         >>> from pushforward.flows import FFJORD
@@ -151,7 +156,8 @@ def flow_matching_loss(
     if x0 is None:
         x0 = flow.base.sample((x1.shape[0],)).to(x1)
     if u is None:
-        u = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
+        uniform = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
+        u = 1.0 - uniform.pow(1.0 / (1.0 + time_exponent)) if time_exponent else uniform
     k_layers = len(layers)
     scaled = u * k_layers
     k = scaled.floor().clamp(max=k_layers - 1)
@@ -185,6 +191,8 @@ def fit_flow_matching(
     clip_grad: float | None = 5.0,
     schedule: str | None = "cosine",
     sigma_min: float = 1e-4,
+    time_exponent: float = 0.0,
+    embedding: nn.Module | None = None,
     patience: int | None = None,
     eval_every: int | None = None,
     seed: int | None = None,
@@ -201,13 +209,17 @@ def fit_flow_matching(
             ``Compose`` of them (the ``FFJORD`` preset); its dynamics must accept one time per row (the
             default :class:`~pushforward.transforms.TimeMLP` does).
         train: Data ``(N, D)`` (tensor or array), or a ``(data, context)`` tuple for a conditional flow, or a
-            ``DataLoader``.
+            ``DataLoader`` yielding ``x`` or ``(x, context)``.
         val: Validation data in the same forms: enables early stopping on the validation loss (computed with
             base draws and times fixed once, so it is deterministic) and restores the best weights.
         steps, batch_size, lr, weight_decay: Optimisation settings.
         clip_grad: Max gradient norm (``None``: no clipping).
         schedule: ``"cosine"`` annealing to 0, or ``None`` for a constant rate.
         sigma_min: :math:`\sigma_{\min}` of the path, in ``[0, 1)``.
+        time_exponent: :math:`\beta` of the time density :math:`\propto s^\beta` (0: uniform).
+        embedding: Optional network applied to the context before the flow sees it, trained jointly (the
+            contexts in ``train``/``val`` are then its inputs: pass ``DataLoader`` objects); its state is
+            restored with the flow's.
         patience: Stop after this many evaluation rounds without validation improvement.
         eval_every: Steps between evaluation rounds (default: ``steps / 50``, at least 1).
         seed: Seeds shuffling, base draws and times; the global RNG is left untouched.
@@ -215,7 +227,8 @@ def fit_flow_matching(
 
     Returns:
         A :class:`FlowMatchingHistory`. Batches whose loss or gradient is not finite are skipped (counted),
-        never applied; if no batch could be applied, ``FloatingPointError``.
+        never applied; if no batch could be applied, or the validation loss is never finite,
+        ``FloatingPointError``.
 
     Example:
         >>> from pushforward.flows import FFJORD
@@ -232,6 +245,8 @@ def fit_flow_matching(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if not (isinstance(sigma_min, (int, float)) and 0.0 <= sigma_min < 1.0):
         raise ValueError(f"sigma_min must be a number in [0, 1), got {sigma_min!r}")
+    if not (isinstance(time_exponent, (int, float)) and 0.0 <= time_exponent < math.inf):
+        raise ValueError(f"time_exponent must be a finite number >= 0, got {time_exponent!r}")
     if patience is not None and patience <= 0:
         raise ValueError(f"patience must be positive, got {patience}")
     if eval_every is None:
@@ -240,7 +255,10 @@ def fit_flow_matching(
         raise ValueError(f"eval_every must be positive, got {eval_every}")
     if schedule not in (None, "none", "constant", "cosine"):
         raise ValueError(f"schedule must be 'cosine' or None, got {schedule!r}")
-    params = [p for p in flow.parameters() if p.requires_grad]
+    if embedding is not None and not isinstance(embedding, nn.Module):
+        raise TypeError(f"embedding must be an nn.Module, got {type(embedding).__name__}")
+    model = nn.ModuleDict({"flow": flow, **({"embedding": embedding} if embedding is not None else {})})
+    params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the flow has no trainable parameters")
     device = params[0].device
@@ -250,72 +268,62 @@ def fit_flow_matching(
             torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         loader = as_loader(train, flow, batch_size, shuffle=True, name="train", generator=gen)
-        val_set = _fixed_validation(flow, val, device, sigma_min) if val is not None else None
+        val_set = _fixed_validation(flow, val, device, time_exponent) if val is not None else None
+
+        def loss_of(x: Tensor, c: Tensor | None, x0: Tensor | None = None, u: Tensor | None = None) -> Tensor:
+            if embedding is not None and c is not None:
+                c = embedding(c)
+            return flow_matching_loss(
+                flow, x, c, sigma_min=sigma_min, time_exponent=time_exponent, x0=x0, u=u
+            )
+
         return _train(
-            flow,
+            model,
             params,
+            loss_of,
             loader,
             val_set,
             steps,
-            lr,
-            weight_decay,
-            clip_grad,
-            schedule,
-            sigma_min,
-            patience,
-            eval_every,
-            callback,
-            device,
+            _Settings(lr, weight_decay, clip_grad, schedule, patience, eval_every, callback, device),
         )
 
 
-def _fixed_validation(flow: Flow, val: Data, device: torch.device, sigma_min: float) -> list[tuple]:
-    """Validation batches with their base draws and times drawn once (a deterministic validation loss)."""
+@dataclass
+class _Settings:
+    lr: float
+    weight_decay: float
+    clip_grad: float | None
+    schedule: str | None
+    patience: int | None
+    eval_every: int
+    callback: Callable[[int, float], None] | None
+    device: torch.device
+
+
+def _fixed_validation(flow: Flow, val: Data, device: torch.device, time_exponent: float) -> list[tuple]:
+    """Validation batches with their base draws and path positions drawn once (a deterministic loss)."""
     out = []
     for batch in as_loader(val, flow, 4096, shuffle=False, name="val"):
         x, c = _unpack(batch, device)
         x0 = flow.base.sample((x.shape[0],)).to(x)
-        out.append((x, c, x0, torch.rand(x.shape[0], dtype=x.dtype, device=x.device)))
+        uniform = torch.rand(x.shape[0], dtype=x.dtype, device=x.device)
+        out.append((x, c, x0, 1.0 - uniform.pow(1.0 / (1.0 + time_exponent)) if time_exponent else uniform))
     return out
 
 
-@torch.no_grad()
-def _validation_loss(flow: Flow, val_set: list[tuple], sigma_min: float) -> float:
-    total, count = 0.0, 0
-    for x, c, x0, u in val_set:
-        total += float(flow_matching_loss(flow, x, c, sigma_min=sigma_min, x0=x0, u=u)) * x.shape[0]
-        count += x.shape[0]
-    return total / max(count, 1)
-
-
-def _train(
-    flow,
-    params,
-    loader,
-    val_set,
-    steps,
-    lr,
-    weight_decay,
-    clip_grad,
-    schedule,
-    sigma_min,
-    patience,
-    eval_every,
-    callback,
-    device,
-) -> FlowMatchingHistory:
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine" else None
+def _train(model, params, loss_of, loader, val_set, steps: int, cfg: _Settings) -> FlowMatchingHistory:
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cfg.schedule == "cosine" else None
     history = FlowMatchingHistory()
     best_state: dict | None = None
     rounds_without_gain, running, n_running, applied = 0, 0.0, 0, 0
-    max_norm = clip_grad if clip_grad is not None else math.inf
+    max_norm = cfg.clip_grad if cfg.clip_grad is not None else math.inf
     start = time.perf_counter()
-    flow.train()
+    model.train()
     batches = _forever(loader)
     for step in range(1, steps + 1):
-        x, c = _unpack(next(batches), device)
-        loss = flow_matching_loss(flow, x, c, sigma_min=sigma_min)
+        x, c = _unpack(next(batches), cfg.device)
+        loss = loss_of(x, c)
         opt.zero_grad(set_to_none=True)
         value = float(loss.detach())
         if math.isfinite(value):
@@ -324,8 +332,8 @@ def _train(
                 opt.step()
                 applied += 1
                 running, n_running = running + value, n_running + 1
-                if callback is not None:
-                    callback(step, value)
+                if cfg.callback is not None:
+                    cfg.callback(step, value)
             else:
                 opt.zero_grad(set_to_none=True)
                 history.skipped_batches += 1
@@ -333,20 +341,22 @@ def _train(
             history.skipped_batches += 1
         if sched is not None:
             sched.step()
-        if step % eval_every == 0 or step == steps:
+        if step % cfg.eval_every == 0 or step == steps:
             history.train_loss.append(running / n_running if n_running else math.nan)
             history.steps.append(step)
             running, n_running = 0.0, 0
             if val_set is not None:
-                v = _validation_loss(flow, val_set, sigma_min)
+                with torch.no_grad():
+                    total = sum(float(loss_of(x, c, x0, u)) * x.shape[0] for x, c, x0, u in val_set)
+                v = total / sum(b[0].shape[0] for b in val_set)
                 history.val_loss.append(v)
                 if v < history.best_val_loss - 1e-7:
                     history.best_val_loss, history.best_step = v, step
-                    best_state = copy.deepcopy(flow.state_dict())
+                    best_state = copy.deepcopy(model.state_dict())
                     rounds_without_gain = 0
                 else:
                     rounds_without_gain += 1
-                if patience is not None and rounds_without_gain >= patience:
+                if cfg.patience is not None and rounds_without_gain >= cfg.patience:
                     history.stopped_early = True
                     break
     history.seconds = time.perf_counter() - start
@@ -355,10 +365,10 @@ def _train(
             f"flow matching diverged: all {history.skipped_batches} batches had a non-finite loss or gradient"
         )
     if best_state is not None:
-        flow.load_state_dict(best_state)
+        model.load_state_dict(best_state)
     elif val_set is not None:
         raise FloatingPointError("flow matching diverged: the validation loss was never finite")
-    flow.eval()
+    model.eval()
     return history
 
 
