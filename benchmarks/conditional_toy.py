@@ -53,6 +53,13 @@ def plain_adam(log_prob, params, x, c, steps: int, batch: int = 256, lr: float =
         opt.step()
 
 
+def _literal(v: str):
+    try:
+        return float(v) if "." in v else int(v)
+    except ValueError:
+        return None if v == "None" else v
+
+
 def run(variant: str, seed: int, steps: int) -> dict:
     import pushforward
     from pushforward.flows import NSF
@@ -62,8 +69,11 @@ def run(variant: str, seed: int, steps: int) -> dict:
     torch.manual_seed(seed)
     start = time.perf_counter()
     if variant.startswith("pf"):
-        flow = NSF(2, context=2, layers=5, hidden=(64, 64))
-        if variant == "pf_fit":
+        # options after a colon go to NSF, e.g. "pf_fit:mixing=reverse,bound=5"
+        name, _, opts = variant.partition(":")
+        kwargs = {k: _literal(v) for k, v in (o.split("=") for o in opts.split(",") if o)}
+        flow = NSF(2, context=2, layers=5, hidden=(64, 64), **kwargs)
+        if name == "pf_fit":
             pushforward.fit(flow, (x, c), steps=steps, progress=False, seed=seed)
         else:
             flow.train()

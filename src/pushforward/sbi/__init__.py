@@ -1,9 +1,31 @@
 """Simulation-based inference: amortised posteriors from simulations (neural posterior estimation).
 
 :class:`Posterior` wraps any conditional flow with z-scoring, an embedding network and a bijection onto the
-prior's support. pushforward does not depend on the ``sbi`` package.
+prior's support; :func:`NPE` trains one on simulations; :mod:`~pushforward.sbi.diagnostics` checks its
+calibration (SBC ranks, expected coverage). pushforward does not depend on the ``sbi`` package.
 """
 
+from .diagnostics import (
+    CoverageResult,
+    SBCResult,
+    expected_coverage,
+    plot_calibration,
+    rank_uniformity,
+    sbc_ranks,
+)
+from .npe import NPE
 from .posterior import Posterior, prior_support, support_bijection, z_score_stats
 
-__all__ = ["Posterior", "prior_support", "support_bijection", "z_score_stats"]
+__all__ = [
+    "NPE",
+    "CoverageResult",
+    "Posterior",
+    "SBCResult",
+    "expected_coverage",
+    "plot_calibration",
+    "prior_support",
+    "rank_uniformity",
+    "sbc_ranks",
+    "support_bijection",
+    "z_score_stats",
+]
