@@ -339,7 +339,7 @@ def _train(model, params, loss_of, loader, val_set, steps: int, cfg: _Settings) 
                 history.skipped_batches += 1
         else:
             history.skipped_batches += 1
-        if sched is not None:
+        if sched is not None and applied:  # (no schedule step before the first optimizer step)
             sched.step()
         if step % cfg.eval_every == 0 or step == steps:
             history.train_loss.append(running / n_running if n_running else math.nan)
