@@ -33,7 +33,7 @@ def test_recovers_a_conjugate_gaussian_posterior():
             log_q = post.log_prob(points, x0)
         log_p = Independent(Normal(mean, sd), 1).log_prob(points)
         errors = (float(draws.mean() - mean), float(draws.std() - sd), float((log_q - log_p).abs().max()))
-        assert abs(errors[0]) < 0.1 and abs(errors[1]) < 0.08 and errors[2] < 0.25, (x0, errors)
+        assert abs(errors[0]) < 0.1 and abs(errors[1]) < 0.08 and errors[2] < 0.35, (x0, errors)
 
 
 def test_bounded_prior_keeps_every_sample_inside_and_trains_an_embedding():
