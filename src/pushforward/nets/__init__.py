@@ -1,8 +1,21 @@
 """Conditioner networks: they predict the parameters of transformers."""
 
 from .conv import ConvResNet
+from .embedding import CNNEmbedding, DeepSetEmbedding, MLPEmbedding
 from .lipschitz import LipschitzMLP, LipSwish, SpectralLinear
 from .made import MADE, MaskedLinear
 from .mlp import MLP, activation
 
-__all__ = ["MADE", "MLP", "ConvResNet", "LipSwish", "LipschitzMLP", "MaskedLinear", "SpectralLinear", "activation"]
+__all__ = [
+    "MADE",
+    "MLP",
+    "CNNEmbedding",
+    "ConvResNet",
+    "DeepSetEmbedding",
+    "LipSwish",
+    "LipschitzMLP",
+    "MLPEmbedding",
+    "MaskedLinear",
+    "SpectralLinear",
+    "activation",
+]

@@ -10,7 +10,7 @@ A path from :math:`x_j` to output :math:`d` then exists only when :math:`m(j) < 
 on the
 inputs that precede it in the order, exactly the autoregressive property. The context (if any) has degree 0
 and
-feeds every hidden unit.
+feeds every hidden unit; hidden degrees then start at 0, so the first output also depends on the context.
 
 Hidden units are **sorted by degree** (nondecreasing) in every hidden layer, so the units of one degree form
 a contiguous block (:attr:`MADE.hidden_degrees`).
@@ -81,11 +81,14 @@ def made_degrees(features: int, order: str | Sequence[int] | Tensor = "natural",
     return degrees
 
 
-def _hidden_degrees(units: int, features: int) -> Tensor:
+def _hidden_degrees(units: int, features: int, context: bool = False) -> Tensor:
     # spread degrees 1..D-1 evenly over the units, then sort (nondecreasing) so each degree is one block.
+    # With a context, degrees start at 0: degree-0 units see the context only and are the first output's
+    # only path from the context (without them its parameters would not depend on the context at all).
     if features == 1:
         return torch.zeros(units, dtype=torch.long)
-    return (torch.arange(units) % (features - 1) + 1).sort().values
+    low = 0 if context else 1
+    return (torch.arange(units) % (features - low) + low).sort().values
 
 
 class MADE(nn.Module):
@@ -166,7 +169,7 @@ class MADE(nn.Module):
         self.register_buffer("order", torch.argsort(deg_in))
         deg_out = deg_in.repeat_interleave(out_per_feature)  # output d*P + p has the degree of feature d
 
-        self.hidden_degrees: list[Tensor] = [_hidden_degrees(h, features) for h in hidden]
+        self.hidden_degrees: list[Tensor] = [_hidden_degrees(h, features, context > 0) for h in hidden]
         self.act = make_activation(activation)
         self.context_net = (
             nn.Linear(context, hidden[0] if hidden else features * out_per_feature) if context else None

@@ -1,15 +1,19 @@
-"""Training loops: maximum likelihood (:func:`fit`) and memory-saving reversible backprop."""
+"""Training loops: maximum likelihood (:func:`fit`), flow matching for continuous flows
+(:func:`fit_flow_matching`) and memory-saving reversible backprop."""
 
 from .fit import History, evaluate_nll, fit
+from .flow_matching import FlowMatchingHistory, fit_flow_matching
 from .reversible import ReversibleCompose, saved_tensor_bytes
 from .step import TrainingDiverged, skip_nonfinite_step
 
 __all__ = [
+    "FlowMatchingHistory",
     "History",
     "ReversibleCompose",
     "TrainingDiverged",
     "evaluate_nll",
     "fit",
+    "fit_flow_matching",
     "saved_tensor_bytes",
     "skip_nonfinite_step",
 ]

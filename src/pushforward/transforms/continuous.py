@@ -58,9 +58,14 @@ class TimeMLP(nn.Module):
     Reference: Grathwohl, Chen, Bettencourt, Sutskever & Duvenaud, "FFJORD: Free-form Continuous Dynamics
     for Scalable Reversible Generative Models", ICLR 2019.
 
+    ``t`` is a scalar (the ODE solver's time) or one time per row, shape ``(batch,)`` (flow-matching
+    training evaluates the field at a different time for every sample).
+
     Example:
         >>> f = TimeMLP(2, hidden=(32, 32))
         >>> f(torch.tensor(0.5), torch.randn(4, 2)).shape
+        torch.Size([4, 2])
+        >>> f(torch.rand(4), torch.randn(4, 2)).shape
         torch.Size([4, 2])
     """
 
@@ -86,7 +91,10 @@ class TimeMLP(nn.Module):
         self.activations = nn.ModuleList(make_activation(activation) for _ in hidden)
 
     def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
-        tc = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(1, 1).expand(z.shape[0], 1)
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+        if t.numel() not in (1, z.shape[0]):
+            raise ValueError(f"t must be a scalar or hold one time per row ({z.shape[0]}), got {t.numel()}")
+        tc = t.reshape(-1, 1).expand(z.shape[0], 1)  # one time for all rows, or one per row
         if self.context:
             if context is None:
                 raise ValueError(f"this network expects a context of {self.context} features, got None")

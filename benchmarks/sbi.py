@@ -1,0 +1,152 @@
+"""NPE on sbibm tasks: pushforward vs the sbi package, C2ST against the reference posteriors (issue 16).
+
+Needs the ``bench`` extra plus sbibm without its (outdated) pins::
+
+    .venv/bin/pip install -c constraints.txt -e ".[bench]"
+    .venv/bin/pip install --no-deps sbibm      # then its light import needs: pandas, future, autograd
+
+For each task and simulation budget, both methods train **once** on the same simulations (amortised
+posteriors), then draw 10,000 posterior samples for each observation and score them with sbibm's C2ST
+(MLP classifier with two hidden layers of 10·dim, 5-fold cross-validation, z-scored on the reference
+samples; 0.5 is a perfect posterior). Train time is wall-clock seconds. Results are appended to a JSON
+file after every (task, method, observation), so a run cut short keeps what it finished.
+
+* ``pushforward``: :func:`pushforward.sbi.NPE` with its defaults (NSF, 5 layers of (64, 64), 8 bins,
+  z-scored θ and x, bijection onto the prior's support, 10 % validation, early stopping after 20 epochs).
+* ``fmpe``: :func:`pushforward.sbi.FMPE` with its defaults (flow-matching posterior estimation: FFJORD
+  field of (64, 64, 64), exact-trace ODE, the same z-scoring, support bijection and early stopping).
+* ``sbi``: ``sbi.inference.NPE(prior)`` with its defaults (MAF, 5 transforms of 50 hidden units).
+
+Run: ``python benchmarks/sbi.py --tasks two_moons slcp gaussian_linear --simulations 10000
+--observations 1 2 3 --out benchmarks/results/issue16/sbi_10k.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# this file is called sbi.py: keep its folder off the path so that ``import sbi`` finds the package
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def simulate(task, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    theta = task.get_prior()(num_samples=n)
+    x = task.get_simulator()(theta)
+    keep = torch.isfinite(x).all(1)
+    return theta[keep], x[keep]
+
+
+def train_pushforward(task, theta, x, seed: int):
+    from pushforward.sbi import NPE
+
+    post = NPE(task.get_prior_dist(), theta, x, seed=seed)
+
+    def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
+        return post.sample(n, x_o.reshape(-1))
+
+    return sample, {"epochs": len(post.history.val_nll), "best_val_nll": post.history.best_val_nll}
+
+
+def train_fmpe(task, theta, x, seed: int):
+    from pushforward.sbi import FMPE
+
+    post = FMPE(task.get_prior_dist(), theta, x, seed=seed)
+
+    def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
+        return post.sample(n, x_o.reshape(-1))
+
+    return sample, {"evaluations": len(post.history.val_loss), "best_val_fm_loss": post.history.best_val_loss}
+
+
+def train_sbi(task, theta, x, seed: int):
+    from sbi.inference import NPE as SbiNPE
+
+    torch.manual_seed(seed)
+    inference = SbiNPE(prior=task.get_prior_dist(), show_progress_bars=False)
+    inference.append_simulations(theta, x).train()
+    posterior = inference.build_posterior()
+
+    def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
+        return posterior.sample((n,), x=x_o, show_progress_bars=False)
+
+    return sample, {"epochs": int(inference.summary["epochs_trained"][-1])}
+
+
+METHODS = {"pushforward": train_pushforward, "fmpe": train_fmpe, "sbi": train_sbi}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["two_moons", "slcp", "gaussian_linear"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--simulations", type=int, default=10_000)
+    ap.add_argument("--observations", nargs="+", type=int, default=list(range(1, 11)))
+    ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/issue16/sbi.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import sbibm
+    from sbibm.metrics import c2st
+
+    from pushforward.checks import set_validation
+
+    set_validation(False)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    results["settings"] = vars(args)
+    for name in args.tasks:
+        task = sbibm.get_task(name)
+        theta, x = simulate(task, args.simulations, args.seed)
+        for method in args.methods:
+            start = time.perf_counter()
+            sample, info = METHODS[method](task, theta, x, args.seed)
+            train_seconds = time.perf_counter() - start
+            print(f"{name} {method}: trained in {train_seconds:.0f} s {info}", flush=True)
+            for j in args.observations:
+                x_o = task.get_observation(num_observation=j)
+                reference = task.get_reference_posterior_samples(num_observation=j)[: args.samples]
+                torch.manual_seed(args.seed + j)
+                s0 = time.perf_counter()
+                samples = sample(args.samples, x_o)
+                sample_seconds = time.perf_counter() - s0
+                score = float(c2st(reference, samples)[0])
+                row = {
+                    "task": name,
+                    "method": method,
+                    "simulations": args.simulations,
+                    "observation": j,
+                    "c2st": score,
+                    "train_seconds": train_seconds,
+                    "sample_seconds": sample_seconds,
+                    "load": os.getloadavg(),
+                    **info,
+                }
+                results["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                out.write_text(json.dumps(results, indent=1))
+    summary: dict[str, dict] = {}
+    for r in results["rows"]:
+        key = f"{r['task']}/{r['method']}/{r['simulations']}"
+        summary.setdefault(key, {"c2st": [], "train_seconds": r["train_seconds"]})["c2st"].append(r["c2st"])
+    for key, s in summary.items():
+        s["mean_c2st"] = sum(s["c2st"]) / len(s["c2st"])
+        print(
+            f"{key}: mean C2ST {s['mean_c2st']:.3f} over {len(s['c2st'])} obs, train {s['train_seconds']:.0f} s"
+        )
+    results["summary"] = summary
+    out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

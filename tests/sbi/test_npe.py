@@ -1,0 +1,72 @@
+"""NPE: training on simulations, bounded priors, embeddings, conjugate-Gaussian recovery (issue 16)."""
+
+import pytest
+import torch
+from torch.distributions import Independent, MultivariateNormal, Normal, Uniform
+
+from pushforward.nets.embedding import DeepSetEmbedding
+from pushforward.sbi import NPE, Posterior
+
+
+def _gaussian_simulations(n, sigma=0.5, dim=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(n, dim, generator=g)
+    return theta, theta + sigma * torch.randn(n, dim, generator=g)
+
+
+def test_npe_returns_a_trained_posterior_on_a_box_prior():
+    prior = Independent(Uniform(torch.zeros(2), torch.ones(2)), 1)
+    g = torch.Generator().manual_seed(0)
+    theta = torch.rand(400, 2, generator=g)
+    x = theta + 0.05 * torch.randn(400, 2, generator=g)
+    post = NPE(prior, theta, x, layers=1, hidden=(16, 16), max_epochs=3, seed=0)
+    assert isinstance(post, Posterior)
+    assert len(post.history.val_nll) == 3 and post.history.val_nll[-1] < post.history.val_nll[0]
+    samples = post.sample(500, torch.tensor([0.5, 0.99]))
+    assert bool(((samples > 0) & (samples < 1)).all())
+
+
+def test_npe_rejects_bad_simulations():
+    prior = Independent(Uniform(torch.zeros(1), torch.ones(1)), 1)
+    theta = torch.rand(50, 1)
+    with pytest.raises(ValueError, match="outside the prior's support"):
+        NPE(prior, theta + 2.0, theta, max_epochs=1)
+    with pytest.raises(ValueError, match="rows"):
+        NPE(prior, theta, theta[:40], max_epochs=1)
+    with pytest.raises(ValueError, match="embedding"):
+        NPE(prior, theta, torch.randn(50, 3, 3), max_epochs=1)
+    with pytest.raises(ValueError, match="non-finite"):
+        NPE(prior, theta, theta.clone().fill_(float("nan")), max_epochs=1)
+
+
+def test_npe_with_a_deep_set_embedding_on_iid_observations():
+    torch.manual_seed(0)
+    theta = torch.randn(300, 1)
+    x = theta[:, None, :] + torch.randn(300, 5, 1)  # 5 iid observations per simulation
+    embedding = DeepSetEmbedding(1, 4, hidden=(16,), latent=8)
+    post = NPE(
+        Normal(torch.zeros(1), 1.0), theta, x, embedding=embedding, layers=1, hidden=(16, 16), max_epochs=2
+    )
+    x_o = torch.randn(5, 1)
+    lp = post.log_prob(torch.zeros(3, 1), x_o)
+    assert torch.allclose(lp, post.log_prob(torch.zeros(3, 1), x_o.flip(0)), atol=1e-5)
+    assert post.sample(4, x_o).shape == (4, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_npe_recovers_a_conjugate_gaussian_posterior(dtype):
+    # θ ~ N(0, I), x | θ ~ N(θ, σ² I): the posterior is N(x / (1 + σ²), σ² / (1 + σ²) I)
+    sigma = 0.5
+    theta, x = _gaussian_simulations(3000, sigma, dim=2)
+    prior = MultivariateNormal(torch.zeros(2), torch.eye(2))
+    post = NPE(
+        prior, theta.to(dtype), x.to(dtype), layers=2, hidden=(32, 32), max_epochs=150, patience=10, seed=0
+    )
+    torch.manual_seed(1)
+    x_o = torch.tensor([1.0, -0.5], dtype=dtype)
+    samples = post.sample(20000, x_o)
+    assert samples.dtype == dtype
+    mean, std = x_o / (1 + sigma**2), (sigma**2 / (1 + sigma**2)) ** 0.5
+    assert torch.allclose(samples.mean(0), mean, atol=0.06)
+    assert torch.allclose(samples.std(0), torch.full_like(mean, std), rtol=0.12)
