@@ -6,6 +6,7 @@ which live in :mod:`pushforward.transforms.manifold`, beside the transforms buil
 that module's ``__all__`` is available here.
 
 Example:
+    >>> import torch
     >>> from pushforward.manifolds import sphere_projection
     >>> sphere_projection(torch.tensor([[3.0, 4.0]]))
     tensor([[0.6000, 0.8000]])

@@ -269,7 +269,12 @@ def write_report(
         pairs: Column names for the pair plots (default: the first six).
 
     Example:
-        >>> write_report(FlowModel.load("model.safetensors"), x, "report.html")  # doctest: +SKIP
+        >>> import numpy as np
+        >>> from pushforward.io import FlowModel
+        >>> x = np.random.default_rng(0).normal(size=(200, 2))
+        >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
+        >>> write_report(model, x, "report.html", pairs=["x0", "x1"]).suffix
+        '.html'
     """
     from . import __version__
     from .train.checkpoint import atomic_write_bytes

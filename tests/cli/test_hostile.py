@@ -38,12 +38,13 @@ def data(tmp_path):
 def test_resume_refuses_a_checkpoint_from_other_data_and_announces_resuming(data, tmp_path):
     a, b = data
     m = tmp_path / "m.safetensors"
-    assert run("fit", a, *SMALL, "--steps", "6", "--out", m)[0] == 0
-    rc, _, err = run("fit", b, *SMALL, "--steps", "6", "--out", m, "--resume")
+    ck = ("--checkpoint", tmp_path / "m.ckpt")  # an explicit checkpoint is kept after success
+    assert run("fit", a, *SMALL, "--steps", "6", "--out", m, *ck)[0] == 0
+    rc, _, err = run("fit", b, *SMALL, "--steps", "6", "--out", m, *ck, "--resume")
     assert one_error_line(rc, err) and "other data or settings" in err
-    rc, _, err = run("fit", a, *SMALL, "--steps", "6", "--lr", "0.002", "--out", m, "--resume")
+    rc, _, err = run("fit", a, *SMALL, "--steps", "6", "--lr", "0.002", "--out", m, *ck, "--resume")
     assert one_error_line(rc, err)  # other options: refused too
-    rc, _, err = run("fit", a, *SMALL, "--steps", "6", "--out", m, "--resume")
+    rc, _, err = run("fit", a, *SMALL, "--steps", "6", "--out", m, *ck, "--resume")
     assert rc == 0 and "resuming from" in err and "step 6 of 6" in err
 
 

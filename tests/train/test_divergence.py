@@ -89,7 +89,7 @@ def test_cli_fit_divergence_exits_nonzero_without_writing(tmp_path):
     out = tmp_path / "m.safetensors"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        argv = "fit D --flow maf --layers 2 --hidden 16 --steps 150 --lr 10 --batch-size 64 --no-progress --out M"
+        argv = "fit D --flow maf --layers 2 --hidden 16 --steps 150 --lr 1000 --batch-size 64 --no-progress --out M"
         rc = main([{"D": str(tmp_path / "d.csv"), "M": str(out)}.get(a, a) for a in argv.split()])
     lines = [ln for ln in err.getvalue().splitlines() if "error" in ln]
     assert rc == 1 and not out.exists()

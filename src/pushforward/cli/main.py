@@ -451,8 +451,8 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     x, kept = _screen_rows(a, x, columns, log)
     if kept is not None and context is not None:
         context = context[kept]
-    _check_cost(a, preset, options, x.shape, log)
     sized = _data_sized_settings(a, preset, options, x.shape[0], log)
+    _check_cost(a, preset, options, x.shape, sized, log)
     build_flow(preset, tuple(a.event_shape) if a.event_shape else x.shape[1], options=options)  # fail early
     support = _fit_support(a, x, columns, log)
     checkpoint = a.checkpoint or str(out) + ".ckpt"
@@ -656,7 +656,7 @@ def _screen_rows(a: argparse.Namespace, x, columns, log):
     return x, None
 
 
-def _check_cost(a: argparse.Namespace, preset: str, options: dict, shape, log) -> None:
+def _check_cost(a: argparse.Namespace, preset: str, options: dict, shape, sized: dict, log) -> None:
     """For wide data, estimate the flow's size before building it, and refuse one that would not fit."""
     from ..data.screen import estimate_cost
     from ..io import build_flow
@@ -665,7 +665,7 @@ def _check_cost(a: argparse.Namespace, preset: str, options: dict, shape, log) -
     if features <= 64 or a.event_shape:
         return
     est = estimate_cost(
-        lambda d: build_flow(preset, d, options=options), features, rows, a.batch_size, a.steps or 1000
+        lambda d: build_flow(preset, d, options=options), features, rows, sized["batch_size"], sized["steps"]
     )
     limit = a.max_memory_gb * 2**30 if a.max_memory_gb else _physical_memory() / 2
     text = (

@@ -26,7 +26,8 @@ nearest level.
 
 Example:
     >>> import numpy as np
-    >>> x = np.array([[1.0, 0.0], [2.5, 1.0], [0.3, 1.0], [4.0, 0.0]])
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.stack([rng.gamma(2.0, size=50), rng.integers(0, 2, size=50)], axis=1).astype(float)
     >>> sup = detect_support(x)
     >>> [s.kind for s in sup], sup[1].levels
     (['positive', 'interval'], [0.0, 1.0])

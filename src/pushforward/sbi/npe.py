@@ -36,6 +36,7 @@ class _LatentObjective(nn.Module):
         super().__init__()
         self.posterior = posterior
         self.event_shape = (posterior.dim,)
+        self.features = posterior.dim
         self.context_features = posterior.flow.context_features
 
     def log_prob(self, v: Tensor, x: Tensor) -> Tensor:
