@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-from pushforward.data.images import DequantizedFlow, load_mnist, save_image_grid, uniform_dequantize
+from pushforward.analysis.images import save_image_grid
+from pushforward.data.images import load_mnist, uniform_dequantize
+from pushforward.flows.dequantization import DequantizedFlow
 from pushforward.flows.image import Glow, RealNVPImage, interpolate, sample
 
 LEVELS = 256

@@ -34,7 +34,7 @@ def build(reversible: bool, steps: int, hidden: int):
 
 
 def one_mode(mode: str, batch: int, steps: int, hidden: int) -> dict:
-    from pushforward.train.reversible import saved_tensor_bytes
+    from pushforward.transforms.reversible import saved_tensor_bytes
 
     torch.set_num_threads(1)
     flow = build(mode == "reversible", steps, hidden)

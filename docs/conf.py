@@ -109,7 +109,7 @@ def generate_api_pages() -> None:
         "\nThe names exported at the top level are documented on the page of the module that defines them:"
     )
     top.append(" :class:`~pushforward.flows.core.Flow`, :func:`~pushforward.train.fit.fit`,")
-    top.append(" :func:`~pushforward.vi.fit_vi`, :func:`~pushforward.montecarlo.expectation`,")
+    top.append(" :func:`~pushforward.inference.vi.fit_vi`, :func:`~pushforward.inference.montecarlo.expectation`,")
     top.append(" :class:`~pushforward.sklearn.FlowDensity`, :func:`~pushforward.checks.set_validation`.\n")
     _write(out / "pushforward.rst", "".join(top))
     pages.append("pushforward")

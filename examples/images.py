@@ -20,15 +20,11 @@ from pathlib import Path
 
 import torch
 
-from pushforward.data.images import (
-    DequantizedFlow,
-    VariationalDequantizer,
-    fit_images,
-    load_digits_images,
-    one_hot,
-    save_image_grid,
-)
+from pushforward.analysis.images import save_image_grid
+from pushforward.data.images import load_digits_images, one_hot
+from pushforward.flows.dequantization import DequantizedFlow, VariationalDequantizer
 from pushforward.flows.image import Glow, conceptual_compression, interpolate, sample
+from pushforward.train.images import fit_images
 
 LEVELS = 17
 

@@ -2,7 +2,7 @@
 against NUTS on the raw target.
 
 1. Fit a RealNVP flow to the funnel with :func:`pushforward.fit_vi` (reverse KL, reparameterised samples).
-2. Run Pyro's NUTS on the raw funnel and on the pulled-back target (:func:`pushforward.mcmc.neutra`),
+2. Run Pyro's NUTS on the raw funnel and on the pulled-back target (:func:`pushforward.inference.mcmc.neutra`),
    with the same number of draws, warm-up and adaptation.
 3. Compare the effective sample size of the funnel's log-scale variable v = x[0] per gradient evaluation,
    and plot (v, x1) scatter plots and traces of v next to exact samples.
@@ -30,7 +30,7 @@ import torch
 from pushforward import fit_vi
 from pushforward.data import neal_funnel_sample, target_log_density
 from pushforward.flows import RealNVP
-from pushforward.mcmc import neutra, nuts
+from pushforward.inference.mcmc import neutra, nuts
 
 
 def main() -> None:

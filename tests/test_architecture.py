@@ -22,16 +22,18 @@ PACKAGE = SRC / "pushforward"
 # names relative to ``pushforward`` (a package name covers everything below it). Keep in sync with the
 # diagram in docs/CONTRIBUTING.md.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundations", ["checks", "inversion", "estimators"]),
-    ("building blocks", ["nets", "transformers", "data"]),
+    ("foundations", ["checks", "inversion", "estimators", "_moved", "_version"]),
+    ("building blocks", ["nets", "transformers"]),
     ("transforms", ["transforms", "manifolds"]),
     ("distributions", ["distributions"]),
+    ("data", ["data"]),
     ("flows", ["flows"]),
     ("analysis", ["analysis"]),
     ("training", ["train"]),
     ("inference", ["inference", "sbi"]),
     ("applications", ["io", "report", "sklearn"]),
     ("command line", ["cli", "__main__"]),
+    ("deprecated aliases", ["vi", "mcmc", "montecarlo", "diagnostics", "anomaly"]),
 ]
 
 

@@ -36,10 +36,10 @@ def _module_names() -> list[str]:
 MODULES = _module_names()
 # Modules whose examples train a small model or run a sampler: a few seconds each.
 SLOW = {
-    "pushforward.anomaly",
+    "pushforward.analysis.anomaly",
     "pushforward.sklearn",
     "pushforward.report",
-    "pushforward.mcmc",
+    "pushforward.inference.mcmc",
     "pushforward.flows.continuous",
 }
 

@@ -128,7 +128,7 @@ def test_samples_stay_in_detected_support_and_densities_integrate_out():
 
 
 def test_cross_fitted_scores_calibrate_anomaly_thresholds():
-    from pushforward.anomaly import AnomalyDetector
+    from pushforward.analysis.anomaly import AnomalyDetector
 
     X = np.random.default_rng(6).normal(size=(200, 2))
     est = FlowDensity(steps=40, ensemble=3).fit(X)

@@ -116,8 +116,8 @@ print(
 # -----------
 # The same model file loads in Python as a :class:`~pushforward.io.FlowModel`, whose ``log_prob`` takes rows
 # in the units of the data (the standardisation is part of the model, and its Jacobian is included).
-# :class:`~pushforward.anomaly.AnomalyDetector` wraps the threshold logic.
-from pushforward.anomaly import AnomalyDetector
+# :class:`~pushforward.analysis.anomaly.AnomalyDetector` wraps the threshold logic.
+from pushforward.analysis.anomaly import AnomalyDetector
 from pushforward.io import FlowModel
 
 model = FlowModel.load(work / "cancer.safetensors")

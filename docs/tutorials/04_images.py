@@ -31,9 +31,11 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from pushforward.data.images import DequantizedFlow, fit_images, load_digits_images
+from pushforward.data.images import load_digits_images
 from pushforward.flows import Glow
+from pushforward.flows.dequantization import DequantizedFlow
 from pushforward.flows.image import interpolate, sample
+from pushforward.train.images import fit_images
 
 torch.manual_seed(0)
 torch.set_num_threads(1)

@@ -5,14 +5,13 @@ See :mod:`pushforward.transforms.base` for the full contract.
 """
 
 from . import distributions, flows, manifolds, nets, transformers, transforms
+from ._version import __version__ as __version__
 from .checks import set_validation
 from .flows.core import Flow
-from .montecarlo import Estimate, expectation
+from .inference.montecarlo import Estimate, expectation
+from .inference.vi import VIResult, fit_vi
 from .train.fit import History, fit
 from .train.step import TrainingDiverged
-from .vi import VIResult, fit_vi
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

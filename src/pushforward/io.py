@@ -174,7 +174,7 @@ def save_model(path: str | Path, flow: Flow, config: dict) -> None:
     """Write ``flow``'s weights and ``config`` (JSON-serialisable) to one safetensors file, atomically."""
     from safetensors.torch import save
 
-    from . import __version__
+    from ._version import __version__
     from .train.checkpoint import atomic_write_bytes
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in flow.state_dict().items()}

@@ -276,7 +276,7 @@ def write_report(
         >>> write_report(model, x, "report.html", pairs=["x0", "x1"]).suffix
         '.html'
     """
-    from . import __version__
+    from ._version import __version__
     from .train.checkpoint import atomic_write_bytes
 
     x = model.check_data(data)

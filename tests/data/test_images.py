@@ -11,22 +11,22 @@ import numpy as np
 import pytest
 import torch
 
+from pushforward.analysis.images import save_image_grid
 from pushforward.data.images import (
-    MNIST_PATH,
-    DequantizedFlow,
-    VariationalDequantizer,
     bits_per_dim,
     discrete_log_likelihood_bound,
-    fit_images,
     load_digits_images,
     load_mnist,
     one_hot,
     read_idx,
-    save_image_grid,
     uniform_dequantize,
 )
+from pushforward.flows.dequantization import DequantizedFlow, VariationalDequantizer
 from pushforward.flows.image import Glow
+from pushforward.train.images import fit_images
 from pushforward.transforms.elementwise import log_normal_pdf
+
+MNIST_PATH = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"  # the project's data, beside it
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pushforward.flows import MAF, NSF, RealNVP
-from pushforward.nets import MADE, fast_linear, made_fast
+from pushforward.nets import MADE, fast_linear, masked_blocks
 
 
 def _perturbed(flow, dtype=torch.float32, seed=0):
@@ -101,13 +101,13 @@ def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
     made = _perturbed(MADE(43, 2, (512, 512), residual=residual, zero_init=False), dtype)
     x = torch.randn(512, 43, dtype=dtype, generator=torch.Generator().manual_seed(0), requires_grad=True)
     used = []
-    real = made_fast._BlockTriangularLinear.apply
+    real = masked_blocks._BlockTriangularLinear.apply
 
     def spy(*args):
         used.append(1)
         return real(*args)
 
-    monkeypatch.setattr(made_fast._BlockTriangularLinear, "apply", spy)
+    monkeypatch.setattr(masked_blocks._BlockTriangularLinear, "apply", spy)
     outs = []
     for block in (False, True):
         made.block_sparse = block
@@ -122,6 +122,6 @@ def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
 
 def test_small_layers_stay_dense(monkeypatch):
     """A 2-D MADE skips too little work for row blocks to pay: the dense masked product runs."""
-    monkeypatch.setattr(made_fast._BlockTriangularLinear, "apply", None)  # would fail if called
+    monkeypatch.setattr(masked_blocks._BlockTriangularLinear, "apply", None)  # would fail if called
     made = MADE(2, 2, (128, 128), zero_init=False)
     made(torch.randn(512, 2)).sum().backward()

@@ -111,10 +111,15 @@ def test_supports_only_degree_sorted_mades():
     assert supports_one_pass(MADE(3, 2, (8, 8), residual=True, context=1))
     assert not supports_one_pass(nn.Linear(3, 6))
 
-    class Custom(MADE):  # a subclass may change forward: never assume its structure
+    class Custom(MADE):  # a subclass that changes forward computes something else: never assume it
+        def forward(self, x, context=None):
+            return super().forward(x, context) * 2
+
+    class Renamed(MADE):  # same forward: the one-pass inverse still applies
         pass
 
     assert not supports_one_pass(Custom(3, 2, (8,)))
+    assert supports_one_pass(Renamed(3, 2, (8,)))
     shuffled = MADE(4, 2, (12,))
     shuffled.hidden_degrees[0] = shuffled.hidden_degrees[0].flip(0)
     assert not supports_one_pass(shuffled)
@@ -130,10 +135,10 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 def test_block_sparse_forward_equals_dense(case, monkeypatch):
-    """MADE.forward skips zero weight blocks (made_block_forward): same values and gradients as dense."""
-    from pushforward.nets import made_fast
+    """MADE.forward skips zero weight blocks (masked_blocks.masked_linear): same values and gradients as dense."""
+    from pushforward.nets import masked_blocks
 
-    monkeypatch.setattr(made_fast, "BLOCK_MIN_SKIPPED_MACS", 0)  # small shapes: force the block path
+    monkeypatch.setattr(masked_blocks, "BLOCK_MIN_SKIPPED_MACS", 0)  # small shapes: force the block path
     case = dict(case)
     D, P, hidden = case.pop("D"), case.pop("P"), case.pop("hidden")
     made = _random_made(D, 4 * P, tuple(4 * h for h in hidden), **case)  # wide enough to be chunked
@@ -152,7 +157,7 @@ def test_block_sparse_forward_equals_dense(case, monkeypatch):
 
 
 def test_row_chunks_skip_columns():
-    from pushforward.nets.made_fast import row_chunks
+    from pushforward.nets.masked_blocks import row_chunks
 
     made = MADE(8, 2, (64,))
     chunks = row_chunks(made.layers[0].mask, 4)

@@ -6,7 +6,6 @@ import torch
 
 from pushforward.flows.image import Glow, RealNVPImage
 from pushforward.nets import ConvResNet
-from pushforward.train.reversible import ReversibleCompose
 from pushforward.transforms import (
     ActNorm,
     AffineCoupling,
@@ -20,6 +19,7 @@ from pushforward.transforms import (
     channel_mask,
     checkerboard_mask,
 )
+from pushforward.transforms.reversible import ReversibleCompose
 
 from . import Case, normal_sampler, uniform_sampler, warmed
 

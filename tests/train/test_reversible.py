@@ -9,7 +9,6 @@ import torch
 
 from pushforward.flows.image import Glow, RealNVPImage
 from pushforward.nets import ConvResNet
-from pushforward.train.reversible import ReversibleCompose, saved_tensor_bytes
 from pushforward.transforms import (
     ActNorm,
     AffineCoupling,
@@ -19,6 +18,7 @@ from pushforward.transforms import (
     Squeeze,
     channel_mask,
 )
+from pushforward.transforms.reversible import ReversibleCompose, saved_tensor_bytes
 
 torch.set_num_threads(1)
 SHAPE = (4, 4, 4)

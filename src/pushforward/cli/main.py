@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Normalizing flows on tabular data: fit, sample, score, report; plus a 2-D demo.",
         epilog="Run 'pushforward COMMAND --help' for the options of each command.",
     )
-    from .. import __version__
+    from .._version import __version__
 
     p.add_argument("--version", action="version", version=f"pushforward {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -838,7 +838,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if a.typicality:
-        from ..anomaly import TypicalityTest
+        from ..analysis.anomaly import TypicalityTest
 
         v = model.validation
         test = TypicalityTest(batch_size=1).fit(np.asarray(v["quantiles"]))
@@ -857,7 +857,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 def _threshold_uncertainty(model, quantile: float) -> str:
     """``, 90% interval [lo, hi] over N rows`` for a stored validation quantile; warns when N is too small."""
-    from ..anomaly import quantile_levels_interval, threshold_warning
+    from ..analysis.anomaly import quantile_levels_interval, threshold_warning
 
     n = int((model.validation or {}).get("n", 0))
     if n < 2:

@@ -1,9 +1,8 @@
 """Datasets: seeded 2-D toy densities and loaders."""
 
+from .._moved import moved_names
 from . import uci  # noqa: F401  (pushforward.data.uci.load)
 from .images import (
-    DequantizedFlow,
-    VariationalDequantizer,
     bits_per_dim,
     load_digits_images,
     load_mnist,
@@ -31,8 +30,6 @@ __all__ = [
     "ENTROPY",
     "TARGETS",
     "TOY_DENSITIES",
-    "DequantizedFlow",
-    "VariationalDequantizer",
     "banana_log_prob",
     "banana_sample",
     "bits_per_dim",
@@ -48,3 +45,11 @@ __all__ = [
     "toy",
     "uniform_dequantize",
 ]
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "DequantizedFlow": "pushforward.flows.dequantization",
+        "VariationalDequantizer": "pushforward.flows.dequantization",
+    },
+)

@@ -26,12 +26,12 @@ from torch import Tensor, nn
 
 from ..distributions.base import Distribution, StandardNormal, _sample_shape
 from ..nets.conv import ConvResNet
-from ..train.reversible import ReversibleCompose
 from ..transforms.base import Compose, Transform
 from ..transforms.conv import EmergingConv, FourierConv
 from ..transforms.coupling import AffineCoupling
 from ..transforms.elementwise import ActNorm, Logit
 from ..transforms.image import InvConv1x1, MultiScale, Squeeze, channel_mask, checkerboard_mask, image_shape
+from ..transforms.reversible import ReversibleCompose
 from .core import Flow
 
 __all__ = [

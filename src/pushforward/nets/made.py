@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .fast_linear import linear as _linear
+from .masked_blocks import LayerPlan, masked_linear
 from .mlp import activation as make_activation
 
 __all__ = ["MADE", "MaskedLinear", "made_degrees"]
@@ -48,8 +49,19 @@ class MaskedLinear(nn.Linear):
         if tuple(mask.shape) != (out_features, in_features):
             raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {(out_features, in_features)}")
         self.register_buffer("mask", mask.to(self.weight.dtype))
+        #: Evaluate block by block (:func:`~pushforward.nets.masked_blocks.masked_linear`: skips the all-zero
+        #: blocks when that saves enough work; equal up to summation order); ``False``: one dense product.
+        self.block_sparse = True
+        self.plan = LayerPlan(self.mask)
+        self.register_load_state_dict_post_hook(MaskedLinear._replan)
+
+    @staticmethod
+    def _replan(module: MaskedLinear, incompatible_keys: object) -> None:
+        module.plan = LayerPlan(module.mask)  # a loaded mask may differ from the constructed one
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.block_sparse and not torch.compiler.is_compiling():  # eager only: compile traces the dense op
+            return masked_linear(x, self.weight, self.bias, self.mask, self.plan)
         return _linear(x, self.weight * self.mask, self.bias)  # F.linear unless the oneDNN backend is chosen
 
 
@@ -125,10 +137,18 @@ class MADE(nn.Module):
         torch.Size([8, 4, 2])
     """
 
-    #: Evaluate with :func:`pushforward.nets.made_fast.made_block_forward` (skips all-zero weight blocks when
-    #: that saves enough work; equal up to floating-point summation order). ``False`` gives the plain dense
-    #: masked layers. Under ``torch.compile`` the dense layers are traced (one graph, no custom autograd).
-    block_sparse: bool = True
+    @property
+    def block_sparse(self) -> bool:
+        """Whether the masked layers skip their all-zero weight blocks (see
+        :mod:`pushforward.nets.masked_blocks`); ``False`` gives plain dense masked layers. Under
+        ``torch.compile`` the dense layers are traced (one graph, no custom autograd)."""
+        return all(m.block_sparse for m in self.modules() if isinstance(m, MaskedLinear))
+
+    @block_sparse.setter
+    def block_sparse(self, value: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, MaskedLinear):
+                m.block_sparse = bool(value)
 
     def __init__(
         self,
@@ -202,10 +222,6 @@ class MADE(nn.Module):
                     f"context has shape {tuple(context.shape)}, expected ({x.shape[0]}, {self.context})"
                 )
             ctx = self.context_net(context)
-        if self.block_sparse and not torch.compiler.is_compiling():  # skip the zero blocks (eager only)
-            from .made_fast import made_block_forward  # (made_fast imports this module)
-
-            return made_block_forward(self, x, ctx)
         h = x
         for i, layer in enumerate(self.layers):
             if isinstance(layer, _MaskedResidualBlock):

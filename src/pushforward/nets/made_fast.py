@@ -47,16 +47,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from . import fast_linear
-from .fast_linear import mm_nt
 from .made import MADE, MaskedLinear, _MaskedResidualBlock
+from .masked_blocks import row_chunks  # noqa: F401  (re-exported: the block layout of a mask)
 
 __all__ = [
     "MADEPlan",
-    "block_linear",
-    "made_block_forward",
     "made_one_pass_inverse",
-    "row_chunks",
     "supports_one_pass",
 ]
 
@@ -72,7 +68,7 @@ def _ends(degrees: Tensor, features: int) -> list[int]:
 class MADEPlan:
     """The degree-block layout of a MADE: for every level, where each degree's block ends.
 
-    Built once per MADE (:func:`plan_for` caches it on the module); plain Python ints only.
+    Built by :func:`plan_for` for each inverse; plain Python ints only.
     """
 
     def __init__(self, made: MADE) -> None:
@@ -89,7 +85,8 @@ def supports_one_pass(conditioner: nn.Module) -> bool:
 
     ``False`` for anything else (custom conditioners), for which callers must use the naive inverse.
     """
-    if type(conditioner) is not MADE:
+    # a subclass that redefines forward computes something else: only MADE's own forward is inverted here
+    if not isinstance(conditioner, MADE) or type(conditioner).forward is not MADE.forward:
         return False
     if len(conditioner.hidden_degrees) != len(conditioner.layers):
         return False
@@ -103,11 +100,8 @@ def supports_one_pass(conditioner: nn.Module) -> bool:
 
 
 def plan_for(made: MADE) -> MADEPlan:
-    plan = made.__dict__.get("_one_pass_plan")
-    if plan is None:
-        plan = MADEPlan(made)
-        made.__dict__["_one_pass_plan"] = plan
-    return plan
+    """The degree-block layout of ``made`` (built per call: a few integer reductions per hidden layer)."""
+    return MADEPlan(made)
 
 
 def _masked(layer: MaskedLinear) -> Tensor:
@@ -213,172 +207,3 @@ def made_one_pass_inverse(
 
 
 # ------------------------------------------------------------------------------ block-sparse forward
-def row_chunks(mask: Tensor, chunks: int) -> list[tuple[int, int, int]]:
-    """Split the rows of a (block-triangular) mask into ``chunks`` contiguous ranges ``(r0, r1, m)``, ``m``
-    being one past the last column any row of the range uses: the range needs only ``x[:, :m]``."""
-    used = mask.detach().to("cpu").bool()  # plain ints for the plan, whatever the mask's device
-    rows, cols = used.shape
-    col_idx = torch.arange(1, cols + 1).expand(rows, cols)
-    last = torch.where(used, col_idx, torch.zeros_like(col_idx)).amax(1)  # (rows,) one past last used column
-    out = []
-    bounds = [round(i * rows / chunks) for i in range(chunks + 1)]
-    for r0, r1 in zip(bounds[:-1], bounds[1:]):
-        if r1 > r0:
-            out.append((r0, r1, int(last[r0:r1].max())))
-    return out
-
-
-class _BlockTriangularLinear(torch.autograd.Function):
-    """``y = h (W ⊙ M)ᵀ + b`` multiplying only the used columns of each row range (see :func:`row_chunks`)."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, chunks: list):  # type: ignore[override]
-        wm = weight * mask
-        ys = []
-        for r0, r1, m in chunks:
-            if m == 0:
-                ys.append(bias[r0:r1].expand(h.shape[0], r1 - r0))
-            else:
-                ys.append(torch.addmm(bias[r0:r1], h[:, :m], wm[r0:r1, :m].t()))
-        ctx.save_for_backward(h, wm, mask)
-        ctx.chunks = chunks
-        return torch.cat(ys, 1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: Tensor):  # type: ignore[override]
-        h, wm, mask = ctx.saved_tensors
-        gh = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gh = h.new_zeros(h.shape)
-            for r0, r1, m in ctx.chunks:
-                if m:
-                    gh[:, :m].addmm_(gy[:, r0:r1], wm[r0:r1, :m])
-        if ctx.needs_input_grad[1]:
-            gw = torch.zeros_like(wm)
-            for r0, r1, m in ctx.chunks:
-                if m:
-                    torch.mm(gy[:, r0:r1].t(), h[:, :m], out=gw[r0:r1, :m])
-            gw.mul_(mask)
-        if ctx.needs_input_grad[2]:
-            gb = gy.sum(0)
-        return gh, gw, gb, None, None
-
-
-class _BlockTriangularLinearOneDNN(torch.autograd.Function):
-    """:class:`_BlockTriangularLinear` with every product done by oneDNN (:mod:`.fast_linear`): the masked
-    weight of each row range is materialised contiguous once (``W[r0:r1, :m] ⊙ M[r0:r1, :m]``, as oneDNN needs
-    plain layouts), and the weight gradient multiplies row ranges of ``gyᵀ`` by column prefixes of ``hᵀ``."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, chunks: list):  # type: ignore[override]
-        ws = [weight[r0:r1, :m] * mask[r0:r1, :m] if m else None for r0, r1, m in chunks]
-        ys = []
-        for (r0, r1, m), w in zip(chunks, ws):
-            if w is None:
-                ys.append(bias[r0:r1].expand(h.shape[0], r1 - r0))
-            else:
-                ys.append(mm_nt(h[:, :m], w, bias[r0:r1]))
-        ctx.save_for_backward(h, mask)
-        ctx.ws = ws
-        ctx.chunks = chunks
-        ctx.wshape = weight.shape
-        return torch.cat(ys, 1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gy: Tensor):  # type: ignore[override]
-        h, mask = ctx.saved_tensors
-        ws, chunks = ctx.ws, ctx.chunks
-        gh = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gh = h.new_zeros(h.shape)
-        if ctx.needs_input_grad[1]:
-            gw = h.new_zeros(ctx.wshape)
-        for (r0, r1, m), w in zip(chunks, ws):
-            if w is None:
-                continue
-            g = gy[:, r0:r1].contiguous()  # (B, rows): g.t() is a plain transposed layout for oneDNN
-            if gh is not None:
-                gh[:, :m] += mm_nt(g, w.t())
-            if gw is not None:  # gyᵀ h over the used columns, masked inside the range
-                torch.mul(mm_nt(g.t(), h[:, :m].contiguous().t()), mask[r0:r1, :m], out=gw[r0:r1, :m])
-        if ctx.needs_input_grad[2]:
-            gb = gy.sum(0)
-        ctx.ws = None
-        return gh, gw, gb, None, None
-
-
-#: A masked layer is evaluated block by block only when the skipped multiply-adds, ``batch * skipped``, reach
-#: this many (each row range costs one more kernel launch forward and two backward; below this the dense
-#: product is cheaper on any hardware). A count of work, not a timing: the same on every machine.
-BLOCK_MIN_SKIPPED_MACS: int = 1 << 21
-
-#: Rows per range of the block-triangular split (at most 8 ranges per layer).
-BLOCK_ROWS: int = 64
-
-
-class _LayerPlan:
-    """How to evaluate one masked layer: its row ranges, the multiply-adds per sample they skip, and
-    whether the mask is all ones (then the product is a plain ``F.linear``, no masking at all)."""
-
-    __slots__ = ("all_ones", "chunks", "skipped")
-
-    def __init__(self, mask: Tensor) -> None:
-        rows, cols = mask.shape
-        self.all_ones = bool(mask.all())
-        n = min(8, -(-rows // BLOCK_ROWS))  # ceil: a short output layer still gets two ranges
-        chunks = row_chunks(mask, n) if n > 1 and not self.all_ones else []
-        skipped = sum((r1 - r0) * (cols - m) for r0, r1, m in chunks)
-        # worth it only when some range skips a sizeable part of the columns
-        self.chunks = chunks if skipped > 0.2 * rows * cols else []
-        self.skipped = skipped if self.chunks else 0
-
-
-def _plan(layer: MaskedLinear) -> _LayerPlan:
-    """The cached :class:`_LayerPlan` of ``layer`` (rebuilt when its mask is replaced or moved)."""
-    mask = layer.mask
-    key = (mask.data_ptr(), mask.device, tuple(mask.shape))
-    cached = layer.__dict__.get("_layer_plan")
-    if cached is None or cached[0] != key:
-        cached = (key, _LayerPlan(mask))
-        layer.__dict__["_layer_plan"] = cached
-    return cached[1]
-
-
-def block_linear(layer: MaskedLinear, h: Tensor) -> Tensor:
-    """``layer(h)`` skipping the all-zero blocks of the masked weight when that saves enough work (see
-    :data:`BLOCK_MIN_SKIPPED_MACS`; CPU only), and the masking itself when the mask is all ones; exact up to
-    floating-point summation order. Public PyTorch ops unless the ``"onednn"`` backend is selected
-    (:mod:`pushforward.nets.fast_linear`)."""
-    plan = _plan(layer)
-    if plan.all_ones:
-        return fast_linear.linear(h, layer.weight, layer.bias)
-    if (
-        not plan.chunks
-        or h.dim() != 2
-        or h.device.type != "cpu"  # on a GPU one dense kernel beats several launches at these sizes
-        or h.shape[0] * plan.skipped < BLOCK_MIN_SKIPPED_MACS
-    ):
-        return fast_linear.linear(h, layer.weight * layer.mask, layer.bias)
-    if h.dtype == torch.float32 and h.device.type == "cpu" and fast_linear.onednn_active():
-        return _BlockTriangularLinearOneDNN.apply(h, layer.weight, layer.bias, layer.mask, plan.chunks)
-    return _BlockTriangularLinear.apply(h, layer.weight, layer.bias, layer.mask, plan.chunks)
-
-
-def made_block_forward(made: MADE, x: Tensor, ctx: Tensor | None) -> Tensor:
-    """:meth:`MADE.forward` (after validation; ``ctx`` = ``context_net(context)``) with block-skipping layers."""
-    h = x
-    act = made.act
-    for i, layer in enumerate(made.layers):
-        if isinstance(layer, _MaskedResidualBlock):
-            h = h + block_linear(layer.second, act(block_linear(layer.first, act(h))))
-        else:
-            h = block_linear(layer, h)
-            if i == 0 and ctx is not None:
-                h = h + ctx
-            h = act(h)
-    out = block_linear(made.output, h)
-    if not made.layers and ctx is not None:
-        out = out + ctx
-    return out.view(x.shape[0], made.features, made.out_per_feature)

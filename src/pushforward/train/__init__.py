@@ -1,9 +1,9 @@
 """Training loops: maximum likelihood (:func:`fit`), flow matching for continuous flows
 (:func:`fit_flow_matching`) and memory-saving reversible backprop."""
 
+from ..transforms.reversible import ReversibleCompose, saved_tensor_bytes
 from .fit import History, evaluate_nll, fit
 from .flow_matching import FlowMatchingHistory, fit_flow_matching
-from .reversible import ReversibleCompose, saved_tensor_bytes
 from .step import TrainingDiverged, skip_nonfinite_step
 
 __all__ = [

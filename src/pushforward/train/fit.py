@@ -417,7 +417,7 @@ def fit(
     if history.best_val_nll > history.initial_val_nll + 100.0 * flow.features:  # False while either is NaN
         raise _diverged(history, ran, total, "worse")
     if diagnostics:
-        from ..diagnostics import invertibility
+        from ..analysis.diagnostics import invertibility
 
         source = val if val is not None else train
         if isinstance(source, DataLoader):

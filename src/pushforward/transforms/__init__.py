@@ -21,6 +21,7 @@ from .linear import LULinear, Permutation
 from .matrix import CholeskyProduct, FillTriangular
 from .planar import Planar, Radial
 from .residual import ResidualBlock
+from .reversible import ReversibleCompose
 from .simplex import CalibrationTransform, GeneralizedCalibration
 from .sphere import NormalizedAffine, NormalizedLinear, NormalizedTranslation
 from .sylvester import Householder, Sylvester
@@ -57,6 +58,7 @@ __all__ = [
     "Planar",
     "Radial",
     "ResidualBlock",
+    "ReversibleCompose",
     "Scale",
     "Shift",
     "Sigmoid",

@@ -10,8 +10,8 @@ import torch
 from pushforward import Flow, fit_vi
 from pushforward.data import ENERGY_LOG_Z, target_log_density
 from pushforward.flows import PlanarFlow, RealNVP
+from pushforward.inference.vi import evaluate_vi
 from pushforward.transforms import Affine
-from pushforward.vi import evaluate_vi
 
 LOG_Z0 = 1.5
 LOC, SCALE = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0])

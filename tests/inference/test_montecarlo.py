@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pushforward import Flow, expectation
-from pushforward.montecarlo import kish_ess, log_mean_exp, self_normalised_mean
+from pushforward.inference.montecarlo import kish_ess, log_mean_exp, self_normalised_mean
 from pushforward.transforms import Affine
 
 

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("pyro")
 
 from pushforward import Flow
-from pushforward.mcmc import effective_sample_size, neutra, neutra_potential, nuts
+from pushforward.inference.mcmc import effective_sample_size, neutra, neutra_potential, nuts
 from pushforward.transforms import Affine
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pushforward.anomaly import AnomalyDetector, TypicalityTest, calibrate_threshold, log_likelihood
+from pushforward.analysis.anomaly import AnomalyDetector, TypicalityTest, calibrate_threshold, log_likelihood
 from pushforward.flows import RealNVP
 
 D = 20
@@ -66,7 +66,7 @@ def test_log_likelihood_accepts_a_flow():
 def test_quantile_interval_covers_the_true_quantile():
     from scipy.stats import norm
 
-    from pushforward.anomaly import quantile_levels_interval
+    from pushforward.analysis.anomaly import quantile_levels_interval
 
     rng = np.random.default_rng(0)
     n, q = 60, 0.05

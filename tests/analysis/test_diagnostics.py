@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pushforward import Flow, fit
-from pushforward.diagnostics import invertibility
+from pushforward.analysis.diagnostics import invertibility
 from pushforward.flows import RealNVP
 from pushforward.transforms import Transform
 

@@ -1,0 +1,1 @@
+"""Analysing flows: invertibility diagnostics, likelihood thresholds and typicality tests."""
