@@ -438,7 +438,7 @@ class FlowModel:
         return next((p.device for p in self.flow.parameters()), torch.device("cpu"))
 
     def _dtype(self) -> torch.dtype:
-        return self.flow._dtype() or torch.get_default_dtype()
+        return self.flow.dtype or torch.get_default_dtype()
 
     def check_data(self, x: np.ndarray, name: str = "data") -> np.ndarray:
         """Return ``x`` as a finite ``float64`` array of shape ``(N, features)``, or raise ``ValueError``."""

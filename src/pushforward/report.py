@@ -31,13 +31,14 @@ MARGINALS_PER_FIGURE = 16
 MAX_PAIRS = 6
 
 
-def _plt():
-    import matplotlib
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    """``(figure, axes)`` of a standalone :class:`matplotlib.figure.Figure`: no pyplot, so the user's
+    backend and open figures are left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    layout = kwargs.pop("layout", None)
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def plain_label(name: str) -> str:
@@ -54,7 +55,6 @@ def figure_png(fig) -> bytes:
     """Render a matplotlib figure to PNG bytes and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
     return buf.getvalue()
 
 
@@ -89,8 +89,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _curves(history: dict | None):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(11, 3.6), layout="constrained")
+    fig, ax = _subplots(figsize=(11, 3.6), layout="constrained")
     steps = (history or {}).get("steps") or []
     tr = [math.nan if v is None else v for v in (history or {}).get("train_nll") or []]
     va = [math.nan if v is None else v for v in (history or {}).get("val_nll") or []]
@@ -134,11 +133,10 @@ def _model_curve(s: np.ndarray, lim: tuple[float, float]) -> tuple[np.ndarray, n
 
 def _marginals(x: np.ndarray, s: np.ndarray, names: list[str], first: int = 0):
     """Marginals of columns ``first .. first + MARGINALS_PER_FIGURE - 1``."""
-    plt = _plt()
     idx = list(range(first, min(x.shape[1], first + MARGINALS_PER_FIGURE)))
     cols = min(len(idx), 4)
     rows = math.ceil(len(idx) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, layout="constrained")
+    fig, axes = _subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, layout="constrained")
     for k in range(rows * cols):
         ax = axes[k // cols][k % cols]
         if k >= len(idx):
@@ -191,8 +189,7 @@ def _column_table(x: np.ndarray, s: np.ndarray, names: list[str], support: list 
 
 
 def _loglik_hist(scores: np.ndarray, sample_scores: np.ndarray, validation: dict | None):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(11, 3.6), layout="constrained")
+    fig, ax = _subplots(figsize=(11, 3.6), layout="constrained")
     parts = [(scores, "data (this file)", "C0"), (sample_scores, "model samples", "C1")]
     if validation and validation.get("quantiles"):
         parts.append(
@@ -210,9 +207,8 @@ def _loglik_hist(scores: np.ndarray, sample_scores: np.ndarray, validation: dict
 
 
 def _pairs(x: np.ndarray, s: np.ndarray, names: list[str]):
-    plt = _plt()
     d = x.shape[1]
-    fig, axes = plt.subplots(d, d, figsize=(1.8 * d + 1, 1.8 * d + 1), squeeze=False, layout="constrained")
+    fig, axes = _subplots(d, d, figsize=(1.8 * d + 1, 1.8 * d + 1), squeeze=False, layout="constrained")
     for i in range(d):
         for j in range(d):
             ax = axes[i][j]
@@ -229,10 +225,9 @@ def _pairs(x: np.ndarray, s: np.ndarray, names: list[str]):
 
 
 def _heatmap(model, x: np.ndarray, names: list[str]):
-    plt = _plt()
     xlim, ylim = _limits(x[:, 0]), _limits(x[:, 1])
     xs, ys, dens = density_grid(model.log_prob, xlim, ylim)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    fig, axes = _subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     axes[0].scatter(x[:, 0], x[:, 1], s=1, alpha=0.3)
     axes[0].set_title("data")
     axes[1].pcolormesh(xs, ys, dens, shading="auto", cmap="viridis")

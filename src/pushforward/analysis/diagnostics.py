@@ -94,7 +94,7 @@ def invertibility(
     """
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
-    dtype = flow._dtype() if hasattr(flow, "_dtype") else None
+    dtype = getattr(flow, "dtype", None)
     if dtype is not None and isinstance(x, Tensor) and x.is_floating_point():
         x = x.to(dtype)
     x = check_input(x, flow.event_shape, name="x")

@@ -88,7 +88,7 @@ class AugmentedFlow(Flow):
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Importance-weighted lower bound of :math:`\\log p(x)` (see the class documentation)."""
-        x = check_input(x, self.event_shape, dtype=self._dtype())
+        x = check_input(x, self.event_shape, dtype=self.dtype)
         batch_shape = tuple(x.shape[:-1])
         x = x.reshape(-1, self.event_shape[0])
         k, b = self.importance_samples, x.shape[0]

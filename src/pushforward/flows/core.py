@@ -68,8 +68,10 @@ class Flow(nn.Module):
         """Number of scalar dimensions of one event."""
         return math.prod(self.event_shape)
 
-    def _dtype(self) -> torch.dtype | None:
-        # lazily: stops at the first floating tensor instead of listing every parameter on each call
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The floating dtype of the flow's parameters and buffers (None for a flow with none); inputs must
+        match it. Stops at the first floating tensor instead of listing every parameter on each call."""
         for t in itertools.chain(self.parameters(), self.buffers()):
             if t.is_floating_point():
                 return t.dtype
@@ -84,7 +86,7 @@ class Flow(nn.Module):
             raise ValueError(f"this flow is conditional: pass a context of {self.context_features} features")
         if isinstance(context, Tensor) and context.dim() == 1:
             context = context.unsqueeze(0)  # one context for the whole batch
-        context = check_input(context, (self.context_features,), name="context", dtype=self._dtype())
+        context = check_input(context, (self.context_features,), name="context", dtype=self.dtype)
         if batch_shape is not None:
             try:
                 context = context.expand(*batch_shape, self.context_features)
@@ -100,7 +102,7 @@ class Flow(nn.Module):
         x = args[0] if args else kwargs.get("x")
         context = args[1] if len(args) > 1 else kwargs.get("context")
         event = tuple(getattr(module, "event_shape", self.event_shape))  # AugmentedFlow: wider than the data
-        x = check_input(x, event, dtype=self._dtype())
+        x = check_input(x, event, dtype=self.dtype)
         if x.dim() != len(event) + 1:
             raise ValueError(
                 f"x has shape {tuple(x.shape)}; the transform takes (batch, {', '.join(map(str, event))})"
@@ -113,7 +115,7 @@ class Flow(nn.Module):
     # ------------------------------------------------------------------ density
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of ``x`` (shape ``(*batch, *event_shape)``) given ``context``."""
-        x = check_input(x, self.event_shape, dtype=self._dtype())
+        x = check_input(x, self.event_shape, dtype=self.dtype)
         batch_shape = tuple(x.shape[: x.dim() - len(self.event_shape)])
         ctx = self._context(context, batch_shape)
         z, ladj = self.transform.forward(x.reshape(-1, *self.event_shape), ctx)  # validated above

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..distributions.base import Distribution, StandardNormal, _sample_shape
+from ..checks import check_sample_shape
+from ..distributions.base import Distribution, StandardNormal
 from ..nets.conv import ConvResNet
 from ..transforms.base import Compose, Transform
 from ..transforms.conv import EmergingConv, FourierConv
@@ -92,7 +93,7 @@ class ScaleNormal(Distribution):
         return total
 
     def rsample(self, sample_shape: int | Sequence[int] = (), temperature: float = 1.0) -> Tensor:
-        shape = _sample_shape(sample_shape)
+        shape = check_sample_shape(sample_shape)
         parts = []
         for s, mu, ls in zip(self.chunk_shapes, self.loc, self.log_scale):
             eps = torch.randn(*shape, *s, dtype=mu.dtype, device=mu.device)

@@ -195,7 +195,7 @@ def neutra(
         (torch.Size([20, 3]), torch.Size([3]))
     """
     potential = neutra_potential(flow, log_density)
-    dtype = flow._dtype() or torch.get_default_dtype()
+    dtype = flow.dtype or torch.get_default_dtype()
     z0 = torch.zeros(flow.transform.latent_shape, dtype=dtype) if init is None else init.to(dtype)
     was_training = flow.training
     trainable_before = [p.requires_grad for p in flow.parameters()]

@@ -172,17 +172,14 @@ def plot_calibration(
     """Plot SBC rank histograms (one panel per dimension, with the 99 % band of a uniform histogram)
     and/or the expected-coverage curve against the diagonal. Returns the matplotlib figure; writes it to
     ``path`` when given."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 
     if sbc is None and coverage is None:
         raise ValueError("give sbc ranks, a coverage result, or both")
     d = sbc.ranks.shape[1] if sbc is not None else 0
     panels = d + (coverage is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.0), squeeze=False)
+    fig = Figure(figsize=(3.2 * panels, 3.0))
+    axes = fig.subplots(1, panels, squeeze=False)
     axes = axes[0]
     if sbc is not None:
         n = sbc.ranks.shape[0]

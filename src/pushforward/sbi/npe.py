@@ -45,7 +45,8 @@ class _LatentObjective(nn.Module):
     def forward(self, v: Tensor, x: Tensor) -> Tensor:
         return self.log_prob(v, x)
 
-    def _dtype(self) -> torch.dtype:
+    @property
+    def dtype(self) -> torch.dtype:
         return self.posterior.theta_loc.dtype
 
 

@@ -69,7 +69,7 @@ def as_loader(
     """Wrap tensors / arrays / ``(x, context)`` tuples in a validated ``DataLoader``; pass loaders through."""
     if isinstance(data, DataLoader):
         return data
-    dtype = flow._dtype() or torch.get_default_dtype()
+    dtype = flow.dtype or torch.get_default_dtype()
     if isinstance(data, tuple):
         if len(data) != 2:
             raise ValueError(f"{name} as a tuple must be (data, context), got {len(data)} items")
