@@ -90,8 +90,6 @@ class MaskedAutoregressive(Transform):
         self.conditioner = conditioner
 
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.features:
-            raise ValueError(f"expected input of shape (batch, {self.features}), got {tuple(x.shape)}")
         broadcast_context(context, x.shape[0])
         return self.conditioner(x, context)
 
@@ -111,8 +109,6 @@ class MaskedAutoregressive(Transform):
     def _inverse_one_pass(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """The exact inverse computing each MADE hidden unit once, in degree order (equal to
         :meth:`_inverse_sequential` up to floating-point summation order; differentiable)."""
-        if z.dim() != 2 or z.shape[1] != self.features:
-            raise ValueError(f"expected input of shape (batch, {self.features}), got {tuple(z.shape)}")
         broadcast_context(context, z.shape[0])
         tau = self.transformer
 

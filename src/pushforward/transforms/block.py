@@ -163,8 +163,6 @@ class BlockAutoregressive(Transform):
         self.max_iter = max_iter
 
     def _map(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if x.dim() != 2 or x.shape[1] != self.features:
-            raise ValueError(f"expected input of shape (batch, {self.features}), got {tuple(x.shape)}")
         B, D = x.shape
         h = x
         log_j = x.new_zeros(B, D, 1)
@@ -190,8 +188,6 @@ class BlockAutoregressive(Transform):
         return z, logd.sum(1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if z.dim() != 2 or z.shape[1] != self.features:
-            raise ValueError(f"expected input of shape (batch, {self.features}), got {tuple(z.shape)}")
         scale = 1.0 + (float(z.detach().abs().max()) if z.numel() else 0.0)
         tol = max(self.atol, torch.finfo(z.dtype).eps ** 0.75 * scale)
         with torch.no_grad():
