@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..flows.continuous import FFJORD
 from ..flows.core import Flow
 from ..train.flow_matching import FlowMatchingHistory, fit_flow_matching
-from .posterior import Posterior
+from .posterior import Posterior, prepare_posterior
 
 __all__ = ["FMPE"]
 
@@ -118,24 +118,11 @@ def FMPE(
             if context is None:
                 raise ValueError("the embedding has no out_features attribute: pass the flow explicitly")
             flow = FFJORD(d, context=int(context), hidden=hidden, trace="exact")
-    flow = flow.to(theta.dtype)
-    if embedding is not None:
-        embedding = embedding.to(theta.dtype)
-    posterior = Posterior(flow, prior, embedding=embedding, x_shape=tuple(x.shape[1:])).to(theta.dtype)
-    outside = ~posterior.in_support(theta)
-    if bool(outside.any()):
-        raise ValueError(f"{int(outside.sum())} of the parameters theta lie outside the prior's support")
-
-    perm = torch.randperm(n, generator=generator)
-    train_idx, val_idx = perm[n_val:], perm[:n_val]
-    posterior.fit_standardization(theta[train_idx], x[train_idx], z_score_x=z_score_x)
+    posterior, v, train_idx, val_idx = prepare_posterior(
+        flow, prior, embedding, theta, x, n_val=n_val, generator=generator, z_score_x=z_score_x
+    )
     with torch.no_grad():
-        v, _ = posterior.theta_to_latent(posterior.clamp_to_support(theta))
         x_std = (x - posterior.x_loc) / posterior.x_scale
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError(
-            "some parameters map to infinity in the unconstrained space (on the support's boundary)"
-        )
     train = DataLoader(
         TensorDataset(v[train_idx], x_std[train_idx]),
         batch_size=batch_size,

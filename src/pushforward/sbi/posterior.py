@@ -34,7 +34,7 @@ from torch.distributions.transforms import identity_transform
 from ..checks import check_finite
 from ..flows.core import Flow
 
-__all__ = ["Posterior", "prior_support", "support_bijection", "z_score_stats"]
+__all__ = ["Posterior", "prepare_posterior", "prior_support", "support_bijection", "z_score_stats"]
 
 
 def prior_support(prior: object | None) -> constraints.Constraint:
@@ -367,3 +367,41 @@ def _bound_buffer(bound: Tensor | float | None, default: float, dim: int, dtype:
     if bound is None:
         return torch.full((dim,), default, dtype=dtype)
     return torch.as_tensor(bound, dtype=dtype).expand(dim).clone()
+
+
+def prepare_posterior(
+    flow: Flow,
+    prior: object,
+    embedding: nn.Module | None,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    n_val: int,
+    generator: torch.Generator,
+    z_score_x: bool,
+) -> tuple[Posterior, Tensor, Tensor, Tensor]:
+    """The shared start of every estimator: the :class:`Posterior` around ``flow`` (in ``theta``'s dtype),
+    its standardisation fitted on a random training split, and the parameters in the flow's latent space.
+
+    Returns ``(posterior, v, train_idx, val_idx)`` with ``v`` the standardised unconstrained parameters.
+    Raises ``ValueError`` when a parameter lies outside the prior's support or on its boundary.
+    """
+    n = theta.shape[0]
+    flow = flow.to(theta.dtype)
+    if embedding is not None:
+        embedding = embedding.to(theta.dtype)
+    posterior = Posterior(flow, prior, embedding=embedding, x_shape=tuple(x.shape[1:])).to(theta.dtype)
+    outside = ~posterior.in_support(theta)
+    if bool(outside.any()):
+        raise ValueError(f"{int(outside.sum())} of the parameters theta lie outside the prior's support")
+
+    perm = torch.randperm(n, generator=generator)
+    train_idx, val_idx = perm[n_val:], perm[:n_val]
+    posterior.fit_standardization(theta[train_idx], x[train_idx], z_score_x=z_score_x)
+    with torch.no_grad():
+        v, _ = posterior.theta_to_latent(posterior.clamp_to_support(theta))
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(
+            "some parameters map to infinity in the unconstrained space (on the support's boundary)"
+        )
+    return posterior, v, train_idx, val_idx
