@@ -7,6 +7,7 @@ Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` (from 
 
 from __future__ import annotations
 
+import importlib
 import os
 import pkgutil
 import sys
@@ -95,12 +96,17 @@ def _title(text: str, char: str = "=") -> str:
     return f"{text}\n{char * len(text)}\n"
 
 
+def _moved(name: str) -> bool:
+    """Deprecated aliases of modules that moved (they get no page: their new home has it)."""
+    return bool(getattr(importlib.import_module(name), "__moved_to__", None))
+
+
 def generate_api_pages() -> None:
     out = DOCS / "generated" / "api"
     packages: list[str] = []
     modules: list[str] = []
     for info in pkgutil.iter_modules(pushforward.__path__):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or _moved(f"pushforward.{info.name}"):
             continue
         (packages if info.ispkg else modules).append(info.name)
     pages = []
@@ -116,7 +122,11 @@ def generate_api_pages() -> None:
     for name in sorted(packages):
         full = f"pushforward.{name}"
         package = __import__(full, fromlist=["_"])
-        subs = [i.name for i in pkgutil.iter_modules(package.__path__) if not i.name.startswith("_")]
+        subs = [
+            i.name
+            for i in pkgutil.iter_modules(package.__path__)
+            if not i.name.startswith("_") and not _moved(f"{full}.{i.name}")
+        ]
         text = [_title(full), f".. automodule:: {full}\n   :no-members:\n"]
         for sub in sorted(subs):
             text.append(f"\n{_title(f'{full}.{sub}', '-')}\n.. automodule:: {full}.{sub}\n")

@@ -164,3 +164,28 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("pushforward.vi", "fit_vi", "pushforward.inference.vi"),
+        ("pushforward.mcmc", "neutra", "pushforward.inference.mcmc"),
+        ("pushforward.montecarlo", "expectation", "pushforward.inference.montecarlo"),
+        ("pushforward.diagnostics", "invertibility", "pushforward.analysis.diagnostics"),
+        ("pushforward.anomaly", "AnomalyDetector", "pushforward.analysis.anomaly"),
+        ("pushforward.train.reversible", "ReversibleCompose", "pushforward.transforms.reversible"),
+        ("pushforward.data.images", "DequantizedFlow", "pushforward.flows.dequantization"),
+        ("pushforward.data.images", "fit_images", "pushforward.train.images"),
+        ("pushforward.data", "VariationalDequantizer", "pushforward.flows.dequantization"),
+    ],
+)
+def test_moved_names_still_import_with_a_deprecation_warning(old, name, new):
+    import importlib
+
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=new):
+        obj = getattr(module, name)
+    assert obj is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018

@@ -8,4 +8,6 @@ from __future__ import annotations
 
 from ._moved import moved_module
 
+__moved_to__ = "pushforward.analysis.diagnostics"
+
 __getattr__, __dir__ = moved_module(__name__, "pushforward.analysis.diagnostics")

@@ -7,4 +7,6 @@ from __future__ import annotations
 
 from .._moved import moved_module
 
+__moved_to__ = "pushforward.transforms.reversible"
+
 __getattr__, __dir__ = moved_module(__name__, "pushforward.transforms.reversible")
