@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import shutil
 import sys
 from pathlib import Path
 
@@ -103,6 +104,7 @@ def _moved(name: str) -> bool:
 
 def generate_api_pages() -> None:
     out = DOCS / "generated" / "api"
+    shutil.rmtree(out, ignore_errors=True)  # pages of modules that moved or went away must not linger
     packages: list[str] = []
     modules: list[str] = []
     for info in pkgutil.iter_modules(pushforward.__path__):
@@ -134,7 +136,9 @@ def generate_api_pages() -> None:
         pages.append(full)
     for name in sorted(modules):
         full = f"pushforward.{name}"
-        _write(out / f"{full}.rst", f"{_title(full)}\n.. automodule:: {full}\n")
+        facade = getattr(importlib.import_module(full), "__facade_of__", None)
+        options = f"   :no-members:\n\nEvery name is documented in :mod:`{facade}`.\n" if facade else ""
+        _write(out / f"{full}.rst", f"{_title(full)}\n.. automodule:: {full}\n{options}")
         pages.append(full)
     index = [_title("API reference"), "\nOne page per package of ``pushforward`` and per top-level module.\n"]
     index.append("\n.. toctree::\n   :maxdepth: 1\n\n")

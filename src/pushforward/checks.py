@@ -102,8 +102,11 @@ def check_sample_shape(sample_shape: object, name: str = "sample_shape") -> tupl
 
 
 def check_finite(x: Tensor, name: str = "x") -> Tensor:
-    """Raise ``ValueError`` if ``x`` holds NaN or infinite values."""
-    if _VALIDATE and not bool(torch.isfinite(x).all()):
+    """Raise ``ValueError`` if ``x`` holds NaN or infinite values.
+
+    Skipped while ``torch.compile`` traces: the check is data dependent (a graph break); compiled code
+    trades it for speed, like :func:`set_validation` ``(False)``."""
+    if _VALIDATE and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf)")

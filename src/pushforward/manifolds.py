@@ -17,6 +17,7 @@ from __future__ import annotations
 from .transforms import manifold as _manifold
 
 __all__ = list(_manifold.__all__)
+__facade_of__ = "pushforward.transforms.manifold"  # documented there (the API pages list it once)
 
 
 def __getattr__(name: str) -> object:

@@ -20,7 +20,7 @@ from ..checks import check_input
 from ..flows.core import Flow
 from .step import TrainingDiverged, skip_nonfinite_step
 
-__all__ = ["History", "TrainingDiverged", "as_loader", "evaluate_nll", "fit"]
+__all__ = ["History", "as_loader", "evaluate_nll", "fit"]
 
 Data = Tensor | np.ndarray | tuple | DataLoader
 
