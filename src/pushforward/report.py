@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["density_grid", "figure_png", "write_report"]
+__all__ = ["density_grid", "figure_png", "standalone_subplots", "write_report"]
 
 MARGINALS_PER_FIGURE = 16
 MAX_PAIRS = 6
 
 
-def _subplots(*args, figsize: tuple[float, float], **kwargs):
+def standalone_subplots(*args, figsize: tuple[float, float], **kwargs):
     """``(figure, axes)`` of a standalone :class:`matplotlib.figure.Figure`: no pyplot, so the user's
     backend and open figures are left alone."""
     from matplotlib.figure import Figure
@@ -89,7 +89,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _curves(history: dict | None):
-    fig, ax = _subplots(figsize=(11, 3.6), layout="constrained")
+    fig, ax = standalone_subplots(figsize=(11, 3.6), layout="constrained")
     steps = (history or {}).get("steps") or []
     tr = [math.nan if v is None else v for v in (history or {}).get("train_nll") or []]
     va = [math.nan if v is None else v for v in (history or {}).get("val_nll") or []]
@@ -136,7 +136,7 @@ def _marginals(x: np.ndarray, s: np.ndarray, names: list[str], first: int = 0):
     idx = list(range(first, min(x.shape[1], first + MARGINALS_PER_FIGURE)))
     cols = min(len(idx), 4)
     rows = math.ceil(len(idx) / cols)
-    fig, axes = _subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, layout="constrained")
+    fig, axes = standalone_subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, layout="constrained")
     for k in range(rows * cols):
         ax = axes[k // cols][k % cols]
         if k >= len(idx):
@@ -189,7 +189,7 @@ def _column_table(x: np.ndarray, s: np.ndarray, names: list[str], support: list 
 
 
 def _loglik_hist(scores: np.ndarray, sample_scores: np.ndarray, validation: dict | None):
-    fig, ax = _subplots(figsize=(11, 3.6), layout="constrained")
+    fig, ax = standalone_subplots(figsize=(11, 3.6), layout="constrained")
     parts = [(scores, "data (this file)", "C0"), (sample_scores, "model samples", "C1")]
     if validation and validation.get("quantiles"):
         parts.append(
@@ -208,7 +208,9 @@ def _loglik_hist(scores: np.ndarray, sample_scores: np.ndarray, validation: dict
 
 def _pairs(x: np.ndarray, s: np.ndarray, names: list[str]):
     d = x.shape[1]
-    fig, axes = _subplots(d, d, figsize=(1.8 * d + 1, 1.8 * d + 1), squeeze=False, layout="constrained")
+    fig, axes = standalone_subplots(
+        d, d, figsize=(1.8 * d + 1, 1.8 * d + 1), squeeze=False, layout="constrained"
+    )
     for i in range(d):
         for j in range(d):
             ax = axes[i][j]
@@ -227,7 +229,7 @@ def _pairs(x: np.ndarray, s: np.ndarray, names: list[str]):
 def _heatmap(model, x: np.ndarray, names: list[str]):
     xlim, ylim = _limits(x[:, 0]), _limits(x[:, 1])
     xs, ys, dens = density_grid(model.log_prob, xlim, ylim)
-    fig, axes = _subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    fig, axes = standalone_subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     axes[0].scatter(x[:, 0], x[:, 1], s=1, alpha=0.3)
     axes[0].set_title("data")
     axes[1].pcolormesh(xs, ys, dens, shading="auto", cmap="viridis")

@@ -33,7 +33,7 @@ def run_demo(
     Returns the measured figures (NLLs in nats, wall and CPU seconds)."""
     from ..data import ENTROPY, TOY_DENSITIES, toy
     from ..flows import NSF
-    from ..report import _plt, density_grid
+    from ..report import density_grid, standalone_subplots
     from ..train.fit import evaluate_nll, fit
 
     if dataset not in TOY_DENSITIES:
@@ -77,7 +77,6 @@ def run_demo(
             f"{test_nll - ENTROPY[dataset]:.4f}"
         )
 
-    plt = _plt()
     xt = x_test.numpy()
     lim = float(np.quantile(np.abs(xt), 0.999)) * 1.15
     flow.eval()
@@ -87,7 +86,7 @@ def run_demo(
             return flow.log_prob(torch.from_numpy(pts).float()).double().numpy()
 
     xs, ys, dens = density_grid(log_prob, (-lim, lim), (-lim, lim), n=200)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    fig, axes = standalone_subplots(1, 3, figsize=(13, 4.4))
     axes[0].scatter(xt[:, 0], xt[:, 1], s=1, alpha=0.4)
     axes[0].set_title(f"data ({dataset})")
     axes[1].scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.4, color="C1")
@@ -100,7 +99,6 @@ def run_demo(
         ax.set_aspect("equal")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     result["seconds_total"] = time.perf_counter() - start
     result["cpu_seconds"] = time.process_time() - cpu_start
     echo(f"wrote {out} ({result['seconds_total']:.1f} s wall, {result['cpu_seconds']:.1f} CPU-seconds)")
