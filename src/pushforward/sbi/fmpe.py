@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..flows.continuous import FFJORD
 from ..flows.core import Flow
 from ..train.flow_matching import FlowMatchingHistory, fit_flow_matching
-from .posterior import Posterior, prepare_posterior
+from .posterior import Posterior, check_simulations, prepare_posterior
 
 __all__ = ["FMPE"]
 
@@ -94,15 +94,9 @@ def FMPE(
     if not theta.is_floating_point():
         theta = theta.to(torch.get_default_dtype())
     x = x.to(theta.dtype)
-    if theta.dim() != 2:
-        raise ValueError(f"theta must have shape (n, d), got {tuple(theta.shape)}")
-    if x.dim() < 2 or x.shape[0] != theta.shape[0]:
-        raise ValueError(f"x must have shape (n, ...) with n = {theta.shape[0]} rows, got {tuple(x.shape)}")
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    for name, v in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_simulations(
+        theta, x, validation_fraction, batch_size=batch_size, max_epochs=max_epochs, patience=patience
+    )
     if embedding is None and x.dim() > 2:
         raise ValueError(f"x has shape {tuple(x.shape[1:])} per observation: pass an embedding net")
     n, d = theta.shape

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..flows.autoregressive import NSF
 from ..flows.core import Flow
 from ..train.fit import History, fit
-from .posterior import Posterior, prepare_posterior
+from .posterior import Posterior, check_simulations, prepare_posterior
 
 __all__ = ["NPE"]
 
@@ -121,15 +121,9 @@ def NPE(
     """
     theta = _as_tensor(theta, "theta")
     x = _as_tensor(x, "x").to(theta.dtype)
-    if theta.dim() != 2:
-        raise ValueError(f"theta must have shape (n, d), got {tuple(theta.shape)}")
-    if x.dim() < 2 or x.shape[0] != theta.shape[0]:
-        raise ValueError(f"x must have shape (n, ...) with n = {theta.shape[0]} rows, got {tuple(x.shape)}")
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    for name, v in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_simulations(
+        theta, x, validation_fraction, batch_size=batch_size, max_epochs=max_epochs, patience=patience
+    )
     n, d = theta.shape
     n_val = max(1, round(validation_fraction * n))
     if n - n_val < 2:

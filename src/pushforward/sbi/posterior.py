@@ -34,7 +34,14 @@ from torch.distributions.transforms import identity_transform
 from ..checks import check_finite
 from ..flows.core import Flow
 
-__all__ = ["Posterior", "prepare_posterior", "prior_support", "support_bijection", "z_score_stats"]
+__all__ = [
+    "Posterior",
+    "check_simulations",
+    "prepare_posterior",
+    "prior_support",
+    "support_bijection",
+    "z_score_stats",
+]
 
 
 def prior_support(prior: object | None) -> constraints.Constraint:
@@ -405,3 +412,17 @@ def prepare_posterior(
             "some parameters map to infinity in the unconstrained space (on the support's boundary)"
         )
     return posterior, v, train_idx, val_idx
+
+
+def check_simulations(theta: Tensor, x: Tensor, validation_fraction: float, **positive_ints: object) -> None:
+    """``ValueError`` unless ``theta`` is ``(n, d)``, ``x`` is ``(n, ...)``, the validation fraction lies in
+    ``(0, 1)`` and every named training setting is a positive int."""
+    if theta.dim() != 2:
+        raise ValueError(f"theta must have shape (n, d), got {tuple(theta.shape)}")
+    if x.dim() < 2 or x.shape[0] != theta.shape[0]:
+        raise ValueError(f"x must have shape (n, ...) with n = {theta.shape[0]} rows, got {tuple(x.shape)}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    for name, v in positive_ints.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
