@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -29,6 +28,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from .browser import find_chromium, run_chromium
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,6 @@ DOCS = ROOT / "docs"
 BUILD = DOCS / "_build" / "html"
 SHOTS = DOCS / "_build" / "screenshots"
 DOCS_MODULES = ("sphinx", "furo", "sphinx_gallery", "myst_parser", "sphinx-mathjax-offline", "sklearn")
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 PAGES = (
     "index.html",
     "choosing.html",
@@ -51,14 +51,6 @@ def _unavailable(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {what} is missing: the documentation site cannot be checked")
     pytest.skip(f"{what} is not available")
-
-
-def _browser() -> str:
-    for name in BROWSERS:
-        if path := shutil.which(name):
-            return path
-    _unavailable("headless Chromium (Debian package 'chromium')")
-    raise AssertionError  # unreachable
 
 
 def _build() -> Path:
@@ -193,20 +185,7 @@ class _Server:
 
 
 def _chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=30000",
-    ]
-    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=300)
+    return run_chromium(browser, profile, "--virtual-time-budget=30000", *args)
 
 
 def _check_page(browser: str, url: str, page: str, profile: Path) -> list[str]:
@@ -253,7 +232,7 @@ def _screenshot(browser: str, url: str, page: str, shot: Path, profile: Path, he
 
 def test_docs_site_builds_and_reads_correctly_in_chromium(tmp_path):
     # One test, so that a parallel run (pytest -n 2) builds the site once.
-    browser = _browser()
+    browser = find_chromium()
     site = _build()
     stray = sorted(p.name for p in (DOCS / "tutorials").iterdir() if p.suffix not in (".py", ".rst"))
     assert not stray, f"tutorials left files in the source tree: {stray}"

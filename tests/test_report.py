@@ -6,10 +6,6 @@ unless the environment variable ``CI`` is set, in which case a missing browser f
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 import torch
@@ -17,6 +13,8 @@ import torch
 from pushforward.data.support import detect_support
 from pushforward.io import FlowModel
 from pushforward.report import write_report
+
+from .browser import find_chromium, run_chromium
 
 torch.set_num_threads(1)
 COLUMNS = 18
@@ -56,37 +54,20 @@ def test_every_column_has_a_row_a_link_and_a_marginal(report):
         write_report(model, np.zeros((5, COLUMNS)) + 0.5, out.with_name("x.html"), pairs=["nope"])
 
 
-def _chromium() -> str | None:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and os.environ.get("CI"):
-        pytest.fail("CI is set but chromium is not installed (apt-get install -y chromium)")
-    if found is None:
-        pytest.skip("chromium not installed")
-    return found
-
-
 @pytest.mark.slow
 def test_report_renders_full_width_in_headless_chromium(report, tmp_path):
     from PIL import Image
 
-    browser = _chromium()
+    browser = find_chromium()
     out, _ = report
     shot = tmp_path / "shot.png"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--hide-scrollbars",
+    r = run_chromium(
+        browser,
+        tmp_path / "profile",
         "--window-size=1400,2400",
-    ]
-    r = subprocess.run(
-        [browser, *flags, f"--screenshot={shot}", out.as_uri()], capture_output=True, text=True, timeout=180
+        f"--screenshot={shot}",
+        out.as_uri(),
+        timeout=180,
     )
     assert shot.exists(), r.stderr[-2000:]
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
