@@ -144,21 +144,16 @@ class Flow(nn.Module):
         Refuses bad shapes and draws too large to allocate."""
         shape = check_sample_shape(sample_shape)
         n = math.prod(shape)
-        if self.context_features:
-            ctx = self._context(context, None)  # raises when context is missing
-            cb = tuple(context.shape[:-1])  # type: ignore[union-attr]
-            m = ctx.shape[0]  # type: ignore[union-attr]
-            self._check_count(n * m)
-            ctx = ctx.unsqueeze(0).expand(n, m, self.context_features)  # type: ignore[union-attr]
-            ctx = ctx.reshape(n * m, self.context_features)
-            out_shape, count = shape + cb, n * m
-        else:
-            self._context(context, None)
-            ctx, out_shape, count = None, shape, n
+        ctx = self._context(context, None)  # raises when a conditional flow has no context (or vice versa)
+        cb = tuple(context.shape[:-1]) if self.context_features else ()  # type: ignore[union-attr]
+        m = ctx.shape[0] if ctx is not None else 1
+        count = n * m
         if count == 0:
             raise ValueError("sample_shape has zero samples")
-        self._check_count(count)
-        return ctx, out_shape, count
+        self._check_count(count)  # before anything of that size is allocated
+        if ctx is not None:
+            ctx = ctx.unsqueeze(0).expand(n, m, self.context_features).reshape(count, self.context_features)
+        return ctx, shape + cb, count
 
     def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
         ctx, out_shape, count = self._sample_plan(sample_shape, context)
