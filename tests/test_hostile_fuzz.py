@@ -279,7 +279,10 @@ TOKENS = [
 
 
 @pytest.mark.slow  # about 8 s: 120 in-process CLI runs (CI runs slow tests too)
-def test_cli_fuzz_in_process(model_file, tmp_path):
+def test_cli_fuzz_in_process(model_file, tmp_path, monkeypatch):
+    # A random token may follow --out (say "layers=1e999"): whatever the CLI writes must land in tmp_path,
+    # never in the checkout.
+    monkeypatch.chdir(tmp_path)
     rng = random.Random(1919)
     (tmp_path / "bad.csv").write_text('a,b\n1,"x"\n2,3\n')
     subst = {

@@ -106,6 +106,16 @@ NAMED = {
     "standardize_list": ("realnvp", _set("standardize", [1, 2])),
     "scale_zero": ("realnvp", _set("standardize", {"mean": [0, 0, 0], "scale": [0, 1, 1]})),
     "mask_bad": ("realnvp", _opt("mask", [1, 2])),
+    "whiten_wrong_shape": ("realnvp", _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[1]]})),
+    "whiten_upper": (
+        "realnvp",
+        _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[1, 5, 0], [0, 1, 0], [0, 0, 1]]}),
+    ),
+    "whiten_negative_diagonal": (
+        "realnvp",
+        _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[-1, 0, 0], [0, 1, 0], [0, 0, 1]]}),
+    ),
+    "whiten_string": ("realnvp", _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": "x"})),
 }
 
 

@@ -86,6 +86,7 @@ def test_save_load(tmp_path):
         ({"flow": "nope"}, "unknown flow preset"),
         ({"steps": 0}, "steps"),
         ({"validation_fraction": 1.5}, "validation"),
+        ({"whiten": "yes"}, "whiten"),
     ],
 )
 def test_bad_params(kw, match):
@@ -96,7 +97,10 @@ def test_bad_params(kw, match):
 def test_defaults_seeded_early_stopping_auto_device():
     p = FlowDensity().get_params()
     assert p["random_state"] == 0 and p["patience"] == 10 and p["device"] == "auto"
-    assert p["support"] == "auto" and p["weight_decay"] > 0
+    assert p["support"] == "auto" and p["weight_decay"] > 0 and p["whiten"] == "auto"
+    from pushforward.sklearn import DEFAULT_LR
+
+    assert p["lr"] == DEFAULT_LR
 
 
 def test_default_size_grows_with_rows():
@@ -156,3 +160,32 @@ def test_two_default_fits_agree():
     a = FlowDensity(steps=10, ensemble=2).fit(X).score_samples(X)
     b = FlowDensity(steps=10, ensemble=2).fit(X).score_samples(X)
     np.testing.assert_array_equal(a, b)
+
+
+def _correlated_rows(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 3))
+    return z @ np.array([[1.0, 0.95, -0.6], [0.0, 0.3, 0.3], [0.0, 0.0, 0.15]]) * [1.0, 3.0, 10.0]
+
+
+def test_whiten_auto_keeps_the_better_of_two_first_flows():
+    X = _correlated_rows(400, 8)
+    opts = dict(flow="maf", layers=1, hidden=(8,), steps=120, ensemble=3)
+    est = FlowDensity(**opts).fit(X)
+    assert set(est.whiten_scores_) == {True, False}
+    assert est.whiten_ == max(est.whiten_scores_, key=est.whiten_scores_.get)
+    # strongly correlated columns and a small flow: whitening wins, and every flow of the ensemble is whitened
+    assert est.whiten_ and all(m.whiten is not None for m in est.models_)
+    forced = FlowDensity(**opts, whiten=False).fit(X)
+    assert forced.whiten_scores_ == {} and all(m.whiten is None for m in forced.models_)
+    # the kept first flow is the one that scored whiten_scores_[True] on fold 0
+    folds = np.random.default_rng(0).permutation(len(X)) % 3
+    first = est.models_[0].log_prob(X[folds == 0]).mean()
+    assert abs(first - est.whiten_scores_[True]) < 1e-3
+
+
+def test_whiten_auto_with_a_single_flow_uses_the_validation_split():
+    X = _correlated_rows(300, 9)
+    est = FlowDensity(flow="maf", layers=1, hidden=(8,), steps=60, ensemble=1).fit(X)
+    assert set(est.whiten_scores_) == {True, False} and len(est.models_) == 1
+    assert est.whiten_scores_[est.whiten_] == est.models_[0].validation["mean"]

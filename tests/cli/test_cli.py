@@ -83,6 +83,20 @@ def test_fit_writes_model_with_standardisation_and_columns(model_file, data_dir)
     assert abs(model.log_prob(x).mean() - gauss_ll) < 0.5
 
 
+def test_fit_whiten_flag_stores_the_whitening_and_keeps_original_units(data_dir, tmp_path):
+    out = tmp_path / "w.safetensors"
+    fit = ["fit", str(data_dir / "x.csv"), "--flow", "realnvp", "--steps", "60", *TINY, "--support", "none"]
+    assert main([*fit, "--whiten", "--out", str(out)]) == 0
+    model = FlowModel.load(out)
+    assert model.whiten is not None and model.whiten.shape == (2, 2)
+    x = np.load(data_dir / "x.npy")
+    cov = np.cov(x.T)
+    gauss_ll = -0.5 * (2 * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + 2)
+    assert abs(model.log_prob(x).mean() - gauss_ll) < 0.5
+    s = model.sample(3000, seed=0)
+    np.testing.assert_allclose(np.corrcoef(s.T)[0, 1], np.corrcoef(x.T)[0, 1], atol=0.1)
+
+
 def test_sample_and_score(model_file, data_dir, capsys, tmp_path):
     assert main(["sample", str(model_file), "-n", "7", "--out", str(tmp_path / "s.npy"), "--seed", "1"]) == 0
     s = np.load(tmp_path / "s.npy")
