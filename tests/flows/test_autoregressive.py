@@ -47,6 +47,17 @@ def test_nsf_variants_and_mixing():
     assert torch.isfinite(cp.log_prob(x)).all()
 
 
+def test_nsf_lu_mixing_starts_as_the_reversal_so_consecutive_orders_alternate():
+    flow = NSF(3, layers=3, hidden=(8,))
+    flip = torch.flip(torch.eye(3), dims=[1])
+    for mix in (flow.transform[1], flow.transform[3]):
+        torch.testing.assert_close(mix.lu.matrix().detach(), flip)
+        assert float(mix.lu.logabsdet()) == 0.0
+    # the mixing is still learnable: a gradient reaches the triangular factors
+    flow.log_prob(torch.randn(16, 3)).mean().backward()
+    assert flow.transform[1].lu.lower.grad is not None and flow.transform[1].lu.lower.grad.abs().sum() > 0
+
+
 def test_nsf_handles_inputs_far_outside_the_interval():
     flow = NSF(2, layers=2, hidden=(8,), bound=3.0)
     x = torch.tensor([[100.0, -200.0], [0.0, 50.0]])

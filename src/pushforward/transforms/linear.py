@@ -53,8 +53,11 @@ class LUMatrix(nn.Module):
 
     :math:`P` is a fixed permutation, :math:`L` unit lower-triangular, :math:`U` strictly upper-triangular,
     :math:`s` fixed signs and :math:`u` learnable log-magnitudes, so :math:`\log|\det W| = \sum_i u_i`
-    costs O(n) and solves are two triangular solves. Initialised from a random rotation (Glow) or the
-    identity. Shared by :class:`LULinear` and the invertible 1x1 convolution.
+    costs O(n) and solves are two triangular solves. Initialised from a random rotation (Glow,
+    ``"orthogonal"``), the identity (``"identity"``) or the reversal permutation (``"reverse"``: :math:`P`
+    reverses the features and :math:`L = U = I`, so the matrix starts as the permutation that alternates
+    the order of autoregressive layers and learns any other mixing from there). Shared by :class:`LULinear`
+    and the invertible 1x1 convolution.
 
     Reference: Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018.
     """
@@ -67,8 +70,11 @@ class LUMatrix(nn.Module):
             p, l, u = torch.linalg.lu(q)
         elif init == "identity":
             p = l = u = torch.eye(n, dtype=torch.float64)
+        elif init == "reverse":
+            l = u = torch.eye(n, dtype=torch.float64)
+            p = torch.flip(l, dims=[1])
         else:
-            raise ValueError(f"init must be 'orthogonal' or 'identity', got {init!r}")
+            raise ValueError(f"init must be 'orthogonal', 'identity' or 'reverse', got {init!r}")
         diag = torch.diagonal(u)
         dtype = torch.get_default_dtype()
         self.register_buffer("permutation", p.to(dtype))
