@@ -381,9 +381,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
 
 def default_ensemble(n: int, d: int) -> int:
-    """Cross-fitted flows for ``n`` rows of ``d`` columns: 5 up to 2500 values (``n d``), 3 up to 5000 rows,
+    """Cross-fitted flows for ``n`` rows of ``d`` columns: 5 up to 5000 values (``n d``), 3 up to 5000 rows,
     then 1 (a single flow with a validation split) — keeping the default fit within about 30 CPU-seconds."""
-    if n * d <= 2500:
+    if n * d <= 5000:
         return 5
     return 3 if n < 5000 else 1
 
