@@ -287,8 +287,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
         try:
             first = {w: train(0, w) for w in choices}
-            scores = {w: held_out_score(m) for w, m in first.items()}
-            whiten = max(choices, key=lambda w: (scores[w], not w))  # a tie keeps the simpler model
+            scores = {w: held_out_score(m) for w, m in first.items()} if len(choices) > 1 else {}
+            whiten = max(choices, key=lambda w: (scores.get(w, 0.0), not w))  # a tie keeps the simpler model
             models.append(first[whiten])
             for i in range(1, k):
                 models.append(train(i, whiten))
@@ -304,7 +304,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             self.oof_scores_ = oof
         self.flow_ = preset
         self.whiten_ = bool(whiten)
-        self.whiten_scores_ = scores if len(choices) > 1 else {}
+        self.whiten_scores_ = scores
         self.models_ = models
         self.model_ = models[0]
         self.support_ = support
