@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 128, 128])
     p.add_argument("--activation", default="softplus")
     p.add_argument("--sigma-min", type=float, default=1e-4)
+    p.add_argument(
+        "--ema", type=float, default=None, help="decay of the weights' moving average (e.g. 0.999)"
+    )
     p.add_argument("--n-train", type=int, default=50_000)
     p.add_argument("--n-val", type=int, default=5_000)
     p.add_argument("--n-test", type=int, default=20_000)
@@ -77,6 +80,7 @@ def main() -> None:
         sigma_min=args.sigma_min,
         seed=args.seed,
         callback=log,
+        ema=args.ema,
     )
     train_cpu, train_wall = time.process_time() - cpu0, time.perf_counter() - wall0
     for m in flow.modules():  # exact, tight evaluation
@@ -96,6 +100,7 @@ def main() -> None:
         "activation": args.activation,
         "lr": args.lr,
         "sigma_min": args.sigma_min,
+        "ema": args.ema,
         "test_nll": nll,
         "entropy": entropy,
         "gap_to_entropy": None if entropy is None else nll - entropy,
@@ -108,6 +113,7 @@ def main() -> None:
         "eval_wall_seconds": eval_wall,
         "eval_nfe": flow.transform.nfe,
         "threads": args.threads,
+        "val_fm_loss": dict(zip(history.steps, history.val_loss)),
         "reference_mle_ffjord": ref,
         "nll_minus_reference": None if ref is None else nll - ref["test_nll"],
         "time_fraction_of_reference": None if ref is None else train_cpu / ref["train_seconds"],

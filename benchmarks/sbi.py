@@ -8,11 +8,13 @@ Needs the ``bench`` extra plus sbibm without its (outdated) pins::
 For each task and simulation budget, both methods train **once** on the same simulations (amortised
 posteriors), then draw 10,000 posterior samples for each observation and score them with sbibm's C2ST
 (MLP classifier with two hidden layers of 10·dim, 5-fold cross-validation, z-scored on the reference
-samples; 0.5 is a perfect posterior). Train time is wall-clock seconds. Results are appended to a JSON
-file after every (task, method, observation), so a run cut short keeps what it finished.
+samples; 0.5 is a perfect posterior). Train time is recorded as wall-clock and CPU seconds. Results are
+appended to a JSON file after every (task, method, observation), so a run cut short keeps what it finished;
+``--table`` summarises result files beside the published NPE figures.
 
 * ``pushforward``: :func:`pushforward.sbi.NPE` with its defaults (NSF, 5 layers of (64, 64), 8 bins,
-  z-scored θ and x, bijection onto the prior's support, 10 % validation, early stopping after 20 epochs).
+  z-scored θ and x, bijection onto the prior's support, 10 % validation, Adam 1e-3 annealed over at most 200
+  epochs, early stopping after 30 epochs without improvement).
 * ``fmpe``: :func:`pushforward.sbi.FMPE` with its defaults (flow-matching posterior estimation: FFJORD
   field of (64, 64, 64), exact-trace ODE, the same z-scoring, support bijection and early stopping).
 * ``sbi``: ``sbi.inference.NPE(prior)`` with its defaults (MAF, 5 transforms of 50 hidden units).
@@ -82,6 +84,35 @@ def train_sbi(task, theta, x, seed: int):
 
 METHODS = {"pushforward": train_pushforward, "fmpe": train_fmpe, "sbi": train_sbi}
 
+# Mean C2ST of NPE over the 10 observations in Lueckmann et al., "Benchmarking Simulation-Based Inference"
+# (AISTATS 2021), from their published results table (sbi-benchmark/results, main_paper.csv).
+PUBLISHED_NPE = {
+    "two_moons": {1_000: 0.725, 10_000: 0.606, 100_000: 0.542},
+    "slcp": {1_000: 0.975, 10_000: 0.901, 100_000: 0.831},
+    "gaussian_linear": {1_000: 0.694, 10_000: 0.552, 100_000: 0.506},
+}
+
+
+def table(paths: list[str]) -> str:
+    """A markdown table of the mean C2ST per (task, simulations, method) over the rows of result files."""
+    groups: dict[tuple, dict] = {}
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            g = groups.setdefault((r["task"], r["simulations"], r["method"]), {"c2st": {}, "row": r})
+            g["c2st"][r["observation"]] = r["c2st"]
+    lines = [
+        "| task | simulations | method | mean C2ST | observations | train CPU s | published NPE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, n, method), g in sorted(groups.items()):
+        c = g["c2st"]
+        cpu = g["row"].get("train_cpu_seconds")
+        lines.append(
+            f"| {task} | {n:,} | {method} | {sum(c.values()) / len(c):.3f} | {len(c)} | "
+            f"{'-' if cpu is None else f'{cpu:.0f}'} | {PUBLISHED_NPE.get(task, {}).get(n, '-')} |"
+        )
+    return "\n".join(lines)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,7 +124,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/issue16/sbi.json")
+    ap.add_argument("--table", nargs="+", default=None, help="print the summary table of these result files")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     torch.set_num_threads(args.threads)
     import sbibm
     from sbibm.metrics import c2st
@@ -109,9 +144,10 @@ def main() -> None:
         task = sbibm.get_task(name)
         theta, x = simulate(task, args.simulations, args.seed)
         for method in args.methods:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             sample, info = METHODS[method](task, theta, x, args.seed)
             train_seconds = time.perf_counter() - start
+            train_cpu_seconds = time.process_time() - cpu_start
             print(f"{name} {method}: trained in {train_seconds:.0f} s {info}", flush=True)
             for j in args.observations:
                 x_o = task.get_observation(num_observation=j)
@@ -128,6 +164,7 @@ def main() -> None:
                     "observation": j,
                     "c2st": score,
                     "train_seconds": train_seconds,
+                    "train_cpu_seconds": train_cpu_seconds,
                     "sample_seconds": sample_seconds,
                     "load": os.getloadavg(),
                     **info,

@@ -206,6 +206,36 @@ def test_early_stopping_and_best_weights_restore():
     )  # the first round sets the best, three more fail to beat it
 
 
+def test_weight_average_is_the_warmed_up_moving_average_of_the_trajectory():
+    torch.manual_seed(0)
+    x = torch.randn(300, 2)
+    flow = FFJORD(2, hidden=(8,), trace="exact")
+    decay = 0.9
+    average = [p.detach().clone() for p in flow.parameters()]
+    live = []
+
+    def follow(step, loss):  # an independent running average of the weights after each applied step
+        t = step  # every step is applied here
+        w = 1.0 - min(decay, (1.0 + t) / (10.0 + t))
+        for a, p in zip(average, flow.parameters()):
+            a.mul_(1 - w).add_(w * p.detach())
+        live[:] = [p.detach().clone() for p in flow.parameters()]
+
+    fit_flow_matching(flow, x, steps=30, batch_size=50, lr=1e-2, ema=decay, seed=0, callback=follow)
+    for a, p in zip(average, flow.parameters()):
+        torch.testing.assert_close(p.detach(), a, rtol=1e-5, atol=1e-6)
+    assert any(
+        (p.detach() - q).abs().max() > 1e-3 for p, q in zip(flow.parameters(), live)
+    )  # not the raw ones
+
+    # with validation data the loss is scored on the averaged weights, and the best averaged ones are kept
+    flow2 = FFJORD(2, hidden=(8,), trace="exact")
+    h = fit_flow_matching(
+        flow2, x, x[:100], steps=30, batch_size=50, lr=1e-2, ema=decay, seed=0, eval_every=5
+    )
+    assert h.best_val_loss == min(h.val_loss)
+
+
 class SometimesNaN(nn.Module):
     def __init__(self, bad_calls):
         super().__init__()
@@ -243,6 +273,8 @@ def test_bad_arguments():
         (dict(batch_size=0), "batch_size"),
         (dict(patience=0), "patience"),
         (dict(schedule="linear"), "schedule"),
+        (dict(ema=1.0), "ema"),
+        (dict(ema=0.0), "ema"),
     ):
         with pytest.raises(ValueError, match=match):
             fit_flow_matching(flow, x, **kwargs)

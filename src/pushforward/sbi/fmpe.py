@@ -51,6 +51,7 @@ def FMPE(
     sigma_min: float = 1e-4,
     time_exponent: float = 0.0,
     clip_grad: float | None = 5.0,
+    schedule: str | None = None,
     seed: int | None = None,
 ) -> Posterior:
     r"""Flow-matching posterior estimation: fit :math:`q(\theta \mid x)` to simulations with
@@ -72,6 +73,7 @@ def FMPE(
             not a vector (it must then have an ``out_features`` attribute unless ``flow`` is given).
         z_score_x: See :meth:`Posterior.fit_standardization`.
         validation_fraction, batch_size, lr, max_epochs, patience, clip_grad: Training settings.
+        schedule: None (constant rate) or ``"cosine"`` (annealed to 0 over ``max_epochs``).
         sigma_min, time_exponent: The path's :math:`\sigma_{\min}` and the time density's exponent
             (:func:`~pushforward.train.flow_matching.flow_matching_loss`).
         seed: Seeds the split, the initialisation, shuffling, base draws and times.
@@ -132,7 +134,7 @@ def FMPE(
         steps=max_epochs * per_epoch,
         lr=lr,
         clip_grad=clip_grad,
-        schedule=None,
+        schedule=schedule,
         sigma_min=sigma_min,
         time_exponent=time_exponent,
         embedding=embedding,

@@ -32,6 +32,7 @@ the independent-coupling path, which still ends exactly at the base.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -197,6 +198,7 @@ def fit_flow_matching(
     eval_every: int | None = None,
     seed: int | None = None,
     callback: Callable[[int, float], None] | None = None,
+    ema: float | None = None,
 ) -> FlowMatchingHistory:
     r"""Train the continuous flow ``flow`` (in place) by conditional flow matching with Adam.
 
@@ -224,6 +226,11 @@ def fit_flow_matching(
         eval_every: Steps between evaluation rounds (default: ``steps / 50``, at least 1).
         seed: Seeds shuffling, base draws and times; the global RNG is left untouched.
         callback: Called as ``callback(step, train_loss)`` after every applied step.
+        ema: Decay of an exponential moving average of the weights (e.g. ``0.999``; Polyak & Juditsky,
+            "Acceleration of Stochastic Approximation by Averaging", 1992), as is usual for flow-matching and
+            diffusion models: the validation loss is computed with the averaged weights and the averaged
+            weights are the ones kept (the best ones with ``val``, the last ones without). ``None`` keeps
+            the raw weights.
 
     Returns:
         A :class:`FlowMatchingHistory`. Batches whose loss or gradient is not finite are skipped (counted),
@@ -257,6 +264,8 @@ def fit_flow_matching(
         raise ValueError(f"schedule must be 'cosine' or None, got {schedule!r}")
     if embedding is not None and not isinstance(embedding, nn.Module):
         raise TypeError(f"embedding must be an nn.Module, got {type(embedding).__name__}")
+    if ema is not None and not (isinstance(ema, (int, float)) and 0.0 < ema < 1.0):
+        raise ValueError(f"ema must be a decay in (0, 1) or None, got {ema!r}")
     model = nn.ModuleDict({"flow": flow, **({"embedding": embedding} if embedding is not None else {})})
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -284,7 +293,7 @@ def fit_flow_matching(
             loader,
             val_set,
             steps,
-            _Settings(lr, weight_decay, clip_grad, schedule, patience, eval_every, callback, device),
+            _Settings(lr, weight_decay, clip_grad, schedule, patience, eval_every, callback, device, ema),
         )
 
 
@@ -298,6 +307,7 @@ class _Settings:
     eval_every: int
     callback: Callable[[int, float], None] | None
     device: torch.device
+    ema: float | None = None
 
 
 def _fixed_validation(flow: Flow, val: Data, device: torch.device, time_exponent: float) -> list[tuple]:
@@ -318,6 +328,7 @@ def _train(model, params, loss_of, loader, val_set, steps: int, cfg: _Settings) 
     best_state: dict | None = None
     rounds_without_gain, running, n_running, applied = 0, 0.0, 0, 0
     max_norm = cfg.clip_grad if cfg.clip_grad is not None else math.inf
+    average = _WeightAverage(params, cfg.ema) if cfg.ema is not None else None
     start = time.perf_counter()
     model.train()
     batches = _forever(loader)
@@ -331,6 +342,8 @@ def _train(model, params, loss_of, loader, val_set, steps: int, cfg: _Settings) 
             if torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)):
                 opt.step()
                 applied += 1
+                if average is not None:
+                    average.update(applied)
                 running, n_running = running + value, n_running + 1
                 if cfg.callback is not None:
                     cfg.callback(step, value)
@@ -346,16 +359,16 @@ def _train(model, params, loss_of, loader, val_set, steps: int, cfg: _Settings) 
             history.steps.append(step)
             running, n_running = 0.0, 0
             if val_set is not None:
-                with torch.no_grad():
+                with torch.no_grad(), _averaged(average):
                     total = sum(float(loss_of(x, c, x0, u)) * x.shape[0] for x, c, x0, u in val_set)
-                v = total / sum(b[0].shape[0] for b in val_set)
-                history.val_loss.append(v)
-                if v < history.best_val_loss - 1e-7:
-                    history.best_val_loss, history.best_step = v, step
-                    best_state = copy.deepcopy(model.state_dict())
-                    rounds_without_gain = 0
-                else:
-                    rounds_without_gain += 1
+                    v = total / sum(b[0].shape[0] for b in val_set)
+                    history.val_loss.append(v)
+                    if v < history.best_val_loss - 1e-7:
+                        history.best_val_loss, history.best_step = v, step
+                        best_state = copy.deepcopy(model.state_dict())
+                        rounds_without_gain = 0
+                    else:
+                        rounds_without_gain += 1
                 if cfg.patience is not None and rounds_without_gain >= cfg.patience:
                     history.stopped_early = True
                     break
@@ -368,8 +381,46 @@ def _train(model, params, loss_of, loader, val_set, steps: int, cfg: _Settings) 
         model.load_state_dict(best_state)
     elif val_set is not None:
         raise FloatingPointError("flow matching diverged: the validation loss was never finite")
+    elif average is not None:
+        average.swap()  # no validation: keep the averaged weights
     model.eval()
     return history
+
+
+class _WeightAverage:
+    """An exponential moving average of ``params`` with the usual warm-up: after the ``t``-th applied step
+    the decay is ``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the initial
+    weights. :meth:`swap` exchanges the averaged and the live values in place (twice restores them)."""
+
+    def __init__(self, params: list[Tensor], decay: float) -> None:
+        self.params, self.decay = params, float(decay)
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, t: int) -> None:
+        weight = 1.0 - min(self.decay, (1.0 + t) / (10.0 + t))
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), weight)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
+@contextlib.contextmanager
+def _averaged(average: _WeightAverage | None):
+    """Within the block the parameters hold their averaged values (no-op when ``average`` is None)."""
+    if average is None:
+        yield
+        return
+    average.swap()
+    try:
+        yield
+    finally:
+        average.swap()
 
 
 def _forever(loader):
