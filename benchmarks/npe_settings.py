@@ -83,6 +83,8 @@ def main() -> None:
                 "best_epoch": h.best_step // max(1, h.steps[0]) if h.steps else None,
                 "best_val_nll": h.best_val_nll,
                 "heldout_nll": -float(lp.mean()),
+                "flow_kind": getattr(post, "flow_kind", None),
+                "flow_scores": getattr(post, "flow_scores", None),
                 "train_cpu_seconds": cpu,
             }
         )

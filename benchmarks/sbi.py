@@ -12,9 +12,10 @@ samples; 0.5 is a perfect posterior). Train time is recorded as wall-clock and C
 appended to a JSON file after every (task, method, observation), so a run cut short keeps what it finished;
 ``--table`` summarises result files beside the published NPE figures.
 
-* ``pushforward``: :func:`pushforward.sbi.NPE` with its defaults (NSF, 5 layers of (64, 64), 8 bins,
-  z-scored θ and x, bijection onto the prior's support, 10 % validation, Adam 1e-3 annealed over at most 200
-  epochs, early stopping after 30 epochs without improvement).
+* ``pushforward``: :func:`pushforward.sbi.NPE` with its defaults (an NSF, 5 layers of (64, 64), 8 bins, and
+  an affine MAF of the same size, the one with the lower validation loss kept; z-scored θ and x, bijection
+  onto the prior's support, 10 % validation, Adam 1e-3 annealed over at most 200 epochs, early stopping
+  after 30 epochs without improvement).
 * ``fmpe``: :func:`pushforward.sbi.FMPE` with its defaults (flow-matching posterior estimation: FFJORD
   field of (64, 64, 64), exact-trace ODE, the same z-scoring, support bijection and early stopping).
 * ``sbi``: ``sbi.inference.NPE(prior)`` with its defaults (MAF, 5 transforms of 50 hidden units).
@@ -54,7 +55,8 @@ def train_pushforward(task, theta, x, seed: int):
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
         return post.sample(n, x_o.reshape(-1))
 
-    return sample, {"epochs": len(post.history.val_nll), "best_val_nll": post.history.best_val_nll}
+    info = {"epochs": len(post.history.val_nll), "best_val_nll": post.history.best_val_nll}
+    return sample, {**info, "flow": post.flow_kind, "flow_scores": post.flow_scores}
 
 
 def train_fmpe(task, theta, x, seed: int):
@@ -98,7 +100,8 @@ def table(paths: list[str]) -> str:
     groups: dict[tuple, dict] = {}
     for path in paths:
         for r in json.loads(Path(path).read_text())["rows"]:
-            g = groups.setdefault((r["task"], r["simulations"], r["method"]), {"c2st": {}, "row": r})
+            method = f"{r['method']} ({r['flow']})" if r.get("flow") else r["method"]  # NPE's chosen flow
+            g = groups.setdefault((r["task"], r["simulations"], method), {"c2st": {}, "row": r})
             g["c2st"][r["observation"]] = r["c2st"]
     lines = [
         "| task | simulations | method | mean C2ST | observations | train CPU s | published NPE |",

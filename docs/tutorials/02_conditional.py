@@ -126,8 +126,10 @@ print(f"KL(exact posterior || flow) ≈ {kl:.3f} nats for x_o = {x_o.tolist()}")
 #
 # :func:`pushforward.sbi.NPE` packages these steps, with what a real posterior needs on top: z-scoring of
 # :math:`\theta` and :math:`x`, a bijection onto a bounded prior's support (so no sample leaves it and no
-# rejection loop is needed), a validation split with early stopping, and embedding networks for image-like or
-# set-valued observations (:mod:`pushforward.nets.embedding`)::
+# rejection loop is needed), a validation split with early stopping, a choice between a spline flow and an
+# affine MAF by their validation loss (a Gaussian-like posterior is fitted better by the simpler flow, a
+# curved or multimodal one by the spline flow), and embedding networks for image-like or set-valued
+# observations (:mod:`pushforward.nets.embedding`)::
 #
 #     from pushforward.sbi import NPE, sbc_ranks, expected_coverage, plot_calibration
 #

@@ -72,3 +72,42 @@ def test_npe_recovers_a_conjugate_gaussian_posterior(dtype):
     # 3,000 simulations leave a finite-sample error (validation NLL ~0.035 nats above the exact posterior's
     # entropy; measured stds 0.51 / 0.46): 20 % still rejects the prior's width (1.0) and scaling errors
     assert torch.allclose(samples.std(0), torch.full_like(mean, std), rtol=0.2)
+
+
+def test_npe_auto_keeps_the_candidate_with_the_lower_validation_loss():
+    theta, x = _gaussian_simulations(400, dim=2)
+    prior = MultivariateNormal(torch.zeros(2), torch.eye(2))
+    kw = dict(layers=1, hidden=(16, 16), max_epochs=3, seed=0)
+    auto = NPE(prior, theta, x, **kw)
+    assert set(auto.flow_scores) == {"maf", "nsf"}
+    assert auto.flow_kind == min(auto.flow_scores, key=auto.flow_scores.get)
+    assert auto.history.best_val_nll == auto.flow_scores[auto.flow_kind]
+    # each candidate is trained exactly as it would be alone (same split, initialisation and shuffling)
+    for kind in ("maf", "nsf"):
+        alone = NPE(prior, theta, x, flow=kind, **kw)
+        assert alone.flow_kind == kind and alone.flow_scores == {}
+        assert alone.history.best_val_nll == auto.flow_scores[kind]
+    chosen = NPE(prior, theta, x, flow=auto.flow_kind, **kw)
+    probe, x_o = torch.randn(5, 2), torch.tensor([0.3, -0.2])
+    assert torch.allclose(auto.log_prob(probe, x_o), chosen.log_prob(probe, x_o))
+
+
+def test_npe_auto_trains_the_callers_embedding():
+    torch.manual_seed(0)
+    theta = torch.randn(300, 1)
+    x = theta[:, None, :] + torch.randn(300, 5, 1)
+    embedding = DeepSetEmbedding(1, 4, hidden=(16,), latent=8)
+    before = [p.detach().clone() for p in embedding.parameters()]
+    post = NPE(
+        Normal(torch.zeros(1), 1.0), theta, x, embedding=embedding, layers=1, hidden=(16, 16), max_epochs=2
+    )
+    assert post.embedding is embedding
+    assert any(not torch.equal(a, b) for a, b in zip(before, embedding.parameters(), strict=True))
+
+
+def test_npe_rejects_an_unknown_flow():
+    theta, x = _gaussian_simulations(50)
+    with pytest.raises(ValueError, match="flow must be"):
+        NPE(None, theta, x, flow="realnvp", max_epochs=1)
+    with pytest.raises(TypeError, match="flow must be"):
+        NPE(None, theta, x, flow=3, max_epochs=1)

@@ -52,6 +52,7 @@ def FMPE(
     time_exponent: float = 0.0,
     clip_grad: float | None = 5.0,
     schedule: str | None = None,
+    ema: float | None = None,
     seed: int | None = None,
 ) -> Posterior:
     r"""Flow-matching posterior estimation: fit :math:`q(\theta \mid x)` to simulations with
@@ -74,6 +75,8 @@ def FMPE(
         z_score_x: See :meth:`Posterior.fit_standardization`.
         validation_fraction, batch_size, lr, max_epochs, patience, clip_grad: Training settings.
         schedule: None (constant rate) or ``"cosine"`` (annealed to 0 over ``max_epochs``).
+        ema: Decay of a moving average of the weights, scored on validation and kept
+            (:func:`~pushforward.train.flow_matching.fit_flow_matching`); None keeps the raw weights.
         sigma_min, time_exponent: The path's :math:`\sigma_{\min}` and the time density's exponent
             (:func:`~pushforward.train.flow_matching.flow_matching_loss`).
         seed: Seeds the split, the initialisation, shuffling, base draws and times.
@@ -141,6 +144,7 @@ def FMPE(
         patience=patience,
         eval_every=per_epoch,
         seed=seed,
+        ema=ema,
     )
     posterior.history = history
     posterior.eval()
