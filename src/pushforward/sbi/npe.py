@@ -166,6 +166,36 @@ def NPE(
         kinds = [flow]
     else:
         raise TypeError(f"flow must be 'auto', 'nsf', 'maf' or a Flow, got {type(flow).__name__}")
+
+    def train(
+        flow: Flow, embedding: nn.Module | None, generator: torch.Generator
+    ) -> tuple[Posterior, History]:
+        posterior, v, train_idx, val_idx = prepare_posterior(
+            flow, prior, embedding, theta, x, n_val=n_val, generator=generator, z_score_x=z_score_x
+        )
+        train = DataLoader(
+            TensorDataset(v[train_idx], x[train_idx]),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+        )
+        val = DataLoader(TensorDataset(v[val_idx], x[val_idx]), batch_size=max(batch_size, 1024))
+        history: History = fit(
+            _LatentObjective(posterior),  # type: ignore[arg-type]  (duck-typed: log_prob(v, x), forward)
+            train,
+            val,
+            epochs=max_epochs,
+            lr=lr,
+            clip_grad=clip_grad,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            patience=patience,
+            eval_every=len(train),
+            progress=progress,
+            seed=seed,
+        )
+        return posterior, history
+
     # every candidate sees the same split (and, with a seed, the same initial state as when trained alone)
     split_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
     results: dict[str, tuple[Posterior, History, nn.Module | None]] = {}
@@ -180,27 +210,8 @@ def NPE(
             candidate = MAF(d, context=int(context), layers=layers, hidden=hidden)  # type: ignore[arg-type]
         else:
             candidate = kind
-        name = kind if isinstance(kind, str) else "custom"
-        posterior, history = _train(
-            candidate,
-            prior,
-            emb,
-            theta,
-            x,
-            n_val,
-            generator,
-            z_score_x,
-            batch_size,
-            lr,
-            max_epochs,
-            patience,
-            clip_grad,
-            weight_decay,
-            schedule,
-            progress,
-            seed,
-        )
-        results[name] = (posterior, history, emb)
+        posterior, history = train(candidate, emb, generator)
+        results[kind if isinstance(kind, str) else "custom"] = (posterior, history, emb)
     scores = {name: r[1].best_val_nll for name, r in results.items()}
     best = min(scores, key=lambda k: (scores[k], k != "nsf"))  # a tie keeps the spline flow
     posterior, history, emb = results[best]
@@ -214,48 +225,3 @@ def NPE(
     posterior.flow_scores = scores if len(scores) > 1 else {}
     posterior.eval()
     return posterior
-
-
-def _train(
-    flow: Flow,
-    prior: object | None,
-    embedding: nn.Module | None,
-    theta: Tensor,
-    x: Tensor,
-    n_val: int,
-    generator: torch.Generator,
-    z_score_x: str | None,
-    batch_size: int,
-    lr: float,
-    max_epochs: int,
-    patience: int,
-    clip_grad: float | None,
-    weight_decay: float,
-    schedule: str | None,
-    progress: bool,
-    seed: int | None,
-) -> tuple[Posterior, History]:
-    """Train one conditional flow as NPE's posterior; returns it with its training history."""
-    posterior, v, train_idx, val_idx = prepare_posterior(
-        flow, prior, embedding, theta, x, n_val=n_val, generator=generator, z_score_x=z_score_x
-    )
-    train = DataLoader(
-        TensorDataset(v[train_idx], x[train_idx]), batch_size=batch_size, shuffle=True, generator=generator
-    )
-    val = DataLoader(TensorDataset(v[val_idx], x[val_idx]), batch_size=max(batch_size, 1024))
-    objective = _LatentObjective(posterior)
-    history: History = fit(
-        objective,  # type: ignore[arg-type]  (duck-typed: log_prob(v, x), forward)
-        train,
-        val,
-        epochs=max_epochs,
-        lr=lr,
-        clip_grad=clip_grad,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        patience=patience,
-        eval_every=len(train),
-        progress=progress,
-        seed=seed,
-    )
-    return posterior, history
