@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from pushforward.transformers import AffineTransformer
 from pushforward.transforms import (
     ActNorm,
@@ -19,7 +21,9 @@ from pushforward.transforms import (
     Scale,
     Shift,
     Sigmoid,
+    Standardize,
     Tanh,
+    Whiten,
     alternating_mask,
     half_mask,
     mask_schedule,
@@ -29,6 +33,15 @@ from pushforward.transforms import (
 from . import Case, normal_sampler, uniform_sampler, warmed
 
 CASES = [
+    Case("standardize", lambda: Standardize(3, loc=[0.5, -1.0, 2.0], scale=[0.5, 2.0, 3.0]), perturb=0.0),
+    Case(
+        "whiten",
+        lambda: Whiten.fit(
+            torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+            @ torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.3, -0.2, 1.5]])
+        ),
+        perturb=0.0,
+    ),
     Case("shift", lambda: Shift(3)),
     Case("scale", lambda: Scale(3)),
     Case("affine", lambda: Affine(3)),

@@ -20,6 +20,7 @@ from .image import InvConv1x1, MultiScale, Squeeze, channel_mask, checkerboard_m
 from .linear import LULinear, Permutation
 from .matrix import CholeskyProduct, FillTriangular
 from .planar import Planar, Radial
+from .preprocessing import Standardize, Whiten
 from .residual import ResidualBlock
 from .reversible import ReversibleCompose
 from .simplex import CalibrationTransform, GeneralizedCalibration
@@ -63,9 +64,11 @@ __all__ = [
     "Shift",
     "Sigmoid",
     "Squeeze",
+    "Standardize",
     "Sylvester",
     "Tanh",
     "Transform",
+    "Whiten",
     "alternating_mask",
     "channel_mask",
     "checkerboard_mask",
