@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pushforward.flows import PRESETS
-from pushforward.io import FlowModel, build_flow
+from pushforward.io import build_flow
+from pushforward.tabular import FlowModel
 
 pytestmark = [
     pytest.mark.gpu,

@@ -15,7 +15,8 @@ import torch
 from pushforward import fit, fit_vi
 from pushforward.cli.main import main
 from pushforward.flows import PRESETS
-from pushforward.io import FlowModel, ModelFileError
+from pushforward.io import ModelFileError
+from pushforward.tabular import FlowModel
 
 torch.set_num_threads(1)
 CLEAN = (ValueError, TypeError)  # ModelFileError and CheckpointError are ValueErrors

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pushforward.io import FlowModel, ModelFileError, build_flow, load_model, save_model
+from pushforward.io import ModelFileError, build_flow, load_model, save_model
+from pushforward.tabular import FlowModel
 
 torch.set_num_threads(1)
 
@@ -129,12 +130,14 @@ def _correlated(n: int = 400, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def whitened():
     x = _correlated()
-    m = FlowModel.train(x, "maf", options={"layers": 2, "hidden": [16]}, steps=60, whiten=True, progress=False)
+    m = FlowModel.train(
+        x, "maf", options={"layers": 2, "hidden": [16]}, steps=60, whiten=True, progress=False
+    )
     return m, x
 
 
 def test_whitening_matrix_decorrelates_and_survives_collinear_columns():
-    from pushforward.io import whitening_matrix
+    from pushforward.tabular import whitening_matrix
 
     x = _correlated(2000)
     u = (x - x.mean(0)) / x.std(0)
@@ -186,7 +189,9 @@ def test_whitening_helps_on_strongly_correlated_columns():
     tr, te = x[:1000], x[1000:]
     opts = {"layers": 1, "hidden": [8]}
     scores = {
-        w: FlowModel.train(tr, "maf", options=opts, steps=150, whiten=w, seed=0, progress=False).log_prob(te).mean()
+        w: FlowModel.train(tr, "maf", options=opts, steps=150, whiten=w, seed=0, progress=False)
+        .log_prob(te)
+        .mean()
         for w in (False, True)
     }
     assert scores[True] > scores[False] + 0.2, scores
@@ -195,7 +200,9 @@ def test_whitening_helps_on_strongly_correlated_columns():
 def test_whiten_needs_standardize_and_flat_rows():
     x = _correlated(50)
     with pytest.raises(ValueError, match="standardize"):
-        FlowModel.train(x, "maf", options={"layers": 1, "hidden": [4]}, steps=1, whiten=True, standardize=False)
+        FlowModel.train(
+            x, "maf", options={"layers": 1, "hidden": [4]}, steps=1, whiten=True, standardize=False
+        )
     with pytest.raises(ValueError, match="flat rows"):
         FlowModel.train(
             np.random.default_rng(0).normal(size=(50, 4)),

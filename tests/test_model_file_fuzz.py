@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from pushforward.io import FlowModel, ModelFileError, _digest, build_flow, save_model
+from pushforward.io import ModelFileError, _digest, build_flow, save_model
+from pushforward.tabular import FlowModel
 
 torch.set_num_threads(1)
 
@@ -106,14 +107,19 @@ NAMED = {
     "standardize_list": ("realnvp", _set("standardize", [1, 2])),
     "scale_zero": ("realnvp", _set("standardize", {"mean": [0, 0, 0], "scale": [0, 1, 1]})),
     "mask_bad": ("realnvp", _opt("mask", [1, 2])),
-    "whiten_wrong_shape": ("realnvp", _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[1]]})),
+    "whiten_wrong_shape": (
+        "realnvp",
+        _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[1]]}),
+    ),
     "whiten_upper": (
         "realnvp",
         _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[1, 5, 0], [0, 1, 0], [0, 0, 1]]}),
     ),
     "whiten_negative_diagonal": (
         "realnvp",
-        _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[-1, 0, 0], [0, 1, 0], [0, 0, 1]]}),
+        _set(
+            "standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": [[-1, 0, 0], [0, 1, 0], [0, 0, 1]]}
+        ),
     ),
     "whiten_string": ("realnvp", _set("standardize", {"mean": [0] * 3, "scale": [1] * 3, "whiten": "x"})),
 }

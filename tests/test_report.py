@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pushforward.data.support import detect_support
-from pushforward.io import FlowModel
 from pushforward.report import write_report
+from pushforward.tabular import FlowModel
 
 from .browser import find_chromium, run_chromium
 

@@ -114,11 +114,11 @@ print(
 # %%
 # From Python
 # -----------
-# The same model file loads in Python as a :class:`~pushforward.io.FlowModel`, whose ``log_prob`` takes rows
+# The same model file loads in Python as a :class:`~pushforward.tabular.FlowModel`, whose ``log_prob`` takes rows
 # in the units of the data (the standardisation is part of the model, and its Jacobian is included).
 # :class:`~pushforward.analysis.anomaly.AnomalyDetector` wraps the threshold logic.
 from pushforward.analysis.anomaly import AnomalyDetector
-from pushforward.io import FlowModel
+from pushforward.tabular import FlowModel
 
 model = FlowModel.load(work / "cancer.safetensors")
 lp_benign, lp_malignant = model.log_prob(test), model.log_prob(malignant)

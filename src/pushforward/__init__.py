@@ -22,6 +22,7 @@ def __getattr__(name: str):
         return FlowDensity
     raise AttributeError(f"module 'pushforward' has no attribute {name!r}")
 
+
 __all__ = [
     "Estimate",
     "Flow",

@@ -7,7 +7,7 @@ file that opens anywhere without network access.
 
 Example:
     >>> import numpy as np
-    >>> from pushforward.io import FlowModel
+    >>> from pushforward.tabular import FlowModel
     >>> x = np.random.default_rng(0).normal(size=(200, 2))
     >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
     >>> write_report(model, x, "report.html").name
@@ -251,7 +251,7 @@ def write_report(
     seed: int = 0,
     pairs: list[str] | None = None,
 ) -> Path:
-    """Write a self-contained HTML report on ``model`` (a :class:`~pushforward.io.FlowModel`) and ``data``.
+    """Write a self-contained HTML report on ``model`` (a :class:`~pushforward.tabular.FlowModel`) and ``data``.
 
     The page uses the full window width; every column has its marginal plot (data histogram, model density
     curve) and a row in the per-column table (support, means, standard deviations, two-sample
@@ -267,7 +267,7 @@ def write_report(
 
     Example:
         >>> import numpy as np
-        >>> from pushforward.io import FlowModel
+        >>> from pushforward.tabular import FlowModel
         >>> x = np.random.default_rng(0).normal(size=(200, 2))
         >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
         >>> write_report(model, x, "report.html", pairs=["x0", "x1"]).suffix

@@ -68,7 +68,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             :func:`~pushforward.data.support.parse_support`; columns by 0-based index or DataFrame name).
         standardize: Standardise the columns before fitting.
         whiten: Also decorrelate the standardised columns (inverse Cholesky factor of their shrunk
-            correlation matrix, see :class:`~pushforward.io.FlowModel`) so that the flow models what a
+            correlation matrix, see :class:`~pushforward.tabular.FlowModel`) so that the flow models what a
             Gaussian cannot. ``"auto"`` (default) decides by held-out likelihood: the first flow is trained
             both ways and the better one on its held-out rows (fold 0, or the validation split when
             ``ensemble == 1``) is kept, and the other flows are trained that way; one extra flow's cost.
@@ -81,7 +81,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         progress: Show a progress bar.
 
     Attributes:
-        flow_: The resolved preset. ``models_``: the fitted :class:`~pushforward.io.FlowModel` s; ``model_``
+        flow_: The resolved preset. ``models_``: the fitted :class:`~pushforward.tabular.FlowModel` s; ``model_``
         the first. ``support_``: the column supports. ``history_``: the first flow's training history.
         ``oof_scores_``: out-of-fold log-likelihood of each training row (``ensemble > 1``).
         ``whiten_``: whether the columns were whitened; ``whiten_scores_``: with ``whiten="auto"``, the
@@ -216,7 +216,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         import torch
 
         from .data.support import parse_support
-        from .io import FlowModel
+        from .tabular import FlowModel
 
         self._check_params()
         names = _column_names(X)
@@ -358,7 +358,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
     @classmethod
     def load(cls, path: str | Path) -> FlowDensity:
         """A fitted estimator from a model file (training settings other than the flow are defaults)."""
-        from .io import FlowModel
+        from .tabular import FlowModel
 
         model = FlowModel.load(path)
         est = cls(

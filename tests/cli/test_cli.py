@@ -12,7 +12,7 @@ import torch
 
 from pushforward.cli.main import build_parser, main
 from pushforward.flows import PRESETS
-from pushforward.io import FlowModel
+from pushforward.tabular import FlowModel
 
 torch.set_num_threads(1)
 TINY = ["--layers", "2", "--hidden", "16", "--no-progress"]

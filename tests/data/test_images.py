@@ -26,7 +26,9 @@ from pushforward.flows.image import Glow
 from pushforward.train.images import fit_images
 from pushforward.transforms.elementwise import log_normal_pdf
 
-MNIST_PATH = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"  # the project's data, beside it
+MNIST_PATH = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+)  # the project's data, beside it
 
 torch.set_num_threads(1)
 

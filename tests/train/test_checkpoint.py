@@ -17,7 +17,7 @@ from pushforward import fit
 from pushforward.cli.main import main
 from pushforward.data import toy
 from pushforward.flows import RealNVP
-from pushforward.io import FlowModel
+from pushforward.tabular import FlowModel
 from pushforward.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)

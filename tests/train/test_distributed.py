@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pushforward.cli.main import main
-from pushforward.io import FlowModel
+from pushforward.tabular import FlowModel
 
 torch.set_num_threads(1)
 

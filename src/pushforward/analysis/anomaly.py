@@ -24,7 +24,7 @@ gets much more powerful for batches (:math:`M \geq 2`) known to come from one so
 
 Example:
     >>> import numpy as np
-    >>> from pushforward.io import FlowModel
+    >>> from pushforward.tabular import FlowModel
     >>> rng = np.random.default_rng(0)
     >>> x, x_val, x_new = rng.normal(size=(300, 2)), rng.normal(size=(200, 2)), rng.normal(size=(5, 2))
     >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
@@ -56,7 +56,7 @@ __all__ = [
 def log_likelihood(model: Any, x: Any) -> np.ndarray:
     """Per-row log-likelihood (``float64``) of ``x`` under ``model``.
 
-    ``model`` is a :class:`~pushforward.io.FlowModel`, a :class:`~pushforward.FlowDensity`, a
+    ``model`` is a :class:`~pushforward.tabular.FlowModel`, a :class:`~pushforward.FlowDensity`, a
     :class:`~pushforward.Flow` (unconditional) or any callable mapping an array to log-densities.
     """
     if hasattr(model, "log_prob") and hasattr(model, "standardize"):  # FlowModel

@@ -413,7 +413,7 @@ def _load_data(path: str, delimiter: str | None = None):
 
 
 def _load_model(path: str):
-    from ..io import FlowModel
+    from ..tabular import FlowModel
 
     return FlowModel.load(path)
 
@@ -438,7 +438,8 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 def _cmd_fit(a: argparse.Namespace) -> int:
     import torch
 
-    from ..io import FlowModel, build_flow
+    from ..io import build_flow
+    from ..tabular import FlowModel
 
     preset = (a.flow or default_preset()).lower()
     options = dict(a.option)

@@ -43,6 +43,7 @@ __all__ = [
     "uniform_dequantize",
 ]
 
+
 def default_mnist_path() -> str | None:
     """The MNIST directory named by the environment variable ``PUSHFORWARD_MNIST``, or None.
 

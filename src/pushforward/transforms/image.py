@@ -44,7 +44,6 @@ def image_shape(shape: int | Sequence[int], name: str = "shape") -> tuple[int, i
     return s  # type: ignore[return-value]
 
 
-
 # -------------------------------------------------------------------------------------------- squeeze
 def squeeze(x: Tensor, factor: int = 2) -> Tensor:
     r"""Space-to-depth: ``(B, C, H, W) -> (B, C f², H/f, W/f)``.

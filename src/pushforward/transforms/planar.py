@@ -140,7 +140,6 @@ def _check_features(features: int, name: str) -> int:
     return features
 
 
-
 # ---------------------------------------------------------------------------------- transforms
 class Planar(Transform):
     r"""Planar flow layer, cheap in the sampling direction.

@@ -113,7 +113,7 @@ class Whiten(Transform):
 
     Example:
         >>> x = torch.randn(500, 2) @ torch.tensor([[2.0, 0.0], [1.5, 0.5]])
-        >>> w = Whiten.fit(x)
+        >>> w = Whiten.fit(x, shrinkage=0.0)
         >>> y, _ = w(x)
         >>> bool((torch.cov(y.T) - torch.eye(2)).abs().max() < 0.05)
         True

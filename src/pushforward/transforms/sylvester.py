@@ -70,7 +70,6 @@ def sylvester_log_det(pre: Tensor, r_diag: Tensor, r_tilde_diag: Tensor) -> Tens
     return torch.log1p(torch.exp(log_tanh_derivative(pre)) * (r_diag * r_tilde_diag)).sum(-1)
 
 
-
 def _check_int(value: int, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
