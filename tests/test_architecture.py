@@ -22,7 +22,7 @@ PACKAGE = SRC / "pushforward"
 # names relative to ``pushforward`` (a package name covers everything below it). Keep in sync with the
 # diagram in docs/CONTRIBUTING.md.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundations", ["checks", "inversion", "estimators", "_moved", "_version"]),
+    ("foundations", ["checks", "inversion", "estimators", "registry", "_moved", "_version"]),
     ("building blocks", ["nets", "transformers"]),
     ("transforms", ["transforms", "manifolds"]),
     ("distributions", ["distributions"]),

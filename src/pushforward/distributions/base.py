@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registered
 from ..transforms.base import as_shape
 
 __all__ = ["BoxUniform", "DiagNormal", "Distribution", "MixtureOfGaussians", "StandardNormal"]
@@ -26,7 +27,7 @@ def _sample_shape(sample_shape: int | Sequence[int] | torch.Size) -> tuple[int, 
     return tuple(int(s) for s in sample_shape)
 
 
-class Distribution(nn.Module):
+class Distribution(Registered, nn.Module):
     """Abstract base distribution with an ``event_shape``, ``log_prob`` and ``rsample``."""
 
     def __init__(self, event_shape: int | Sequence[int]) -> None:

@@ -1,11 +1,10 @@
-"""Flows and ready-made presets. Every preset shares one signature:
-``Preset(features, *, context=0, layers=..., hidden=(...), **family_options) -> Flow``.
+"""Flows and ready-made presets. Every preset is a :class:`~pushforward.flows.preset.Preset` (a
+:class:`Flow` subclass) sharing one constructor signature:
+``Preset(features, *, context=0, layers=..., hidden=(...), **family_options)``.
 
 :data:`PRESETS` maps lower-case names (used by the CLI, the scikit-learn estimator and model files) to
-preset constructors.
+the preset classes.
 """
-
-from collections.abc import Callable
 
 from .autoregressive import BNAF, IAF, MAF, NAF, NSF
 from .continuous import FFJORD, AugmentedFlow, continuous_regularization
@@ -13,10 +12,11 @@ from .core import Flow
 from .coupling import NICE, RealNVP, coupling_masks
 from .image import Glow, RealNVPImage, ScaleNormal
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
+from .preset import Preset
 from .residual import ResidualFlow
 
-#: Preset name → constructor with the shared preset signature.
-PRESETS: dict[str, Callable[..., Flow]] = {
+#: Preset name → preset class (constructors share the preset signature).
+PRESETS: dict[str, type[Preset]] = {
     "nice": NICE,
     "realnvp": RealNVP,
     "maf": MAF,
@@ -46,6 +46,7 @@ __all__ = [
     "Flow",
     "Glow",
     "PlanarFlow",
+    "Preset",
     "RadialFlow",
     "RealNVP",
     "RealNVPImage",

@@ -24,17 +24,39 @@ from ..transforms.block import BlockAutoregressive
 from ..transforms.coupling import Coupling, half_mask
 from ..transforms.elementwise import BatchNorm
 from ..transforms.linear import LULinear, Permutation
-from .core import Flow
+from .preset import (
+    Preset,
+    check_activation,
+    check_choice,
+    check_count,
+    check_flag,
+    check_number,
+    check_sizes,
+)
 
 __all__ = ["BNAF", "IAF", "MAF", "NAF", "NSF"]
 
 
-def _check_common(features: int, layers: int, context: int) -> None:
-    for name, v in (("features", features), ("layers", layers), ("context", context)):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if features < 1 or layers < 1 or context < 0:
-        raise ValueError(f"need features ≥ 1, layers ≥ 1, context ≥ 0; got {features}, {layers}, {context}")
+_MIXING = ("reverse", "random", "lu", "none", None)
+
+
+def _check_common(
+    owner: str,
+    features: int,
+    layers: int,
+    context: int,
+    hidden: Sequence[int],
+    mixing: str | None,
+    activation: str | Callable[[], nn.Module],
+) -> tuple[int, int, int, tuple[int, ...]]:
+    """The options every autoregressive preset shares, checked before anything is built."""
+    features = check_count(owner, "features", features)
+    layers = check_count(owner, "layers", layers)
+    context = check_count(owner, "context", context, low=0)
+    hidden = check_sizes(owner, "hidden", hidden, empty=True)
+    check_choice(owner, "mixing", mixing, _MIXING)
+    check_activation(owner, activation)
+    return features, layers, context, hidden
 
 
 def _mixing(kind: str | None, features: int, i: int) -> Transform | None:
@@ -91,20 +113,33 @@ def _autoregressive(
     )
 
 
-def MAF(
+def _made_stack(
     features: int,
+    layers: int,
+    context: int,
+    hidden: Sequence[int],
+    make: Callable[[], Transformer],
     *,
-    context: int = 0,
-    layers: int = 5,
-    hidden: Sequence[int] = (64, 64),
-    mixing: str | None = "reverse",
-    residual: bool = False,
-    clamp: float | None = 3.0,
+    mixing: str | None,
+    residual: bool,
+    activation: str | Callable[[], nn.Module],
     batchnorm: bool = False,
-    activation: str | Callable[[], nn.Module] = "relu",
-    base: Distribution | None = None,
-    transformer: TransformerSpec | None = None,
-) -> Flow:
+    inverse: bool = False,
+) -> Compose:
+    """``layers`` MADE-conditioned layers (each wrapped in :class:`Inverse` with ``inverse``)."""
+
+    def layer(i: int) -> Transform:
+        t = _autoregressive(features, make(), context, hidden, residual, activation, "natural")
+        return Inverse(t) if inverse else t
+
+    return _stack(features, layers, layer, mixing, batchnorm)
+
+
+def _check_clamp(owner: str, clamp: float | None) -> float | None:
+    return check_number(owner, "clamp", clamp, low=0.0, open_low=True, none=True)
+
+
+class MAF(Preset):
     r"""Masked autoregressive flow: ``layers`` affine MADE layers, order reversed between layers.
 
     .. math:: z_d = (x_d - \mu_d(x_{<d}, c))\, e^{-\alpha_d(x_{<d}, c)}\ \text{(here written }
@@ -119,8 +154,8 @@ def MAF(
             layers (as in the paper).
         transformer: The elementwise bijection of every layer, as a
             :class:`~pushforward.transformers.Transformer` (copied per layer) or a factory; default the affine
-            transformer with log-scale clamp ``clamp``. :func:`NSF` is this flow with a spline, :func:`NAF`
-            with a deep sigmoid.
+            transformer with log-scale clamp ``clamp``. :class:`NSF` is this flow with a spline, :class:`NAF`
+            with a deep sigmoid. (A factory cannot be written to a model file; pass an instance.)
 
     Reference: Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimation",
         NeurIPS 2017.
@@ -131,41 +166,52 @@ def MAF(
         >>> flow.log_prob(torch.randn(4, 3)).shape
         torch.Size([4])
     """
-    _check_common(features, layers, context)
-    make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))
-    return Flow(
-        _stack(
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 5,
+        hidden: Sequence[int] = (64, 64),
+        mixing: str | None = "reverse",
+        residual: bool = False,
+        clamp: float | None = 3.0,
+        batchnorm: bool = False,
+        activation: str | Callable[[], nn.Module] = "relu",
+        base: Distribution | None = None,
+        transformer: TransformerSpec | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        features, layers, context, hidden = _check_common(
+            owner, features, layers, context, hidden, mixing, activation
+        )
+        check_flag(owner, "residual", residual)
+        check_flag(owner, "batchnorm", batchnorm)
+        clamp = _check_clamp(owner, clamp)
+        make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))
+        stack = _made_stack(
             features,
             layers,
-            lambda i: _autoregressive(features, make(), context, hidden, residual, activation, "natural"),
-            mixing,
-            batchnorm,
-        ),
-        base,
-    )
+            context,
+            hidden,
+            make,
+            mixing=mixing,
+            residual=residual,
+            activation=activation,
+            batchnorm=batchnorm,
+        )
+        super().__init__(stack, base)
 
 
-def IAF(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 5,
-    hidden: Sequence[int] = (64, 64),
-    mixing: str | None = "reverse",
-    residual: bool = False,
-    clamp: float | None = 3.0,
-    activation: str | Callable[[], nn.Module] = "relu",
-    base: Distribution | None = None,
-    transformer: TransformerSpec | None = None,
-) -> Flow:
+class IAF(Preset):
     r"""Inverse autoregressive flow: each layer is ``Inverse(MaskedAutoregressive(affine))``.
 
     In the sampling direction :math:`x_d = z_d e^{s_d(z_{<d})} + t_d(z_{<d})` for the layer's own
     :math:`(s, t)`: sampling is one pass per layer, density evaluation is sequential (``D`` passes). An IAF
-    and a
-    MAF whose ``MaskedAutoregressive`` layers share weights are exact inverses of each other. ``transformer``
-    replaces the affine law as in :func:`MAF` (a transformer without a closed-form inverse makes sampling
-    numerical).
+    and a MAF whose ``MaskedAutoregressive`` layers share weights are exact inverses of each other.
+    ``transformer`` replaces the affine law as in :class:`MAF` (a transformer without a closed-form inverse
+    makes sampling numerical).
 
     Reference: Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improved Variational Inference with
     Inverse Autoregressive Flow", NeurIPS 2016.
@@ -174,35 +220,43 @@ def IAF(
         >>> flow = IAF(3, layers=2, hidden=(32, 32))
         >>> x, log_q = flow.sample_and_log_prob((4,))   # one pass per layer
     """
-    _check_common(features, layers, context)
-    make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))
-    return Flow(
-        _stack(
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 5,
+        hidden: Sequence[int] = (64, 64),
+        mixing: str | None = "reverse",
+        residual: bool = False,
+        clamp: float | None = 3.0,
+        activation: str | Callable[[], nn.Module] = "relu",
+        base: Distribution | None = None,
+        transformer: TransformerSpec | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        features, layers, context, hidden = _check_common(
+            owner, features, layers, context, hidden, mixing, activation
+        )
+        check_flag(owner, "residual", residual)
+        clamp = _check_clamp(owner, clamp)
+        make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))
+        stack = _made_stack(
             features,
             layers,
-            lambda i: Inverse(
-                _autoregressive(features, make(), context, hidden, residual, activation, "natural")
-            ),
-            mixing,
-        ),
-        base,
-    )
+            context,
+            hidden,
+            make,
+            mixing=mixing,
+            residual=residual,
+            activation=activation,
+            inverse=True,
+        )
+        super().__init__(stack, base)
 
 
-def NSF(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 5,
-    hidden: Sequence[int] = (64, 64),
-    variant: str = "autoregressive",
-    bins: int = 8,
-    bound: float = 4.0,
-    mixing: str | None = "lu",
-    residual: bool = False,
-    activation: str | Callable[[], nn.Module] = "relu",
-    base: Distribution | None = None,
-) -> Flow:
+class NSF(Preset):
     r"""Neural spline flow: rational-quadratic spline layers with linear tails, LU mixing between layers.
 
     Each layer applies a monotone RQ spline with ``bins`` bins on :math:`[-B, B]` (identity outside) to every
@@ -225,49 +279,58 @@ def NSF(
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
     """
-    _check_common(features, layers, context)
-    if variant not in ("autoregressive", "coupling"):
-        raise ValueError(f"variant must be 'autoregressive' or 'coupling', got {variant!r}")
-    if variant == "coupling" and features < 2:
-        raise ValueError("the coupling variant needs at least 2 features")
 
-    def spline() -> RQSTransformer:
-        return RQSTransformer(bins=bins, bound=bound)
-
-    if variant == "autoregressive":
-        return MAF(
-            features,
-            context=context,
-            layers=layers,
-            hidden=hidden,
-            mixing=mixing,
-            residual=residual,
-            activation=activation,
-            base=base,
-            transformer=spline,
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 5,
+        hidden: Sequence[int] = (64, 64),
+        variant: str = "autoregressive",
+        bins: int = 8,
+        bound: float = 4.0,
+        mixing: str | None = "lu",
+        residual: bool = False,
+        activation: str | Callable[[], nn.Module] = "relu",
+        base: Distribution | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        features, layers, context, hidden = _check_common(
+            owner, features, layers, context, hidden, mixing, activation
         )
+        check_choice(owner, "variant", variant, ("autoregressive", "coupling"))
+        if variant == "coupling" and features < 2:
+            raise ValueError(f"{owner}: the coupling variant needs at least 2 features")
+        check_flag(owner, "residual", residual)
+        bins = check_count(owner, "bins", bins)
+        bound = check_number(owner, "bound", bound, low=0.0, open_low=True)
 
-    def make(i: int) -> Transform:
-        return Coupling(
-            half_mask(features, i % 2 == 0), spline(), context=context, hidden=hidden, activation=activation
-        )
+        def spline() -> RQSTransformer:
+            return RQSTransformer(bins=bins, bound=bound)
 
-    return Flow(_stack(features, layers, make, mixing), base)
+        if variant == "autoregressive":
+            stack = _made_stack(
+                features,
+                layers,
+                context,
+                hidden,
+                spline,
+                mixing=mixing,
+                residual=residual,
+                activation=activation,
+            )
+        else:
+
+            def make(i: int) -> Transform:
+                mask = half_mask(features, i % 2 == 0)
+                return Coupling(mask, spline(), context=context, hidden=hidden, activation=activation)
+
+            stack = _stack(features, layers, make, mixing)
+        super().__init__(stack, base)
 
 
-def NAF(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 3,
-    hidden: Sequence[int] = (64, 64),
-    units: int = 16,
-    depth: int = 1,
-    mixing: str | None = "reverse",
-    residual: bool = False,
-    activation: str | Callable[[], nn.Module] = "relu",
-    base: Distribution | None = None,
-) -> Flow:
+class NAF(Preset):
     r"""Neural autoregressive flow with deep sigmoidal transformers (DSF) and MADE conditioners.
 
     .. math:: z_d = \sigma^{-1}\Big(\sum_j w_{dj}\, \sigma(a_{dj} x_d + b_{dj})\Big),
@@ -289,29 +352,46 @@ def NAF(
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
     """
-    return MAF(
-        features,
-        context=context,
-        layers=layers,
-        hidden=hidden,
-        mixing=mixing,
-        residual=residual,
-        activation=activation,
-        base=base,
-        transformer=lambda: DeepSigmoidTransformer(units=units, depth=depth),
-    )
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 3,
+        hidden: Sequence[int] = (64, 64),
+        units: int = 16,
+        depth: int = 1,
+        mixing: str | None = "reverse",
+        residual: bool = False,
+        activation: str | Callable[[], nn.Module] = "relu",
+        base: Distribution | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        features, layers, context, hidden = _check_common(
+            owner, features, layers, context, hidden, mixing, activation
+        )
+        check_flag(owner, "residual", residual)
+        units = check_count(owner, "units", units)
+        depth = check_count(owner, "depth", depth)
+
+        def sigmoid() -> DeepSigmoidTransformer:
+            return DeepSigmoidTransformer(units=units, depth=depth)
+
+        stack = _made_stack(
+            features,
+            layers,
+            context,
+            hidden,
+            sigmoid,
+            mixing=mixing,
+            residual=residual,
+            activation=activation,
+        )
+        super().__init__(stack, base)
 
 
-def BNAF(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 3,
-    hidden: Sequence[int] = (16, 16),
-    mixing: str | None = "reverse",
-    residual: str | None = "gated",
-    base: Distribution | None = None,
-) -> Flow:
+class BNAF(Preset):
     r"""Block neural autoregressive flow: ``layers`` :class:`~pushforward.transforms.BlockAutoregressive`
     transforms with reversed order between them.
 
@@ -333,18 +413,29 @@ def BNAF(
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
     """
-    _check_common(features, layers, context)
-    if residual != "gated":
-        raise ValueError(
-            f"BNAF needs residual='gated', got {residual!r}: without the gated residual each layer maps onto a "
-            "bounded set, so the density would not integrate to 1 (and sampling would fail)"
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 3,
+        hidden: Sequence[int] = (16, 16),
+        mixing: str | None = "reverse",
+        residual: str | None = "gated",
+        base: Distribution | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        features, layers, context, hidden = _check_common(
+            owner, features, layers, context, hidden, mixing, "relu"
         )
-    return Flow(
-        _stack(
-            features,
-            layers,
-            lambda i: BlockAutoregressive(features, hidden, context=context, residual=residual),
-            mixing,
-        ),
-        base,
-    )
+        if residual != "gated":
+            raise ValueError(
+                f"BNAF needs residual='gated', got {residual!r}: without the gated residual each layer maps onto "
+                "a bounded set, so the density would not integrate to 1 (and sampling would fail)"
+            )
+
+        def block(i: int) -> Transform:
+            return BlockAutoregressive(features, hidden, context=context, residual=residual)
+
+        super().__init__(_stack(features, layers, block, mixing), base)

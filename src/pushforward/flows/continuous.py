@@ -14,6 +14,7 @@ from ..distributions.base import Distribution, StandardNormal
 from ..transforms.base import Compose, Transform
 from ..transforms.continuous import ContinuousFlow
 from .core import Flow
+from .preset import Preset, check_activation, check_count, check_flag, check_sizes
 
 __all__ = ["FFJORD", "AugmentedFlow", "continuous_regularization"]
 
@@ -113,26 +114,23 @@ class AugmentedFlow(Flow):
         return x.reshape(*out_shape, *self.event_shape), log_p.reshape(out_shape)
 
 
-def FFJORD(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 1,
-    hidden: Sequence[int] = (64, 64, 64),
-    activation: str | Callable[[], nn.Module] = "softplus",
-    trace: str = "hutchinson",
-    eval_trace: str | None = "exact",
-    probe: str = "rademacher",
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    adjoint: bool = False,
-    regularize: bool = False,
-    augment: int = 0,
-    importance_samples: int = 1,
-    base: Distribution | None = None,
-    **options: Any,
-) -> Flow:
+def _ffjord_transform(
+    owner: str, features: int, augment: int, layers: int, context: int, hidden: Sequence[int], **kwargs: Any
+) -> Transform:
+    """The ``layers`` continuous flows of an FFJORD on ``features + augment`` dimensions, checked first."""
+    features = check_count(owner, "features", features)
+    augment = check_count(owner, "augment", augment, low=0)
+    layers = check_count(owner, "layers", layers)
+    context = check_count(owner, "context", context, low=0)
+    hidden = check_sizes(owner, "hidden", hidden)
+    check_activation(owner, kwargs.get("activation", "softplus"))
+    parts: list[Transform] = [
+        ContinuousFlow(features + augment, hidden, context=context, **kwargs) for _ in range(layers)
+    ]
+    return parts[0] if layers == 1 else Compose(parts)
+
+
+class FFJORD(Preset):
     r"""FFJORD: ``layers`` stacked continuous normalizing flows :math:`dz/dt = f_\ell(z, t; c)`, each the
     time-1 map of a :class:`~pushforward.transforms.TimeMLP` field, trained by maximum likelihood with
     :math:`\log p(x) = \log p_Z(z(1)) + \int_0^1 \operatorname{tr}(\partial f/\partial z)\,dt`.
@@ -142,9 +140,10 @@ def FFJORD(
     log-likelihoods for ``D`` vector–Jacobian products per dynamics evaluation; pass
     ``eval_trace="hutchinson"`` for the estimator in high dimension). ``regularize=True`` integrates the
     RNODE terms; read them after a forward pass with :func:`continuous_regularization`. With
-    ``augment > 0`` the ODE runs on :math:`\mathbb{R}^{D+A}` and an :class:`AugmentedFlow` is returned,
-    whose ``log_prob`` is a lower bound (see there). Extra keyword ``options`` go to every
-    :class:`~pushforward.transforms.ContinuousFlow` (``time``, ``options``, ``kinetic``, ``frobenius``).
+    ``augment > 0`` the ODE runs on :math:`\mathbb{R}^{D+A}` and an :class:`AugmentedFlow` is returned
+    (``FFJORD(...)`` then gives that class, not an ``FFJORD``), whose ``log_prob`` is a lower bound (see
+    there). Extra keyword ``options`` go to every :class:`~pushforward.transforms.ContinuousFlow`
+    (``time``, ``options``, ``kinetic``, ``frobenius``).
 
     Reference: Grathwohl, Chen, Bettencourt, Sutskever & Duvenaud, "FFJORD: Free-form Continuous Dynamics for
     Scalable Reversible Generative Models", ICLR 2019.
@@ -154,16 +153,50 @@ def FFJORD(
         >>> flow.log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
     """
-    if not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"layers must be a positive int, got {layers!r}")
-    if augment < 0:
-        raise ValueError(f"augment must be >= 0, got {augment}")
-    dim = features + augment
-    parts: list[Transform] = [
-        ContinuousFlow(
-            dim,
+
+    def __new__(cls, features: int, *, augment: int = 0, **kwargs: Any) -> Flow:
+        if isinstance(augment, bool) or not isinstance(augment, int) or augment == 0:
+            return super().__new__(cls)  # __init__ checks augment
+        importance_samples = kwargs.pop("importance_samples", 1)
+        base = kwargs.pop("base", None)
+        layers, context = kwargs.pop("layers", 1), kwargs.pop("context", 0)
+        hidden = kwargs.pop("hidden", (64, 64, 64))
+        transform = _ffjord_transform(cls.__name__, features, augment, layers, context, hidden, **kwargs)
+        return AugmentedFlow(transform, features, augment, importance_samples=importance_samples, base=base)
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 1,
+        hidden: Sequence[int] = (64, 64, 64),
+        activation: str | Callable[[], nn.Module] = "softplus",
+        trace: str = "hutchinson",
+        eval_trace: str | None = "exact",
+        probe: str = "rademacher",
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        adjoint: bool = False,
+        regularize: bool = False,
+        augment: int = 0,
+        importance_samples: int = 1,
+        base: Distribution | None = None,
+        **options: Any,
+    ) -> None:
+        owner = type(self).__name__
+        check_count(owner, "augment", augment, low=0, high=0)
+        check_count(owner, "importance_samples", importance_samples)
+        check_flag(owner, "adjoint", adjoint)
+        check_flag(owner, "regularize", regularize)
+        transform = _ffjord_transform(
+            owner,
+            features,
+            0,
+            layers,
+            context,
             hidden,
-            context=context,
             activation=activation,
             trace=trace,
             eval_trace=eval_trace,
@@ -175,12 +208,7 @@ def FFJORD(
             regularize=regularize,
             **options,
         )
-        for _ in range(layers)
-    ]
-    transform: Transform = parts[0] if layers == 1 else Compose(parts)
-    if augment:
-        return AugmentedFlow(transform, features, augment, importance_samples=importance_samples, base=base)
-    return Flow(transform, base)
+        super().__init__(transform, base)
 
 
 def continuous_regularization(module: nn.Module) -> Tensor:

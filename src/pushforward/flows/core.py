@@ -11,12 +11,13 @@ from torch import Tensor, nn
 
 from ..checks import MAX_SAMPLE_VALUES, check_input, check_sample_shape
 from ..distributions.base import Distribution, StandardNormal
+from ..registry import Registered
 from ..transforms.base import Transform
 
 __all__ = ["Flow"]
 
 
-class Flow(nn.Module):
+class Flow(Registered, nn.Module):
     r"""A normalizing flow: a :class:`~pushforward.transforms.Transform` ``f`` (data → latent) and a base
     distribution :math:`p_Z`.
 

@@ -20,7 +20,7 @@ from ..transforms.coupling import (
     random_mask,
 )
 from ..transforms.elementwise import Affine, BatchNorm
-from .core import Flow
+from .preset import Preset, check_activation, check_count, check_flag, check_number, check_sizes
 
 __all__ = ["NICE", "RealNVP", "coupling_masks"]
 
@@ -52,16 +52,18 @@ def coupling_masks(features: int, layers: int, mask: str | Sequence[Tensor] = "s
     raise ValueError(f"mask must be 'schedule', 'alternating', 'half', 'random' or a list, got {mask!r}")
 
 
-def NICE(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 4,
-    hidden: Sequence[int] = (256, 256, 256),
-    mask: str | Sequence[Tensor] = "alternating",
-    activation: str | Callable[[], nn.Module] = "relu",
-    base: Distribution | None = None,
-) -> Flow:
+def _check_common(
+    owner: str, features: int, layers: int, context: int, hidden: Sequence[int], activation: object
+) -> tuple[int, int, int, tuple[int, ...]]:
+    features = check_count(owner, "features", features)
+    layers = check_count(owner, "layers", layers)
+    context = check_count(owner, "context", context, low=0)
+    hidden = check_sizes(owner, "hidden", hidden, empty=True)
+    check_activation(owner, activation)
+    return features, layers, context, hidden
+
+
+class NICE(Preset):
     r"""NICE: ``layers`` additive couplings followed by a diagonal rescaling layer.
 
     .. math:: z = e^{s} \odot (g_L \circ \dots \circ g_1)(x), \qquad \log p(x) = \log p_Z(z) + \sum_i s_i,
@@ -77,27 +79,31 @@ def NICE(
         >>> flow.log_prob(torch.randn(3, 4)).shape
         torch.Size([3])
     """
-    parts: list[Transform] = [
-        AdditiveCoupling(m, context=context, hidden=hidden, activation=activation)
-        for m in coupling_masks(features, layers, mask)
-    ]
-    parts.append(Affine(features, shift=False))
-    return Flow(Compose(parts), base)
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 4,
+        hidden: Sequence[int] = (256, 256, 256),
+        mask: str | Sequence[Tensor] = "alternating",
+        activation: str | Callable[[], nn.Module] = "relu",
+        base: Distribution | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        features, layers, context, hidden = _check_common(
+            owner, features, layers, context, hidden, activation
+        )
+        parts: list[Transform] = [
+            AdditiveCoupling(m, context=context, hidden=hidden, activation=activation)
+            for m in coupling_masks(features, layers, mask)
+        ]
+        parts.append(Affine(features, shift=False))
+        super().__init__(Compose(parts), base)
 
 
-def RealNVP(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 8,
-    hidden: Sequence[int] = (256, 256),
-    mask: str | Sequence[Tensor] = "schedule",
-    clamp: float | None = 3.0,
-    batchnorm: bool = False,
-    activation: str | Callable[[], nn.Module] = "relu",
-    base: Distribution | None = None,
-    transformer: TransformerSpec | None = None,
-) -> Flow:
+class RealNVP(Preset):
     r"""RealNVP on vectors: ``layers`` affine couplings with the chosen mask sequence.
 
     .. math:: z_{\bar b} = x_{\bar b} \odot \exp(s(x_b)) + t(x_b), \qquad
@@ -114,15 +120,36 @@ def RealNVP(
         >>> flow = RealNVP(2, layers=4, hidden=(32, 32))
         >>> x, log_p = flow.sample_and_log_prob((5,))
     """
-    make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))  # checks the spec
-    parts: list[Transform] = []
-    for i, m in enumerate(coupling_masks(features, layers, mask)):
-        if batchnorm and i > 0:
-            parts.append(BatchNorm(features))
-        if transformer is None:
-            parts.append(
-                AffineCoupling(m, clamp=clamp, context=context, hidden=hidden, activation=activation)
-            )
-        else:
-            parts.append(Coupling(m, make(), context=context, hidden=hidden, activation=activation))
-    return Flow(Compose(parts), base)
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 8,
+        hidden: Sequence[int] = (256, 256),
+        mask: str | Sequence[Tensor] = "schedule",
+        clamp: float | None = 3.0,
+        batchnorm: bool = False,
+        activation: str | Callable[[], nn.Module] = "relu",
+        base: Distribution | None = None,
+        transformer: TransformerSpec | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        features, layers, context, hidden = _check_common(
+            owner, features, layers, context, hidden, activation
+        )
+        clamp = check_number(owner, "clamp", clamp, low=0.0, open_low=True, none=True)
+        check_flag(owner, "batchnorm", batchnorm)
+        make = transformer_factory(transformer, lambda: AffineTransformer(clamp=clamp))  # checks the spec
+        parts: list[Transform] = []
+        for i, m in enumerate(coupling_masks(features, layers, mask)):
+            if batchnorm and i > 0:
+                parts.append(BatchNorm(features))
+            if transformer is None:
+                parts.append(
+                    AffineCoupling(m, clamp=clamp, context=context, hidden=hidden, activation=activation)
+                )
+            else:
+                parts.append(Coupling(m, make(), context=context, hidden=hidden, activation=activation))
+        super().__init__(Compose(parts), base)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..data.images import bits_per_dim, check_levels, discrete_log_likelihood_bound, uniform_dequantize
 from ..nets.conv import ConvResNet
+from ..registry import Registered
 from ..transforms.base import Compose, Transform
 from ..transforms.coupling import AffineCoupling
 from ..transforms.elementwise import into_open_unit_interval, log_normal_pdf, log_sigmoid_derivative
@@ -21,7 +22,7 @@ from .core import Flow
 __all__ = ["DequantizedFlow", "VariationalDequantizer"]
 
 
-class VariationalDequantizer(nn.Module):
+class VariationalDequantizer(Registered, nn.Module):
     r"""Flow++'s variational dequantization: a conditional flow :math:`q(u \mid x)` on :math:`(0, 1)^D`.
 
     .. math:: \varepsilon \sim \mathcal N(0, I), \quad h = g^{-1}(\varepsilon; x), \quad u = \sigma(h), \qquad
@@ -69,7 +70,7 @@ class VariationalDequantizer(nn.Module):
         return u, log_q
 
 
-class DequantizedFlow(nn.Module):
+class DequantizedFlow(Registered, nn.Module):
     r"""A flow on :math:`[0, 1)^D` viewed as a model of discrete pixels, with uniform or variational
     dequantization; :meth:`log_likelihood_bound` is the bound of the module docstring and
     :meth:`bits_per_dim` the standard bits/dim.

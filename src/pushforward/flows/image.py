@@ -34,6 +34,7 @@ from ..transforms.elementwise import ActNorm, Logit
 from ..transforms.image import InvConv1x1, MultiScale, Squeeze, channel_mask, checkerboard_mask, image_shape
 from ..transforms.reversible import ReversibleCompose
 from .core import Flow
+from .preset import Preset, check_count, check_flag, check_image_shape, check_number, check_sizes
 
 __all__ = [
     "Glow",
@@ -125,23 +126,32 @@ def _check_logit(logit: float | None) -> None:
         )
 
 
-def _finish(levels: list[Transform], shape: tuple[int, int, int], logit: float | None) -> Flow:
+def _finish(
+    levels: list[Transform], shape: tuple[int, int, int], logit: float | None
+) -> tuple[Transform, ScaleNormal]:
+    """The transform (logit, then the multi-scale levels) and its per-scale base."""
     ms = MultiScale(levels)
     parts: list[Transform] = [Logit(shape, alpha=logit)] if logit is not None else []
-    return Flow(Compose([*parts, ms]), ScaleNormal(ms.chunk_shapes))
+    return Compose([*parts, ms]), ScaleNormal(ms.chunk_shapes)
 
 
-def RealNVPImage(
+def _check_image_options(
+    owner: str,
     shape: Sequence[int],
-    *,
-    context: int = 0,
-    scales: int = 2,
-    layers: int = 3,
-    hidden: Sequence[int] = (64, 64, 64),
-    clamp: float | None = 3.0,
-    logit: float | None = 0.0,
-    reversible: bool = False,
-) -> Flow:
+    context: int,
+    hidden: Sequence[int],
+    clamp: float | None,
+    reversible: bool,
+) -> tuple[tuple[int, int, int], int, tuple[int, ...]]:
+    shape = check_image_shape(owner, shape)
+    context = check_count(owner, "context", context, low=0)
+    hidden = check_sizes(owner, "hidden", hidden)
+    check_number(owner, "clamp", clamp, low=0.0, open_low=True, none=True)
+    check_flag(owner, "reversible", reversible)
+    return shape, context, hidden
+
+
+class RealNVPImage(Preset):
     r"""RealNVP's multi-scale architecture for images.
 
     Each scale but the last: ``layers`` affine couplings with alternating checkerboard masks, a
@@ -172,43 +182,46 @@ def RealNVPImage(
         >>> flow.log_prob(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3])
     """
-    c, h, w = image_shape(shape)
-    _check_logit(logit)
-    if scales < 1 or layers < 1:
-        raise ValueError(f"scales and layers must be positive, got {scales}, {layers}")
-    if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
-        raise ValueError(f"a {h}x{w} image cannot be squeezed {scales - 1} times")
-    levels: list[Transform] = []
-    cur = (c, h, w)
-    for s in range(scales):
-        parts: list[Transform] = []
-        n_checker = layers + 1 if s == scales - 1 else layers
-        for i in range(n_checker):
-            parts += [_coupling(checkerboard_mask(cur, i % 2), hidden, context, clamp), ActNorm(cur)]
-        if s < scales - 1:
-            sq = Squeeze(cur)
-            parts.append(sq)
-            cur = sq.latent_shape  # type: ignore[assignment]
-            for i in range(layers):
-                parts += [_coupling(channel_mask(cur, i % 2 == 0), hidden, context, clamp), ActNorm(cur)]
-        levels.append(_stack(parts, reversible))
-        if s < scales - 1:
-            cur = (cur[0] - cur[0] // 2, cur[1], cur[2])
-    return _finish(levels, (c, h, w), logit)
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        context: int = 0,
+        scales: int = 2,
+        layers: int = 3,
+        hidden: Sequence[int] = (64, 64, 64),
+        clamp: float | None = 3.0,
+        logit: float | None = 0.0,
+        reversible: bool = False,
+    ) -> None:
+        owner = type(self).__name__
+        (c, h, w), context, hidden = _check_image_options(owner, shape, context, hidden, clamp, reversible)
+        scales = check_count(owner, "scales", scales, high=30)
+        layers = check_count(owner, "layers", layers)
+        _check_logit(logit)
+        if h % 2 ** (scales - 1) or w % 2 ** (scales - 1):
+            raise ValueError(f"a {h}x{w} image cannot be squeezed {scales - 1} times")
+        levels: list[Transform] = []
+        cur = (c, h, w)
+        for s in range(scales):
+            parts: list[Transform] = []
+            n_checker = layers + 1 if s == scales - 1 else layers
+            for i in range(n_checker):
+                parts += [_coupling(checkerboard_mask(cur, i % 2), hidden, context, clamp), ActNorm(cur)]
+            if s < scales - 1:
+                sq = Squeeze(cur)
+                parts.append(sq)
+                cur = sq.latent_shape  # type: ignore[assignment]
+                for i in range(layers):
+                    parts += [_coupling(channel_mask(cur, i % 2 == 0), hidden, context, clamp), ActNorm(cur)]
+            levels.append(_stack(parts, reversible))
+            if s < scales - 1:
+                cur = (cur[0] - cur[0] // 2, cur[1], cur[2])
+        super().__init__(*_finish(levels, (c, h, w), logit))
 
 
-def Glow(
-    shape: Sequence[int],
-    *,
-    context: int = 0,
-    levels: int = 2,
-    steps: int = 8,
-    hidden: Sequence[int] = (128, 128),
-    conv: str = "1x1",
-    clamp: float | None = 3.0,
-    logit: float | None = 0.0,
-    reversible: bool = False,
-) -> Flow:
+class Glow(Preset):
     r"""Glow: ``levels`` scales of squeeze → ``steps`` × (ActNorm → invertible 1x1 conv → affine coupling),
     factoring out half of the channels after every level but the last.
 
@@ -228,33 +241,48 @@ def Glow(
         >>> flow.sample((2,)).shape
         torch.Size([2, 1, 8, 8])
     """
-    c, h, w = image_shape(shape)
-    _check_logit(logit)
-    if levels < 1 or steps < 1:
-        raise ValueError(f"levels and steps must be positive, got {levels}, {steps}")
-    if h % 2**levels or w % 2**levels:
-        raise ValueError(f"a {h}x{w} image cannot be squeezed {levels} times")
-    if conv not in ("1x1", "fourier", "emerging"):
-        raise ValueError(f"conv must be '1x1', 'fourier' or 'emerging', got {conv!r}")
-    out: list[Transform] = []
-    cur = (c, h, w)
-    for lv in range(levels):
-        sq = Squeeze(cur)
-        cur = sq.latent_shape  # type: ignore[assignment]
-        parts: list[Transform] = []
-        for _ in range(steps):
-            parts.append(ActNorm(cur))
-            if conv == "fourier":
-                parts.append(FourierConv(cur, 3 if min(cur[1:]) >= 3 else 1))
-            elif conv == "emerging":
-                parts += [EmergingConv(cur), InvConv1x1(cur)]
-            else:
-                parts.append(InvConv1x1(cur))
-            parts.append(_coupling(channel_mask(cur), hidden, context, clamp))
-        out.append(Compose([sq, _stack(parts, reversible)]))
-        if lv < levels - 1:
-            cur = (cur[0] - cur[0] // 2, cur[1], cur[2])
-    return _finish(out, (c, h, w), logit)
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        context: int = 0,
+        levels: int = 2,
+        steps: int = 8,
+        hidden: Sequence[int] = (128, 128),
+        conv: str = "1x1",
+        clamp: float | None = 3.0,
+        logit: float | None = 0.0,
+        reversible: bool = False,
+    ) -> None:
+        owner = type(self).__name__
+        (c, h, w), context, hidden = _check_image_options(owner, shape, context, hidden, clamp, reversible)
+        levels = check_count(owner, "levels", levels, high=30)
+        steps = check_count(owner, "steps", steps)
+        _check_logit(logit)
+        if h % 2**levels or w % 2**levels:
+            raise ValueError(f"a {h}x{w} image cannot be squeezed {levels} times")
+        if conv not in ("1x1", "fourier", "emerging"):
+            raise ValueError(f"conv must be '1x1', 'fourier' or 'emerging', got {conv!r}")
+        out: list[Transform] = []
+        cur = (c, h, w)
+        for lv in range(levels):
+            sq = Squeeze(cur)
+            cur = sq.latent_shape  # type: ignore[assignment]
+            parts: list[Transform] = []
+            for _ in range(steps):
+                parts.append(ActNorm(cur))
+                if conv == "fourier":
+                    parts.append(FourierConv(cur, 3 if min(cur[1:]) >= 3 else 1))
+                elif conv == "emerging":
+                    parts += [EmergingConv(cur), InvConv1x1(cur)]
+                else:
+                    parts.append(InvConv1x1(cur))
+                parts.append(_coupling(channel_mask(cur), hidden, context, clamp))
+            out.append(Compose([sq, _stack(parts, reversible)]))
+            if lv < levels - 1:
+                cur = (cur[0] - cur[0] // 2, cur[1], cur[2])
+        super().__init__(*_finish(out, (c, h, w), logit))
 
 
 # ------------------------------------------------------------------------------------ latent tools

@@ -19,43 +19,33 @@ from ..distributions.base import Distribution
 from ..transforms.base import Compose, Inverse, Transform
 from ..transforms.planar import Planar, Radial
 from ..transforms.sylvester import Sylvester
-from .core import Flow
+from .preset import Preset, check_choice, check_count, check_sizes
 
 __all__ = ["PlanarFlow", "RadialFlow", "SylvesterFlow"]
 
 
 def _stack(
-    name: str,
+    owner: str,
     make: Callable[[], Transform],
     features: int,
     context: int,
     layers: int,
+    hidden: Sequence[int],
     cheap: str,
-    base: Distribution | None,
-) -> Flow:
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"{name}: features must be a positive integer, got {features!r}")
-    if context:
-        raise ValueError(f"{name} has no conditioner: context must be 0, got {context}")
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"{name}: layers must be a positive integer, got {layers!r}")
-    if cheap not in ("sample", "density"):
-        raise ValueError(f"{name}: cheap must be 'sample' or 'density', got {cheap!r}")
+) -> Compose:
+    check_count(owner, "features", features)
+    if check_count(owner, "context", context, low=0):
+        raise ValueError(f"{owner} has no conditioner: context must be 0, got {context}")
+    layers = check_count(owner, "layers", layers)
+    check_sizes(owner, "hidden", hidden, empty=True)
+    check_choice(owner, "cheap", cheap, ("sample", "density"))
     parts = [make() for _ in range(layers)]
     if cheap == "density":
         parts = [Inverse(p) for p in parts]
-    return Flow(Compose(parts), base)
+    return Compose(parts)
 
 
-def PlanarFlow(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 8,
-    hidden: Sequence[int] = (),
-    cheap: str = "sample",
-    base: Distribution | None = None,
-) -> Flow:
+class PlanarFlow(Preset):
     r"""A stack of ``layers`` planar layers on a standard-normal base (Rezende & Mohamed, 2015).
 
     .. math:: x = g_K \circ \dots \circ g_1(z), \quad g_k(z) = z + \hat u_k \tanh(w_k^\top z + b_k),
@@ -72,18 +62,22 @@ def PlanarFlow(
         >>> flow = PlanarFlow(2, layers=8)
         >>> x, log_q = flow.sample_and_log_prob((16,))  # one cheap pass
     """
-    return _stack("PlanarFlow", lambda: Planar(features), features, context, layers, cheap, base)
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 8,
+        hidden: Sequence[int] = (),
+        cheap: str = "sample",
+        base: Distribution | None = None,
+    ) -> None:
+        stack = _stack("PlanarFlow", lambda: Planar(features), features, context, layers, hidden, cheap)
+        super().__init__(stack, base)
 
 
-def RadialFlow(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 8,
-    hidden: Sequence[int] = (),
-    cheap: str = "sample",
-    base: Distribution | None = None,
-) -> Flow:
+class RadialFlow(Preset):
     r"""A stack of ``layers`` radial layers :math:`g_k(z) = z + \beta_k (z - z_{0,k})/(\alpha_k + r)`.
 
     **Cheap direction:** sampling; the density direction is closed form too (a quadratic per layer).
@@ -96,19 +90,22 @@ def RadialFlow(
         >>> flow.log_prob(flow.sample((3,))).shape
         torch.Size([3])
     """
-    return _stack("RadialFlow", lambda: Radial(features), features, context, layers, cheap, base)
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 8,
+        hidden: Sequence[int] = (),
+        cheap: str = "sample",
+        base: Distribution | None = None,
+    ) -> None:
+        stack = _stack("RadialFlow", lambda: Radial(features), features, context, layers, hidden, cheap)
+        super().__init__(stack, base)
 
 
-def SylvesterFlow(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 4,
-    hidden: Sequence[int] = (),
-    reflections: int | None = None,
-    cheap: str = "sample",
-    base: Distribution | None = None,
-) -> Flow:
+class SylvesterFlow(Preset):
     r"""A stack of Householder–Sylvester layers,
     :math:`g_k(z) = z + Q_k R_k \tanh(\tilde R_k Q_k^\top z + b_k)`.
 
@@ -123,6 +120,27 @@ def SylvesterFlow(
         >>> flow = SylvesterFlow(3, layers=2)
         >>> x, log_q = flow.sample_and_log_prob((8,))
     """
-    return _stack(
-        "SylvesterFlow", lambda: Sylvester(features, reflections), features, context, layers, cheap, base
-    )
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 4,
+        hidden: Sequence[int] = (),
+        reflections: int | None = None,
+        cheap: str = "sample",
+        base: Distribution | None = None,
+    ) -> None:
+        if reflections is not None:
+            check_count("SylvesterFlow", "reflections", reflections)
+        stack = _stack(
+            "SylvesterFlow",
+            lambda: Sylvester(features, reflections),
+            features,
+            context,
+            layers,
+            hidden,
+            cheap,
+        )
+        super().__init__(stack, base)

@@ -10,26 +10,12 @@ from ..distributions.base import Distribution
 from ..transforms.base import Compose, Transform
 from ..transforms.elementwise import ActNorm
 from ..transforms.residual import ResidualBlock
-from .core import Flow
+from .preset import Preset, check_activation, check_count, check_flag, check_number, check_sizes
 
 __all__ = ["ResidualFlow"]
 
 
-def ResidualFlow(
-    features: int,
-    *,
-    context: int = 0,
-    layers: int = 8,
-    hidden: Sequence[int] = (128, 128),
-    blocks: int | None = None,
-    coeff: float = 0.97,
-    activation: str | Callable[[], nn.Module] = "lipswish",
-    ladj_mode: str = "roulette",
-    eval_ladj_mode: str | None = "exact",
-    actnorm: bool = True,
-    base: Distribution | None = None,
-    **block_options,
-) -> Flow:
+class ResidualFlow(Preset):
     r"""Residual Flow: ``layers`` invertible residual blocks :math:`x \mapsto x + g_\ell(x)`, each preceded by
     an :class:`~pushforward.transforms.ActNorm` (and one final ActNorm), on a standard-normal base.
 
@@ -61,26 +47,49 @@ def ResidualFlow(
         >>> flow.log_prob(torch.randn(5, 2)).shape
         torch.Size([5])
     """
-    if blocks is not None:
-        layers = blocks
-    if not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"layers must be a positive int, got {layers!r}")
-    parts: list[Transform] = []
-    for _ in range(layers):
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        context: int = 0,
+        layers: int = 8,
+        hidden: Sequence[int] = (128, 128),
+        blocks: int | None = None,
+        coeff: float = 0.97,
+        activation: str | Callable[[], nn.Module] = "lipswish",
+        ladj_mode: str = "roulette",
+        eval_ladj_mode: str | None = "exact",
+        actnorm: bool = True,
+        base: Distribution | None = None,
+        **block_options: object,
+    ) -> None:
+        owner = type(self).__name__
+        features = check_count(owner, "features", features)
+        if blocks is not None:
+            layers = check_count(owner, "blocks", blocks)
+        layers = check_count(owner, "layers", layers)
+        context = check_count(owner, "context", context, low=0)
+        hidden = check_sizes(owner, "hidden", hidden)
+        check_number(owner, "coeff", coeff, low=0.0, high=1.0, open_low=True)
+        check_activation(owner, activation)
+        check_flag(owner, "actnorm", actnorm)
+        parts: list[Transform] = []
+        for _ in range(layers):
+            if actnorm:
+                parts.append(ActNorm(features))
+            parts.append(
+                ResidualBlock(
+                    features,
+                    hidden,
+                    context=context,
+                    coeff=coeff,
+                    activation=activation,
+                    ladj_mode=ladj_mode,
+                    eval_ladj_mode=eval_ladj_mode,
+                    **block_options,
+                )
+            )
         if actnorm:
             parts.append(ActNorm(features))
-        parts.append(
-            ResidualBlock(
-                features,
-                hidden,
-                context=context,
-                coeff=coeff,
-                activation=activation,
-                ladj_mode=ladj_mode,
-                eval_ladj_mode=eval_ladj_mode,
-                **block_options,
-            )
-        )
-    if actnorm:
-        parts.append(ActNorm(features))
-    return Flow(Compose(parts), base)
+        super().__init__(Compose(parts), base)

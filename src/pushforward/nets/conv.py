@@ -7,12 +7,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registered
 from .mlp import activation as make_activation
 
 __all__ = ["ConvResNet"]
 
 
-class ConvResNet(nn.Module):
+class ConvResNet(Registered, nn.Module):
     r"""A convolutional residual network ``(x, context) -> params`` for image coupling layers.
 
     .. math:: h_0 = \mathrm{conv}_{k}([x, c_{\text{img}}]) + W_c\, c_{\text{vec}}, \qquad

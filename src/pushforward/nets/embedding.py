@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registered
 from .mlp import MLP
 from .mlp import activation as make_activation
 
@@ -46,7 +47,7 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
-class MLPEmbedding(nn.Module):
+class MLPEmbedding(Registered, nn.Module):
     r"""Flatten ``x`` and apply an MLP: :math:`e(x) = \mathrm{MLP}(\operatorname{vec} x)`.
 
     Args:
@@ -78,7 +79,7 @@ class MLPEmbedding(nn.Module):
         return self.net(x.reshape(x.shape[0], -1))
 
 
-class CNNEmbedding(nn.Module):
+class CNNEmbedding(Registered, nn.Module):
     r"""A small CNN for image-like observations ``(C, H, W)`` (or ``(H, W)``, one channel).
 
     Each block is ``conv 3×3 → activation → 2×2 max-pool``; the flattened features go through an MLP with
@@ -132,7 +133,7 @@ class CNNEmbedding(nn.Module):
         return self.head(self.conv(x).flatten(1))
 
 
-class DeepSetEmbedding(nn.Module):
+class DeepSetEmbedding(Registered, nn.Module):
     r"""Permutation-invariant embedding of a set of ``n`` iid observations of ``element_features`` each.
 
     .. math:: e(X) = \rho\Big(\frac1n \sum_{i=1}^n \phi(x_i)\Big),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registered
 from .tangent import activation_derivative, has_derivative, identity_tangent, linear_tangent, tangent_jacobian
 
 __all__ = ["LipSwish", "LipschitzMLP", "SpectralLinear", "power_iteration"]
@@ -148,7 +149,7 @@ def lipswish(x: Tensor, beta: Tensor | float = 1.0) -> Tensor:
     return x * torch.sigmoid(beta * x) / 1.1
 
 
-class LipSwish(nn.Module):
+class LipSwish(Registered, nn.Module):
     r"""The LipSwish activation :math:`\phi(x) = x\,\sigma(\beta x)/1.1` with learnable
     :math:`\beta = \operatorname{softplus}(b) > 0`.
 
@@ -193,7 +194,7 @@ _LIP_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-class LipschitzMLP(nn.Module):
+class LipschitzMLP(Registered, nn.Module):
     r"""An MLP :math:`g(x, c)` with :math:`\operatorname{Lip}_x(g) \le c^{L} < 1`: spectrally normalised
     linear layers (:class:`SpectralLinear`, coefficient ``coeff``) and 1-Lipschitz activations.
 

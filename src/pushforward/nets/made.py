@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registered
 from .fast_linear import linear as _linear
 from .masked_blocks import LayerPlan, masked_linear
 from .mlp import activation as make_activation
@@ -103,7 +104,7 @@ def _hidden_degrees(units: int, features: int, context: bool = False) -> Tensor:
     return (torch.arange(units) % (features - low) + low).sort().values
 
 
-class MADE(nn.Module):
+class MADE(Registered, nn.Module):
     r"""Masked MLP with the autoregressive property; outputs ``P`` parameters per feature.
 
     ``made(x, context)`` has shape ``(batch, features, out_per_feature)`` and ``out[:, d, :]`` depends only on

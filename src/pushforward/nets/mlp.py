@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registered
 from . import fast_linear
 
 __all__ = ["MLP", "activation", "make_activation"]
@@ -37,7 +38,7 @@ activation = make_activation
 """Alias of :func:`make_activation` (the name the package has always exported)."""
 
 
-class MLP(nn.Module):
+class MLP(Registered, nn.Module):
     r"""A fully connected network ``(x, context) -> params``, the default coupling conditioner.
 
     The context, when given, is concatenated to the input. With ``zero_init=True`` (the default) the

@@ -22,10 +22,12 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from ..registry import Registered
+
 __all__ = ["Transformer", "TransformerSpec", "transformer_factory"]
 
 
-class Transformer(nn.Module):
+class Transformer(Registered, nn.Module):
     """Abstract elementwise bijection ``y = τ(x; θ)`` with externally supplied parameters ``θ``."""
 
     #: Number of raw parameters the conditioner must predict for each transformed feature.

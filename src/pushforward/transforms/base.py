@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import validation_enabled
+from ..registry import Registered
 
 __all__ = ["Compose", "Inverse", "Transform"]
 
@@ -66,7 +67,7 @@ def _shape_checked(
     return checked
 
 
-class Transform(nn.Module):
+class Transform(Registered, nn.Module):
     r"""Abstract base class of all bijections: ``forward`` maps data → latent.
 
     Subclasses implement the two fused methods :meth:`forward` and :meth:`inverse`, each returning
