@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pushforward.io import ModelFileError, build_flow, load_model, save_model
+from pushforward.io import ModelFileError, build_flow, load_with_config, save
 from pushforward.tabular import FlowModel
 
 torch.set_num_threads(1)
@@ -44,12 +44,18 @@ def test_file_is_safetensors_with_json_config(model, tmp_path):
     assert b"\x80\x04" not in (tmp_path / "m.safetensors").read_bytes()[:16]  # no pickle protocol header
 
 
-def _rewrite_config(path, edit):
+def _rewrite_config(path, edit, rehash=False):
+    from safetensors.torch import load
+
+    from pushforward.io.files import digest
+
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
     cfg = json.loads(header["__metadata__"]["pushforward"])
     edit(cfg)
+    if rehash:
+        cfg["sha256"] = digest(cfg, load(raw))
     header["__metadata__"]["pushforward"] = json.dumps(cfg)
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
@@ -88,12 +94,14 @@ def test_damaged_files_give_clear_errors(model, tmp_path, damage):
 def test_unknown_preset_and_mismatched_weights(tmp_path):
     p = tmp_path / "m.safetensors"
     flow = build_flow("realnvp", 3, options={"layers": 2, "hidden": [16]})
-    save_model(p, flow, {"preset": "no_such_flow", "event_shape": [3], "options": {}})
-    with pytest.raises(ModelFileError, match="unknown flow preset 'no_such_flow'"):
-        load_model(p)
-    save_model(p, flow, {"preset": "realnvp", "event_shape": [3], "options": {"layers": 4, "hidden": [16]}})
-    with pytest.raises(ModelFileError, match="do not fit preset"):
-        load_model(p)
+    save(flow, p)
+    _rewrite_config(p, lambda c: c["model"]["module"].__setitem__("class", "flows.coupling.NoSuchFlow"), True)
+    with pytest.raises(ModelFileError, match="unknown class 'flows.coupling.NoSuchFlow'"):
+        load_with_config(p)
+    save(flow, p)
+    _rewrite_config(p, lambda c: c["model"]["module"]["kwargs"].__setitem__("layers", 4), True)
+    with pytest.raises(ModelFileError, match="do not fit the model"):
+        load_with_config(p)
 
 
 def test_missing_file():

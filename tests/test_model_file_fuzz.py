@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from pushforward.io import ModelFileError, _digest, build_flow, save_model
+from pushforward.io import ModelFileError, build_flow, save
+from pushforward.io.files import digest
 from pushforward.tabular import FlowModel
 
 torch.set_num_threads(1)
@@ -44,7 +45,7 @@ def _base_file(tmp_path, preset):
         "validation": {"quantiles": list(np.linspace(-3, 0, 1001)), "mean": -1.0, "std": 0.5, "n": 10},
     }
     p = tmp_path / f"{preset}.safetensors"
-    save_model(p, flow, cfg)
+    save(flow, p, config=cfg)
     return p
 
 
@@ -57,7 +58,7 @@ def _craft(path, edit, out):
     header = json.loads(raw[8 : 8 + n])
     cfg = json.loads(header["__metadata__"]["pushforward"])
     edit(cfg)
-    cfg["sha256"] = _digest(cfg, load(raw))
+    cfg["sha256"] = digest(cfg, load(raw))
     header["__metadata__"]["pushforward"] = json.dumps(cfg)
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..flows.core import Flow
-from ..io import ModelFileError, _json_safe, build_flow, load_model, save_model
+from ..io import ModelFileError, _json_safe, build_flow, load_with_config, save
 
 __all__ = ["FlowModel", "whitening_matrix"]
 
@@ -418,14 +418,16 @@ class FlowModel:
 
     def save(self, path: str | Path) -> None:
         """Write the model file (safetensors weights + JSON config), atomically."""
-        save_model(path, self.flow, self.config())
+        save(self.flow, path, config=self.config())
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FlowModel:
-        """Read a model file written by :meth:`save` (see :func:`load_model`)."""
+        """Read a model file written by :meth:`save` (see :func:`pushforward.io.load_with_config`)."""
         from ..data.support import support_from_config
 
-        flow, cfg = load_model(path, map_location)
+        flow, cfg = load_with_config(path, map_location)
+        if not isinstance(flow, Flow) or not isinstance(cfg.get("preset"), str):
+            raise ModelFileError(f"{path}: not a tabular model file (write one with FlowModel.save)")
         std = cfg.get("standardize") or {}
         columns = cfg.get("columns")
         if columns is not None and (
