@@ -3,7 +3,7 @@
 Two layers, both before and during construction:
 
 1. :func:`check_tree`: every integer in the config (outside tensor data) is at most
-   ``max(stored scalars, 2**16)`` in magnitude, counts of repeated blocks (``layers``, ``steps``, ...) are at
+   ``max(stored scalars, 2**16)`` in magnitude, counts of repeated blocks (``layers``, ``levels``, ``scales``, ``blocks``) are at
    most the number of non-empty stored tensors (every block stores one), and the product of the two largest
    sizes (a weight matrix) is at most ``4 * stored scalars + 2**20``.
 2. :func:`allocation_budget`: while the model is built, a request to allocate one tensor larger than the stored
@@ -31,7 +31,7 @@ from .tree import walk
 __all__ = ["BudgetExceeded", "allocation_budget", "check_tree"]
 
 #: Keyword arguments that count repeated blocks: each block stores at least one tensor.
-COUNT_NAMES = {"layers", "levels", "steps", "scales", "depth", "blocks", "reflections"}
+COUNT_NAMES = {"layers", "levels", "scales", "blocks"}
 #: Keyword arguments that are not sizes (never bounded by the weights).
 NOT_SIZES = {"seed"}
 SLACK = 2**20
