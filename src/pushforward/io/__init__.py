@@ -53,7 +53,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,8 +69,6 @@ from .files import (
     digest,
     parse_json,
     read_bounded,
-    read_header,
-    tensor_table,
 )
 from .files import write_file as _write_file
 from .presets import build_flow, check_preset_fields
@@ -159,10 +159,8 @@ def load_with_config(
     from safetensors.torch import load as load_tensors
 
     p = Path(path)
-    raw = read_bounded(p, max_bytes)
-    header, start = read_header(raw, p)
+    header, table, raw = read_bounded(p, max_bytes)
     cfg = _config(header, p)
-    table = tensor_table(header, len(raw) - start, p)
     n_scalars = sum(_prod(s) for _, s in table.values())
     n_tensors = sum(1 for _, s in table.values() if _prod(s))
     try:
@@ -208,7 +206,22 @@ def _config(header: dict, p: Path) -> dict:
     cfg = parse_json(meta[KEY], "the config", p)
     if not isinstance(cfg, dict) or cfg.get("format") != "pushforward-model":
         raise ModelFileError(f"{p}: not a pushforward model file")
+    _check_finite(cfg, p)
     return cfg
+
+
+def _check_finite(cfg: dict, p: Path) -> None:
+    """Every number in the config is finite (JSON's ``1e999`` parses as infinity); iterative, so deep
+    nesting costs no recursion."""
+    stack: list[Any] = [cfg]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ModelFileError(f"{p}: the config holds a non-finite number ({v})")
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
 
 
 def _check_config(cfg: dict, n_scalars: int, n_tensors: int) -> None:

@@ -3,9 +3,9 @@
 Two layers, both before and during construction:
 
 1. :func:`check_tree`: every integer in the config (outside tensor data) is at most
-   ``max(stored scalars, 2**16)`` in magnitude, counts of repeated blocks (``layers``, ``levels``, ``scales``, ``blocks``) are at
-   most the number of non-empty stored tensors (every block stores one), and the product of the two largest
-   sizes (a weight matrix) is at most ``4 * stored scalars + 2**20``.
+   ``max(stored scalars, 2**16)`` in magnitude, counts of repeated blocks (``layers``, ``levels``,
+   ``scales``, ``blocks``) are at most the number of non-empty stored tensors (every block stores one),
+   and the product of the two largest sizes (a weight matrix) is at most ``4 * stored scalars + 2**20``.
 2. :func:`allocation_budget`: while the model is built, a request to allocate one tensor larger than the stored
    scalars (plus ``2**20``) is refused *before* it is allocated (a :class:`~torch.overrides.TorchFunctionMode`
    sees every factory call), and the parameters and buffers registered so far may not exceed twice the stored

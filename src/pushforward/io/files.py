@@ -24,7 +24,6 @@ __all__ = [
     "digest",
     "parse_json",
     "read_bounded",
-    "read_header",
     "tensor_table",
     "write_file",
 ]
@@ -55,15 +54,8 @@ class ModelFileError(ValueError):
     cannot be built from the weights it carries. The message is one line and names the file."""
 
 
-def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of the regular file at ``path`` (at most ``max_bytes`` of them).
-
-    Raises:
-        FileNotFoundError: No such file.
-        ModelFileError: Not a regular file (directory, device, FIFO, socket), larger than ``max_bytes``, or
-            changing while it is read.
-    """
-    p = Path(path)
+def _open_regular(p: Path, max_bytes: int) -> tuple[int, int]:
+    """A file descriptor of the regular file ``p`` and its size (at most ``max_bytes``)."""
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
@@ -72,25 +64,61 @@ def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise ModelFileError(f"{p}: is a directory, not a model file") from None
     except OSError as e:
         raise ModelFileError(f"{p}: cannot open ({e.strerror})") from None
+    info = os.fstat(fd)
+    problem = None
+    if stat.S_ISDIR(info.st_mode):
+        problem = "is a directory, not a model file"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = "not a regular file (a device, FIFO or socket); model files are files"
+    elif info.st_size > max_bytes:
+        problem = f"{info.st_size} bytes, more than the limit of {max_bytes} (max_bytes)"
+    if problem is not None:
+        os.close(fd)
+        raise ModelFileError(f"{p}: {problem}")
+    return fd, info.st_size
+
+
+def _read(fd: int, n: int, p: Path) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 2**26))
+        if not chunk:
+            raise ModelFileError(f"{p}: the file is shorter than its header says (truncated while reading)")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict, dict, bytes]:
+    """Read a model file in two bounded steps: the safetensors header first, then (only when the header's
+    tensors tile the rest of the file exactly) the tensor data.
+
+    Returns:
+        ``(header, table, raw)``: the parsed header, name → (dtype, shape) of its tensors, and the file's bytes.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ModelFileError: Not a regular file (directory, device, FIFO, socket), larger than ``max_bytes``, a bad
+            header, or a size that does not match the header.
+    """
+    p = Path(path)
+    fd, size = _open_regular(p, max_bytes)
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ModelFileError(f"{p}: is a directory, not a model file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ModelFileError(f"{p}: not a regular file (a device, FIFO or socket); model files are files")
-        size = info.st_size
-        if size > max_bytes:
-            raise ModelFileError(f"{p}: {size} bytes, more than the limit of {max_bytes} (max_bytes)")
-        chunks, got = [], 0
-        while got <= size:
-            chunk = os.read(fd, min(size + 1 - got, 2**26) or 1)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-        if got != size:
-            raise ModelFileError(f"{p}: the file changed size while it was read")
-        return b"".join(chunks)
+        if size < 8:
+            raise ModelFileError(f"{p}: empty or truncated model file ({size} bytes)")
+        prefix = _read(fd, 8, p)
+        (n,) = struct.unpack("<Q", prefix)
+        if n < 2 or n > MAX_HEADER_BYTES or 8 + n > size:
+            raise ModelFileError(f"{p}: not a pushforward model file, or truncated (bad safetensors header)")
+        text = _read(fd, n, p)
+        header = parse_json(text, "the header", p)
+        if not isinstance(header, dict):
+            raise ModelFileError(f"{p}: corrupted header")
+        table = tensor_table(header, size - 8 - n, p)
+        rest = _read(fd, size - 8 - n, p)
+        if os.read(fd, 1):
+            raise ModelFileError(f"{p}: the file grew while it was read")
+        return header, table, prefix + text + rest
     finally:
         os.close(fd)
 
@@ -108,19 +136,6 @@ def parse_json(text: str | bytes, what: str, path: Path) -> Any:
         raise ModelFileError(f"{path}: {what} is nested too deeply") from None
     except (UnicodeDecodeError, ValueError, TypeError) as e:
         raise ModelFileError(f"{path}: {what} is not valid JSON ({' '.join(str(e).split())[:120]})") from None
-
-
-def read_header(raw: bytes, path: Path) -> tuple[dict, int]:
-    """The safetensors header of the file's bytes and the offset where the tensor data starts."""
-    if len(raw) < 8:
-        raise ModelFileError(f"{path}: empty or truncated model file ({len(raw)} bytes)")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n < 2 or n > MAX_HEADER_BYTES or 8 + n > len(raw):
-        raise ModelFileError(f"{path}: not a pushforward model file, or truncated (bad safetensors header)")
-    header = parse_json(raw[8 : 8 + n], "the header", path)
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path}: corrupted header")
-    return header, 8 + n
 
 
 def tensor_table(header: dict, data_bytes: int, path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
