@@ -4,8 +4,9 @@ Two layers, both before and during construction:
 
 1. :func:`check_tree`: every integer in the config (outside tensor data) is at most
    ``max(stored scalars, 2**16)`` in magnitude, counts of repeated blocks (``layers``, ``levels``,
-   ``scales``, ``blocks``) are at most the number of non-empty stored tensors (every block stores one),
-   and the product of the two largest sizes (a weight matrix) is at most ``4 * stored scalars + 2**20``.
+   ``scales``, ``blocks``) and the length of ``hidden`` are at most the number of non-empty stored tensors,
+   and the product of the two largest sizes (a weight matrix), like the weights implied by consecutive
+   ``hidden`` sizes, is at most ``4 * stored scalars + 2**20``.
 2. :func:`allocation_budget`: while the model is built, a request to allocate one tensor larger than the stored
    scalars (plus ``2**20``) is refused *before* it is allocated (a :class:`~torch.overrides.TorchFunctionMode`
    sees every factory call), and the parameters and buffers registered so far may not exceed twice the stored
@@ -32,6 +33,8 @@ __all__ = ["BudgetExceeded", "allocation_budget", "check_tree"]
 
 #: Keyword arguments that count repeated blocks: each block stores at least one tensor.
 COUNT_NAMES = {"layers", "levels", "scales", "blocks"}
+#: Keyword arguments listing layer sizes: each layer stores at least one tensor.
+LIST_NAMES = {"hidden"}
 #: Keyword arguments that are not sizes (never bounded by the weights).
 NOT_SIZES = {"seed"}
 SLACK = 2**20
@@ -61,11 +64,38 @@ def check_tree(tree: Any, n_scalars: int, n_tensors: int) -> None:
             sizes.append(value)
 
     walk(tree, visit)
+    _check_lists(tree, n_scalars, n_tensors)
     top = sorted(sizes)[-2:]
     if len(top) == 2 and top[0] * top[1] > 4 * n_scalars + SLACK:
         raise ValueError(
             f"sizes {top[1]} x {top[0]} imply more weights than the {n_scalars} stored in the file"
         )
+
+
+def _check_lists(tree: Any, n_scalars: int, n_tensors: int) -> None:
+    """Lists of layer sizes (``hidden``) are no longer than the stored tensors (each layer stores one), and
+    the weights between consecutive layers, summed, fit in the stored scalars."""
+    stack = [tree]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            body = v.get("module") if len(v) == 1 else None
+            kwargs = body.get("kwargs") if isinstance(body, dict) else None
+            for name in LIST_NAMES & set(kwargs if isinstance(kwargs, dict) else ()):
+                value = kwargs[name]
+                items = value.get("tuple") if isinstance(value, dict) else value
+                if not isinstance(items, list):
+                    continue
+                if len(items) > max(n_tensors, 1):
+                    raise ValueError(
+                        f"{name} has {len(items)} entries, more than the {n_tensors} tensors in the file"
+                    )
+                sizes = [i for i in items if isinstance(i, int) and not isinstance(i, bool) and i > 0]
+                if sum(a * b for a, b in zip(sizes, sizes[1:])) > 4 * n_scalars + SLACK:
+                    raise ValueError(f"{name} implies more weights than the {n_scalars} stored in the file")
+            stack.extend(v.values())
 
 
 _active = threading.local()
