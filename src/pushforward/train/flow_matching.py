@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flows.core import Flow
+from ..flows.preset import Preset
 from ..transforms.base import Compose
 from ..transforms.continuous import ContinuousFlow
 from .fit import Data, _unpack, as_loader
@@ -116,7 +117,7 @@ def continuous_layers(flow: Flow) -> list[ContinuousFlow]:
             "flow matching trains a Flow whose transform is a ContinuousFlow or a Compose of ContinuousFlows "
             f"only (e.g. the FFJORD preset without augment); got {type(transform).__name__}"
         )
-    if type(flow) is not Flow:
+    if type(flow) is not Flow and not isinstance(flow, Preset):  # a preset is a plain Flow underneath
         raise ValueError(
             f"flow matching needs a plain Flow, got {type(flow).__name__} (augmented flows are not supported)"
         )
