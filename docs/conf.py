@@ -97,18 +97,13 @@ def _title(text: str, char: str = "=") -> str:
     return f"{text}\n{char * len(text)}\n"
 
 
-def _moved(name: str) -> bool:
-    """Deprecated aliases of modules that moved (they get no page: their new home has it)."""
-    return bool(getattr(importlib.import_module(name), "__moved_to__", None))
-
-
 def generate_api_pages() -> None:
     out = DOCS / "generated" / "api"
     shutil.rmtree(out, ignore_errors=True)  # pages of modules that moved or went away must not linger
     packages: list[str] = []
     modules: list[str] = []
     for info in pkgutil.iter_modules(pushforward.__path__):
-        if info.name.startswith("_") or _moved(f"pushforward.{info.name}"):
+        if info.name.startswith("_"):
             continue
         (packages if info.ispkg else modules).append(info.name)
     pages = []
@@ -127,7 +122,7 @@ def generate_api_pages() -> None:
         subs = [
             i.name
             for i in pkgutil.iter_modules(package.__path__)
-            if not i.name.startswith("_") and not _moved(f"{full}.{i.name}")
+            if not i.name.startswith("_")
         ]
         text = [_title(full), f".. automodule:: {full}\n   :no-members:\n"]
         for sub in sorted(subs):

@@ -22,7 +22,7 @@ PACKAGE = SRC / "pushforward"
 # names relative to ``pushforward`` (a package name covers everything below it). Keep in sync with the
 # diagram in docs/CONTRIBUTING.md.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundations", ["checks", "inversion", "estimators", "registry", "_moved", "_version"]),
+    ("foundations", ["checks", "inversion", "estimators", "registry", "_version"]),
     ("building blocks", ["nets", "transformers"]),
     ("transforms", ["transforms", "manifolds"]),
     ("distributions", ["distributions"]),
@@ -33,7 +33,6 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("inference", ["inference", "sbi"]),
     ("applications", ["io", "report", "sklearn", "tabular"]),
     ("command line", ["cli", "__main__"]),
-    ("deprecated aliases", ["vi", "mcmc", "montecarlo", "diagnostics", "anomaly"]),
 ]
 
 
@@ -167,25 +166,35 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
 
 
 @pytest.mark.parametrize(
-    ("old", "name", "new"),
+    "old",
     [
-        ("pushforward.vi", "fit_vi", "pushforward.inference.vi"),
-        ("pushforward.mcmc", "neutra", "pushforward.inference.mcmc"),
-        ("pushforward.montecarlo", "expectation", "pushforward.inference.montecarlo"),
-        ("pushforward.diagnostics", "invertibility", "pushforward.analysis.diagnostics"),
-        ("pushforward.anomaly", "AnomalyDetector", "pushforward.analysis.anomaly"),
-        ("pushforward.train.reversible", "ReversibleCompose", "pushforward.transforms.reversible"),
-        ("pushforward.data.images", "DequantizedFlow", "pushforward.flows.dequantization"),
-        ("pushforward.data.images", "fit_images", "pushforward.train.images"),
-        ("pushforward.data", "VariationalDequantizer", "pushforward.flows.dequantization"),
+        "pushforward.vi",
+        "pushforward.mcmc",
+        "pushforward.montecarlo",
+        "pushforward.diagnostics",
+        "pushforward.anomaly",
+        "pushforward.train.reversible",
+        "pushforward._moved",
     ],
 )
-def test_moved_names_still_import_with_a_deprecation_warning(old, name, new):
+def test_one_canonical_path_per_name(old):
+    """The deprecation aliases are gone (never released): each name has one import path."""
     import importlib
 
-    module = importlib.import_module(old)
-    with pytest.warns(DeprecationWarning, match=new):
-        obj = getattr(module, name)
-    assert obj is getattr(importlib.import_module(new), name)
-    with pytest.raises(AttributeError):
-        module.no_such_name  # noqa: B018
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("pushforward.data.images", "DequantizedFlow"),
+        ("pushforward.data.images", "fit_images"),
+        ("pushforward.data.images", "save_image_grid"),
+        ("pushforward.data", "VariationalDequantizer"),
+    ],
+)
+def test_moved_names_are_not_reexported(module, name):
+    import importlib
+
+    assert not hasattr(importlib.import_module(module), name)

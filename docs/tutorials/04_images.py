@@ -51,8 +51,8 @@ print(
 # %%
 # A small Glow
 # ------------
-# Two scales of two steps each, with 32-channel conditioners. :class:`~pushforward.data.images.DequantizedFlow`
-# adds the dequantization and the bits/dim bound; :func:`~pushforward.data.images.fit_images` minimises it.
+# Two scales of two steps each, with 32-channel conditioners. :class:`~pushforward.flows.dequantization.DequantizedFlow`
+# adds the dequantization and the bits/dim bound; :func:`~pushforward.train.images.fit_images` minimises it.
 flow = Glow((1, 8, 8), levels=2, steps=2, hidden=(32,))
 model = DequantizedFlow(flow, LEVELS)
 with torch.no_grad():

@@ -1,6 +1,5 @@
 """Datasets: seeded 2-D toy densities and loaders."""
 
-from .._moved import moved_names
 from . import uci  # noqa: F401  (pushforward.data.uci.load)
 from .images import (
     bits_per_dim,
@@ -45,11 +44,3 @@ __all__ = [
     "toy",
     "uniform_dequantize",
 ]
-
-__getattr__ = moved_names(
-    __name__,
-    {
-        "DequantizedFlow": "pushforward.flows.dequantization",
-        "VariationalDequantizer": "pushforward.flows.dequantization",
-    },
-)

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._moved import moved_names
 from ..transforms.elementwise import into_open_unit_interval
 
 __all__ = [
@@ -164,14 +163,3 @@ def discrete_log_likelihood_bound(
 def bits_per_dim(log_likelihood: Tensor, dims: int) -> Tensor:
     r""":math:`-\log P(x) / (D \log 2)`: nats of a (bound on the) discrete log-likelihood to bits/dim."""
     return -log_likelihood / (dims * math.log(2.0))
-
-
-__getattr__ = moved_names(
-    __name__,
-    {
-        "DequantizedFlow": "pushforward.flows.dequantization",
-        "VariationalDequantizer": "pushforward.flows.dequantization",
-        "fit_images": "pushforward.train.images",
-        "save_image_grid": "pushforward.analysis.images",
-    },
-)

@@ -172,7 +172,7 @@ class RealNVPImage(Preset):
         logit: ``0.0``: the logit preprocessing on :math:`(0, 1)^D` (None: none, the density is then on
             :math:`\mathbb{R}^D`). A margin :math:`\alpha > 0` is refused (``ValueError``): see the module
             documentation.
-        reversible: Recompute activations in backward (:class:`~pushforward.train.reversible.
+        reversible: Recompute activations in backward (:class:`~pushforward.transforms.reversible.
             ReversibleCompose`) instead of storing them.
 
     Reference: Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.

@@ -40,7 +40,7 @@ def _pyro():
         from pyro.infer.mcmc import HMC, MCMC, NUTS
     except ImportError as err:  # pragma: no cover - exercised only without pyro
         raise ImportError(
-            "pushforward.mcmc needs Pyro: install the optional extra with `pip install pushforward[mcmc]`"
+            "pushforward.inference.mcmc needs Pyro: install the optional extra with `pip install pushforward[mcmc]`"
         ) from err
     return pyro, HMC, MCMC, NUTS
 

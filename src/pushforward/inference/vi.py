@@ -9,7 +9,7 @@ estimated with reparameterised samples :math:`x = f_\theta^{-1}(z)`, :math:`z \s
 ``inverse`` direction is used (:meth:`pushforward.Flow.sample_and_log_prob`), which is the cheap one for
 planar, radial, Sylvester and IAF-type flows. After training, importance sampling gives
 :math:`\log Z \approx \log\frac1n\sum_i \tilde p(x_i)/q(x_i)` with its standard error and the effective
-sample size (see :mod:`pushforward.montecarlo`).
+sample size (see :mod:`pushforward.inference.montecarlo`).
 
 Reference: Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015 (including the
 annealed objective :math:`\beta_t \log\tilde p - \log q`, :math:`\beta_t = \min(1, 0.01 + t/T_{anneal})`);

@@ -195,7 +195,7 @@ def fit(
             data and the same arguments, the resumed run reproduces the uninterrupted run exactly.
         distributed: Train with ``DistributedDataParallel`` on the initialised default process group (see
             :mod:`pushforward.train.distributed`); shards every batch with a ``DistributedSampler``.
-        diagnostics: After training, run :func:`pushforward.diagnostics.invertibility` on (up to 4096
+        diagnostics: After training, run :func:`pushforward.analysis.diagnostics.invertibility` on (up to 4096
             rows of) the validation data, or the training data without ``val``; stored in
             ``History.diagnostics``.
         fingerprint: A string identifying the data and settings of this run (e.g. a hash); it is stored in
