@@ -372,8 +372,16 @@ def _raw_config_file(base, out, config_text):
         ('{"format": "pushforward-model", "format_version": 2, "bound": 1e999, "model": null}', "non-finite"),
         ('{"format": "pushforward-model", "format_version": 2, "model": 1' + "0" * 5000 + "}", "JSON"),
         ("[" * 100_000, "deep"),
+        ('{"format": "pushforward-model", "pad": "' + "x" * 9 * 2**20 + '"}', "out of proportion"),
     ],
-    ids=["nested_100000", "nan_literal", "infinite_bound", "huge_integer_literal", "unterminated"],
+    ids=[
+        "nested_100000",
+        "nan_literal",
+        "infinite_bound",
+        "huge_integer_literal",
+        "unterminated",
+        "huge_header",
+    ],
 )
 def test_crafted_config_text_is_refused(maf_file, tmp_path, text, message):
     p = _raw_config_file(maf_file, tmp_path / "x.safetensors", text)
