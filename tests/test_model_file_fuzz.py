@@ -295,6 +295,7 @@ def _nan_weight(tensors):
     return tensors
 
 
+_TANH = {"module": {"class": "transforms.elementwise.Tanh", "args": [3], "kwargs": {}}}
 CRAFTED = {
     "layers_string": (_kw("layers", "3"), None, "integer"),
     "layers_float_1e5": (_kw("layers", 1e5), None, "integer"),
@@ -320,6 +321,14 @@ CRAFTED = {
         "more weights",
     ),
     "nan_weight": (None, _nan_weight, "non-finite"),
+    "9000_parameterless_modules": (
+        _kw(
+            "base",
+            {"module": {"class": "transforms.base.Compose", "args": [[_TANH] * 9_000], "kwargs": {}}},
+        ),
+        None,
+        "more modules",
+    ),
     "unknown_class": (
         lambda c: c["model"]["module"].__setitem__("class", "os.system"),
         None,
@@ -372,7 +381,7 @@ def _raw_config_file(base, out, config_text):
         ('{"format": "pushforward-model", "format_version": 2, "bound": 1e999, "model": null}', "non-finite"),
         ('{"format": "pushforward-model", "format_version": 2, "model": 1' + "0" * 5000 + "}", "JSON"),
         ("[" * 100_000, "deep"),
-        ('{"format": "pushforward-model", "pad": "' + "x" * 9 * 2**20 + '"}', "out of proportion"),
+        ('{"format": "pushforward-model", "pad": "' + "x" * 2**21 + '"}', "out of proportion"),
     ],
     ids=[
         "nested_100000",

@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from .bounds import BudgetExceeded, allocation_budget, check_tree
+from .bounds import MODULES_FLOOR, MODULES_PER_TENSOR, BudgetExceeded, allocation_budget, check_tree
 from .files import (
     KEY,
     MAX_FILE_BYTES,
@@ -160,9 +160,9 @@ def load_with_config(
 
     p = Path(path)
     header, table, raw = read_bounded(p, max_bytes)
-    cfg = _config(header, p)
     n_scalars = sum(_prod(s) for _, s in table.values())
     n_tensors = sum(1 for _, s in table.values() if _prod(s))
+    cfg = _config(header, n_tensors, p)
     try:
         _check_config(cfg, n_scalars, n_tensors)
     except (ValueError, TypeError) as e:
@@ -199,10 +199,12 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300] or type(e).__name__
 
 
-def _config(header: dict, p: Path) -> dict:
+def _config(header: dict, n_tensors: int, p: Path) -> dict:
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or not isinstance(meta.get(KEY), str):
         raise ModelFileError(f"{p}: not a pushforward model file (no '{KEY}' config in the header)")
+    if meta[KEY].count('"module"') > MODULES_PER_TENSOR * n_tensors + MODULES_FLOOR:  # before parsing
+        raise ModelFileError(f"{p}: the config describes more modules than its {n_tensors} tensors can hold")
     cfg = parse_json(meta[KEY], "the config", p)
     if not isinstance(cfg, dict) or cfg.get("format") != "pushforward-model":
         raise ModelFileError(f"{p}: not a pushforward model file")

@@ -6,7 +6,8 @@ Two layers, both before and during construction:
    ``max(stored scalars, 2**16)`` in magnitude, counts of repeated blocks (``layers``, ``levels``,
    ``scales``, ``blocks``) and the length of ``hidden`` are at most the number of non-empty stored tensors,
    and the product of the two largest sizes (a weight matrix), like the weights implied by consecutive
-   ``hidden`` sizes, is at most ``4 * stored scalars + 2**20``.
+   ``hidden`` sizes, is at most ``4 * stored scalars + 2**20``; the config describes at most
+   ``4 * stored tensors + 256`` modules.
 2. :func:`allocation_budget`: while the model is built, a request to allocate one tensor larger than the stored
    scalars (plus ``2**20``) is refused *before* it is allocated (a :class:`~torch.overrides.TorchFunctionMode`
    sees every factory call), and the parameters and buffers registered so far may not exceed twice the stored
@@ -35,6 +36,8 @@ __all__ = ["BudgetExceeded", "allocation_budget", "check_tree"]
 COUNT_NAMES = {"layers", "levels", "scales", "blocks"}
 #: Keyword arguments listing layer sizes: each layer stores at least one tensor.
 LIST_NAMES = {"hidden"}
+#: Modules a config may describe: this many per stored tensor, plus a floor (parameterless transforms exist).
+MODULES_PER_TENSOR, MODULES_FLOOR = 4, 256
 #: Keyword arguments that are not sizes (never bounded by the weights).
 NOT_SIZES = {"seed"}
 SLACK = 2**20
@@ -75,13 +78,16 @@ def check_tree(tree: Any, n_scalars: int, n_tensors: int) -> None:
 def _check_lists(tree: Any, n_scalars: int, n_tensors: int) -> None:
     """Lists of layer sizes (``hidden``) are no longer than the stored tensors (each layer stores one), and
     the weights between consecutive layers, summed, fit in the stored scalars."""
-    stack = [tree]
+    stack, modules = [tree], 0
     while stack:
         v = stack.pop()
         if isinstance(v, list):
             stack.extend(v)
         elif isinstance(v, dict):
             body = v.get("module") if len(v) == 1 else None
+            modules += body is not None
+            if modules > MODULES_PER_TENSOR * n_tensors + MODULES_FLOOR:
+                raise ValueError(f"the config describes more modules than its {n_tensors} tensors can hold")
             kwargs = body.get("kwargs") if isinstance(body, dict) else None
             for name in LIST_NAMES & set(kwargs if isinstance(kwargs, dict) else ()):
                 value = kwargs[name]

@@ -30,8 +30,8 @@ __all__ = [
 
 #: Default upper bound of a model file's size in bytes (``max_bytes`` of :func:`pushforward.io.load`).
 MAX_FILE_BYTES = 4 * 2**30
-#: Upper bound of the safetensors JSON header (the config lives in it); it may also exceed neither 8 MiB
-#: nor twice the bytes of the weights, whichever is larger.
+#: Upper bound of the safetensors JSON header (the config lives in it); it may also not exceed 1 MiB plus
+#: twice the bytes of the weights.
 MAX_HEADER_BYTES = 100 * 2**20
 #: safetensors dtypes a model file may store (parameters and buffers: floats, integer and boolean masks).
 TENSOR_DTYPES = {"F16", "BF16", "F32", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"}
@@ -111,7 +111,7 @@ def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[dic
         (n,) = struct.unpack("<Q", prefix)
         if n < 2 or n > MAX_HEADER_BYTES or 8 + n > size:
             raise ModelFileError(f"{p}: not a pushforward model file, or truncated (bad safetensors header)")
-        if n > 2**23 + 2 * (size - 8 - n):
+        if n > 2**20 + 2 * (size - 8 - n):
             raise ModelFileError(
                 f"{p}: a {n}-byte header is out of proportion to the {size - 8 - n} bytes of weights"
             )
