@@ -12,6 +12,14 @@ Two layers, both before and during construction:
    scalars (plus ``2**20``) is refused *before* it is allocated (a :class:`~torch.overrides.TorchFunctionMode`
    sees every factory call), and the parameters and buffers registered so far may not exceed twice the stored
    scalars (plus ``2**20``). The built model must then have exactly the stored tensor names and shapes.
+
+Example:
+    >>> tree = {"module": {"class": "flows.autoregressive.MAF", "args": [3], "kwargs": {"layers": 500}}}
+    >>> try:
+    ...     check_tree(tree, n_scalars=1000, n_tensors=10)
+    ... except ValueError as e:
+    ...     print(e)
+    layers=500 asks for more blocks than the 10 tensors in the file
 """
 
 from __future__ import annotations

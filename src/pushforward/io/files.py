@@ -4,6 +4,13 @@ Reading opens the path without following it into anything but a regular file (sy
 operating system and the opened target is checked with ``fstat``; devices, FIFOs, sockets and directories are
 refused without reading a byte, and the file is opened non-blocking so that a FIFO cannot hang the
 reader), checks the size against a limit before reading, and reads at most that many bytes.
+
+Example:
+    >>> try:
+    ...     read_bounded("/dev/null")
+    ... except ModelFileError as e:
+    ...     print(e)
+    /dev/null: not a regular file (a device, FIFO or socket); model files are files
 """
 
 from __future__ import annotations

@@ -10,6 +10,13 @@ Values are encoded as JSON with one-key tagged objects for what JSON lacks::
     {"ref": 2}                                        the module encoded third (shared modules stay shared)
 
 Decoding looks classes up in :data:`pushforward.registry.REGISTRY` only and calls nothing else.
+
+Example:
+    >>> from pushforward.transforms import Shift
+    >>> encode(Shift(2))
+    {'module': {'class': 'transforms.elementwise.Shift', 'args': [], 'kwargs': {'shape': 2}}}
+    >>> type(decode(encode(Shift(2)))).__name__
+    'Shift'
 """
 
 from __future__ import annotations
