@@ -366,3 +366,17 @@ def test_format_1_preset_files_still_load(tmp_path):
     again = load(tmp_path / "v1.safetensors")
     assert isinstance(again, MAF)
     _assert_same_state(flow, again)
+
+
+def test_dequantized_image_model_round_trips(tmp_path):
+    from pushforward.flows import Glow
+    from pushforward.flows.dequantization import DequantizedFlow, VariationalDequantizer
+
+    torch.manual_seed(5)
+    deq = VariationalDequantizer((1, 4, 4), levels=17, layers=1, hidden=4)
+    model = DequantizedFlow(Glow((1, 4, 4), levels=1, steps=1, hidden=(4,)), levels=17, dequantizer=deq)
+    _perturb(model)
+    save(model, tmp_path / "d.safetensors")
+    again = load(tmp_path / "d.safetensors")
+    assert isinstance(again, DequantizedFlow) and isinstance(again.flow, Glow) and again.levels == 17
+    _assert_same_state(model, again)
