@@ -380,3 +380,17 @@ def test_dequantized_image_model_round_trips(tmp_path):
     again = load(tmp_path / "d.safetensors")
     assert isinstance(again, DequantizedFlow) and isinstance(again.flow, Glow) and again.levels == 17
     _assert_same_state(model, again)
+
+
+def test_a_model_changed_after_construction_is_refused_at_save(tmp_path):
+    from pushforward.transforms import Shift
+
+    flow = Flow(Compose([Shift(3), Shift(3)]))
+    flow.transform.transforms.append(Shift(3))  # the constructor call no longer describes it
+    with pytest.raises(ValueError, match="changed after construction"):
+        save(flow, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+    maf = MAF(3, layers=1, hidden=(4,))
+    state = torch.random.get_rng_state()
+    save(maf, tmp_path / "y.safetensors")
+    assert torch.equal(torch.random.get_rng_state(), state)  # the check does not consume random numbers

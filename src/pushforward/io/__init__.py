@@ -116,7 +116,8 @@ def save(obj: nn.Module, path: str | Path, *, config: dict | None = None) -> Non
     Raises:
         TypeError: ``obj`` is not a module, or something it was built from cannot go into a file (a function,
             an unregistered class); the message says where.
-        ValueError: Non-finite numbers in the arguments or the config.
+        ValueError: Non-finite numbers in the arguments or the config, or a model that its constructor
+            arguments no longer describe (a module swapped or resized after construction).
     """
     if not isinstance(obj, nn.Module):
         raise TypeError(f"save takes a module (a Flow, a preset, ...), got {type(obj).__name__}")
@@ -136,7 +137,24 @@ def save(obj: nn.Module, path: str | Path, *, config: dict | None = None) -> Non
         model=encode(obj),
     )
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in obj.state_dict().items()}
+    _check_rebuilds(obj, cfg["model"])
     _write_file(path, tensors, cfg)
+
+
+def _check_rebuilds(obj: nn.Module, tree: Any) -> None:
+    """Refuse to write a file that could not be loaded: the constructor call must rebuild a model with the
+    same tensor names and shapes (it does not when a module was swapped or resized after construction).
+    The global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        rebuilt = decode(tree)
+    want = {k: tuple(v.shape) for k, v in obj.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    if want != got:
+        diff = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
+        raise ValueError(
+            f"{type(obj).__name__} cannot be rebuilt from its constructor arguments (it was changed after "
+            f"construction: {', '.join(diff[:3])} differ); build the changed model through constructors instead"
+        )
 
 
 def load(
