@@ -394,3 +394,15 @@ def test_a_model_changed_after_construction_is_refused_at_save(tmp_path):
     state = torch.random.get_rng_state()
     save(maf, tmp_path / "y.safetensors")
     assert torch.equal(torch.random.get_rng_state(), state)  # the check does not consume random numbers
+
+
+def test_iterators_and_module_lists_as_arguments_round_trip(tmp_path):
+    from pushforward.transforms import Shift
+
+    torch.manual_seed(6)
+    flow = _perturb(Flow(Compose(Shift(2) for _ in range(3))))  # a generator, read once
+    again = _round_trip(flow, tmp_path / "g.safetensors", torch.randn(4, 2))
+    assert len(again.transform) == 3
+    flow = _perturb(Flow(Compose(torch.nn.ModuleList([Shift(2), Shift(2)]))))
+    again = _round_trip(flow, tmp_path / "l.safetensors", torch.randn(4, 2))
+    assert len(again.transform) == 2

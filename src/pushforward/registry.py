@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["REGISTRY", "Registered", "init_arguments", "lookup", "registry_key"]
@@ -60,6 +60,9 @@ def _recording(cls: type, init: Callable[..., None]) -> Callable[..., None]:
             init(self, *args, **kwargs)
             return
         object.__setattr__(self, _ARGS, None)
+        # a one-shot iterator (``Compose(t for t in ...)``) is read once, here, so it can also be recorded
+        args = tuple(list(a) if isinstance(a, Iterator) else a for a in args)
+        kwargs = {k: list(a) if isinstance(a, Iterator) else a for k, a in kwargs.items()}
         try:
             init(self, *args, **kwargs)
         except BaseException:

@@ -67,6 +67,8 @@ def _encode(v: Any, where: str, seen: dict[int, int], depth: int) -> Any:
         if not math.isfinite(v):
             raise ValueError(f"{where} is {float(v)}; model files hold finite numbers only")
         return float(v)
+    if isinstance(v, torch.nn.ModuleList):  # a container argument: its modules, as a list
+        return [_encode(x, f"{where}[{i}]", seen, depth + 1) for i, x in enumerate(v)]
     if isinstance(v, torch.nn.Module):
         return _encode_module(v, where, seen, depth)
     if isinstance(v, torch.Tensor):
