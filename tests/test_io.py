@@ -406,3 +406,21 @@ def test_iterators_and_module_lists_as_arguments_round_trip(tmp_path):
     flow = _perturb(Flow(Compose(torch.nn.ModuleList([Shift(2), Shift(2)]))))
     again = _round_trip(flow, tmp_path / "l.safetensors", torch.randn(4, 2))
     assert len(again.transform) == 2
+
+
+def test_preset_fields_that_describe_another_model_are_refused_at_save(tmp_path):
+    flow = MAF(3, layers=2, hidden=(8,))
+    with pytest.raises(ValueError, match="lacks 'event_shape'"):
+        save(flow, tmp_path / "x.safetensors", config={"preset": "maf"})
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        save(
+            flow,
+            tmp_path / "x.safetensors",
+            config={"preset": "maf", "event_shape": [3], "options": {"layers": 3}},
+        )
+    save(
+        flow,
+        tmp_path / "x.safetensors",
+        config={"preset": "maf", "event_shape": [3], "options": {"layers": 2, "hidden": [8]}},
+    )
+    assert isinstance(load(tmp_path / "x.safetensors"), MAF)

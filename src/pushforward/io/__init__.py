@@ -137,16 +137,19 @@ def save(obj: nn.Module, path: str | Path, *, config: dict | None = None) -> Non
         model=encode(obj),
     )
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in obj.state_dict().items()}
-    _check_rebuilds(obj, cfg["model"])
+    _check_rebuilds(obj, cfg)
     _write_file(path, tensors, cfg)
 
 
-def _check_rebuilds(obj: nn.Module, tree: Any) -> None:
-    """Refuse to write a file that could not be loaded: the constructor call must rebuild a model with the
-    same tensor names and shapes (it does not when a module was swapped or resized after construction).
-    The global random state is left as it was."""
+def _check_rebuilds(obj: nn.Module, cfg: dict) -> None:
+    """Refuse to write a file that could not be loaded: the config must rebuild, as :func:`load` will, a model
+    with the same tensor names and shapes (it does not when a module was swapped or resized after
+    construction, or when preset fields describe another model). The global random state is left as it was."""
+    state = obj.state_dict()
+    n_scalars = sum(t.numel() for t in state.values())
+    _check_config(cfg, n_scalars, sum(1 for t in state.values() if t.numel()))
     with torch.random.fork_rng(devices=[]):
-        rebuilt = decode(tree)
+        rebuilt = _build(cfg, n_scalars, Path("(being saved)"))
     want = {k: tuple(v.shape) for k, v in obj.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     if want != got:

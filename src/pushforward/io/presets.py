@@ -98,7 +98,7 @@ def check_preset_fields(cfg: dict, n_scalars: int, n_tensors: int, *, required: 
     """Type-check ``preset``, ``event_shape``, ``context`` and ``options`` and bound them by the stored weights
     (``ValueError`` naming the first problem). ``required``: the fields must be present (format 1)."""
     present = [k for k in ("preset", "event_shape") if k in cfg]
-    if required and len(present) < 2:
+    if (required or present) and len(present) < 2:  # the preset fields come together
         raise ValueError(f"the config lacks {'preset' if 'preset' not in cfg else 'event_shape'!r}")
     if not present:
         return
