@@ -25,7 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["density_grid", "figure_png", "standalone_subplots", "write_report"]
+__all__ = [
+    "column_bounds",
+    "density_grid",
+    "figure_png",
+    "gaussian_kde",
+    "ks_distance",
+    "nonfinite_rows",
+    "standalone_subplots",
+    "support_flags",
+    "write_report",
+]
 
 MARGINALS_PER_FIGURE = 16
 MAX_PAIRS = 6
@@ -121,18 +131,146 @@ def _bins(col: np.ndarray, lim: tuple[float, float]) -> np.ndarray:
     return np.linspace(*lim, int(np.clip((lim[1] - lim[0]) / width, 10, 40)) + 1)
 
 
-def _model_curve(s: np.ndarray, lim: tuple[float, float]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The model's marginal density on a grid, smoothed from its samples (Gaussian KDE, Scott's rule)."""
-    from scipy.stats import gaussian_kde
+def gaussian_kde(sample: np.ndarray, grid: np.ndarray, max_points: int = 4000) -> np.ndarray:
+    r"""Gaussian kernel density estimate of a 1-D ``sample`` on ``grid`` with Scott's bandwidth
+    :math:`h = \hat\sigma\, n^{-1/5}`:
+    :math:`\hat p(t) = \frac{1}{n h} \sum_i \varphi\!\left(\frac{t - x_i}{h}\right)` (Scott,
+    "Multivariate Density Estimation", 1992). At most ``max_points`` evenly spaced order statistics are used.
 
+    Example:
+        >>> grid = np.linspace(-8, 8, 2001)
+        >>> p = gaussian_kde(np.random.default_rng(0).normal(size=2000), grid)
+        >>> round(float(p.sum() * (grid[1] - grid[0])), 3)
+        1.0
+    """
+    x = np.sort(np.asarray(sample, dtype=np.float64).ravel())
+    if x.size > max_points:
+        x = x[np.linspace(0, x.size - 1, max_points).round().astype(int)]
+    sd = x.std(ddof=1) if x.size > 1 else 0.0
+    h = (sd if sd > 0 else 1.0) * x.size ** (-1 / 5)
+    out = np.zeros(grid.shape)
+    for start in range(0, x.size, 512):  # bounded memory: grid x 512 at a time
+        z = (grid[:, None] - x[None, start : start + 512]) / h
+        out += np.exp(-0.5 * z * z).sum(1)
+    return out / (x.size * h * math.sqrt(2 * math.pi))
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    r"""Two-sample Kolmogorov–Smirnov distance :math:`\sup_t |F_a(t) - F_b(t)|` of the empirical CDFs
+    (Smirnov, "Table for estimating the goodness of fit of empirical distributions", 1948).
+
+    Example:
+        >>> ks_distance(np.array([0.0, 1.0]), np.array([2.0, 3.0]))
+        1.0
+    """
+    a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
+    t = np.concatenate([a, b])
+    fa = np.searchsorted(a, t, side="right") / a.size
+    fb = np.searchsorted(b, t, side="right") / b.size
+    return float(np.abs(fa - fb).max())
+
+
+def _model_curve(s: np.ndarray, lim: tuple[float, float], bounds: tuple[float, float]):
+    """The model's marginal density on a grid inside ``bounds``, smoothed from its samples."""
+    s = s[np.isfinite(s)]
     if np.unique(s).size < 3:
         return None
-    grid = np.linspace(*lim, 200)
-    return grid, gaussian_kde(s)(grid)
+    grid = np.linspace(max(lim[0], bounds[0]), min(lim[1], bounds[1]), 200)
+    return grid, gaussian_kde(s, grid)
 
 
-def _marginals(x: np.ndarray, s: np.ndarray, names: list[str], first: int = 0):
-    """Marginals of columns ``first .. first + MARGINALS_PER_FIGURE - 1``."""
+def _readable_ticks(ax, which: str = "both") -> None:
+    """At most 4 ticks per axis, labelled with 3 significant digits, so that labels never overlap."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axes = (ax.xaxis, ax.yaxis) if which == "both" else ((ax.xaxis,) if which == "x" else (ax.yaxis,))
+    for axis in axes:
+        axis.set_major_locator(MaxNLocator(nbins=4))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.tick_params(labelsize=7)
+
+
+def column_bounds(x: np.ndarray, support: list | None) -> list[tuple[float, float, str]]:
+    """For each column, the interval its values must lie in: the declared support of the model, else the
+    range every data value respects — ``[0, 1]`` (shares), ``[0, inf)`` (non-negative amounts) — else the
+    real line. Returns ``(low, high, description)`` per column.
+
+    Example:
+        >>> column_bounds(np.array([[0.2, 3.0, -1.0], [0.5, 0.0, 2.0]]), None)[:2]
+        [(0.0, 1.0, 'every data value in [0, 1]'), (0.0, inf, 'every data value >= 0')]
+    """
+    out = []
+    for j in range(x.shape[1]):
+        sup = support[j] if support else None
+        kind = getattr(sup, "kind", "real")
+        if kind == "positive":
+            out.append((float(sup.low), math.inf, f"declared {sup.describe()}"))
+        elif kind == "interval":
+            out.append((float(sup.low), float(sup.high), f"declared {sup.describe()}"))
+        elif x[:, j].min() >= 0 and x[:, j].max() <= 1:
+            out.append((0.0, 1.0, "every data value in [0, 1]"))
+        elif x[:, j].min() >= 0:
+            out.append((0.0, math.inf, "every data value >= 0"))
+        else:
+            out.append((-math.inf, math.inf, "real"))
+    return out
+
+
+def support_flags(
+    s: np.ndarray, bounds: list[tuple[float, float, str]], tolerance: float = 0.01
+) -> list[str]:
+    """Per column, a warning when the model's samples leave the column's bounds (any sample outside a
+    declared support; more than ``tolerance`` of them outside the range of the data), else ``""``."""
+    flags = []
+    for j, (low, high, why) in enumerate(bounds):
+        outside = float(np.mean((s[:, j] < low) | (s[:, j] > high)))
+        limit = 0.0 if why.startswith("declared") else tolerance
+        flags.append(f"{100 * outside:.3g}% of model samples outside ({why})" if outside > limit else "")
+    return flags
+
+
+def nonfinite_rows(model, x: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """The rows of ``x`` whose log-likelihood is not finite, each with the columns that lie outside the
+    model's support: ``{"row": i, "score": s, "columns": [{"column", "value", "support"}, ...]}`` (an empty
+    column list: every value is inside the support, the row is just far from the data).
+
+    Example:
+        >>> class Model:  # anything with ``support`` and ``columns``
+        ...     support, columns = None, ["a"]
+        >>> nonfinite_rows(Model(), np.array([[1.0], [2.0]]), np.array([0.5, -np.inf]))
+        [{'row': 1, 'score': -inf, 'columns': []}]
+    """
+    bad = np.flatnonzero(~np.isfinite(np.asarray(scores)))
+    if bad.size == 0:
+        return []
+    support = getattr(model, "support", None)
+    names = list(getattr(model, "columns", None) or [f"x{j}" for j in range(x.shape[1])])
+    outside = np.zeros((bad.size, x.shape[1]), dtype=bool)
+    if support:
+        from .data.support import to_unconstrained
+
+        for j, sup in enumerate(support):
+            with np.errstate(all="ignore"):
+                _, ladj = to_unconstrained(x[bad][:, [j]], [sup])
+            outside[:, j] = ~np.isfinite(ladj)
+    return [
+        {
+            "row": int(i),
+            "score": float(scores[i]),
+            "columns": [
+                {"column": names[j], "value": float(x[i, j]), "support": support[j].describe()}
+                for j in np.flatnonzero(outside[k])
+            ],
+        }
+        for k, i in enumerate(bad)
+    ]
+
+
+def _marginals(
+    x: np.ndarray, s: np.ndarray, names: list[str], bounds: list, flags: list[str], first: int = 0
+):
+    """Marginals of columns ``first .. first + MARGINALS_PER_FIGURE - 1``; flagged columns are titled in red
+    and their bounds drawn as dashed red lines."""
     idx = list(range(first, min(x.shape[1], first + MARGINALS_PER_FIGURE)))
     cols = min(len(idx), 4)
     rows = math.ceil(len(idx) / cols)
@@ -150,31 +288,33 @@ def _marginals(x: np.ndarray, s: np.ndarray, names: list[str], first: int = 0):
         if discrete:
             ax.hist(s[:, j], bins=edges, density=True, histtype="step", lw=1.5, color="C1", label="model")
         else:
-            curve = _model_curve(s[:, j], lim)
+            curve = _model_curve(s[:, j], lim, (-math.inf, math.inf))
             if curve is not None:
                 ax.plot(*curve, color="C1", lw=1.5, label="model")
-        ax.set_title(names[j], fontsize=9, pad=4)
-        ax.tick_params(labelsize=7)
+        title = names[j] if len(names[j]) <= 30 else names[j][:29] + "…"
+        if flags[j]:
+            for bound in bounds[j][:2]:
+                if math.isfinite(bound) and lim[0] <= bound <= lim[1]:
+                    ax.axvline(bound, color="red", ls="--", lw=1)
+            title += " — leaves the support"
+        ax.set_title(title, fontsize=9, pad=4, color="red" if flags[j] else "black")
+        _readable_ticks(ax)
         if k == 0:
             ax.legend(fontsize=7)
     return fig
 
 
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import ks_2samp
-
-    return float(ks_2samp(a, b).statistic)
-
-
-def _column_table(x: np.ndarray, s: np.ndarray, names: list[str], support: list | None) -> str:
+def _column_table(
+    x: np.ndarray, s: np.ndarray, names: list[str], support: list | None, flags: list[str]
+) -> str:
     head = (
         "<table class='cols'><tr><th>column</th><th>support</th><th>data mean</th><th>model mean</th>"
-        "<th>data sd</th><th>model sd</th><th>KS distance</th></tr>"
+        "<th>data sd</th><th>model sd</th><th>KS distance</th><th>model outside the support</th></tr>"
     )
     rows = []
     for j, name in enumerate(names):
         kind = support[j].describe() if support else "real"
-        ks = _ks(x[:, j], s[:, j])
+        ks = ks_distance(x[:, j], s[:, j])
         cells = [
             html.escape(name),
             html.escape(kind),
@@ -183,12 +323,15 @@ def _column_table(x: np.ndarray, s: np.ndarray, names: list[str], support: list 
             f"{x[:, j].std():.4g}",
             f"{s[:, j].std():.4g}",
             f"<span class='{'bad' if ks > 0.15 else 'ok'}'>{ks:.3f}</span>",
+            f"<span class='bad'>{html.escape(flags[j])}</span>" if flags[j] else "<span class='ok'>no</span>",
         ]
         rows.append(f"<tr id='col-{j}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return head + "".join(rows) + "</table>"
 
 
 def _loglik_hist(scores: np.ndarray, sample_scores: np.ndarray, validation: dict | None):
+    """Histograms of log-likelihoods; rows scoring ``-inf`` are drawn as a hatched bar left of the axis
+    break, labelled with their count, never dropped."""
     fig, ax = standalone_subplots(figsize=(11, 3.6), layout="constrained")
     parts = [(scores, "data (this file)", "C0"), (sample_scores, "model samples", "C1")]
     if validation and validation.get("quantiles"):
@@ -198,31 +341,56 @@ def _loglik_hist(scores: np.ndarray, sample_scores: np.ndarray, validation: dict
     finite = [p[0][np.isfinite(p[0])] for p in parts]
     lim = _limits(*finite)
     edges = np.linspace(*lim, 40)
-    for (_, label, color), v in zip(parts, finite, strict=True):
+    width = edges[1] - edges[0]
+    for (values, label, color), v in zip(parts, finite, strict=True):
+        n_inf = int(np.sum(~np.isfinite(values)))
         ax.hist(np.clip(v, *lim), bins=edges, density=True, histtype="step", lw=1.8, color=color, label=label)
+        if n_inf:
+            height = n_inf / values.size / width  # the same density scale as the finite rows
+            left = lim[0] - 3 * width
+            ax.bar(left, height, width=2 * width, color="none", edgecolor=color, hatch="//", align="edge")
+            ax.annotate(
+                f"-inf: {n_inf} rows",
+                (left + width, height),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color=color,
+            )
     ax.set_xlabel("log-likelihood per row (nats, original units)")
     ax.set_ylabel("density")
+    _readable_ticks(ax)
     ax.legend(fontsize=8)
     return fig
 
 
 def _pairs(x: np.ndarray, s: np.ndarray, names: list[str]):
+    """Pair plots, data below the diagonal and samples above; the outer axes carry ticks and column names."""
     d = x.shape[1]
     fig, axes = standalone_subplots(
-        d, d, figsize=(1.8 * d + 1, 1.8 * d + 1), squeeze=False, layout="constrained"
+        d, d, figsize=(2.2 * d + 1, 2.2 * d + 1), squeeze=False, layout="constrained"
     )
     for i in range(d):
         for j in range(d):
             ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == j:
-                ax.text(0.5, 0.5, names[i], ha="center", va="center", transform=ax.transAxes, fontsize=8)
-                continue
-            src = x if i > j else s  # data below the diagonal, samples above
-            ax.scatter(src[:, j], src[:, i], s=1, alpha=0.3, color="C0" if i > j else "C1")
             ax.set_xlim(*_limits(x[:, j], s[:, j]))
-            ax.set_ylim(*_limits(x[:, i], s[:, i]))
+            if i == j:
+                ax.set_yticks([])
+                ax.hist(x[:, j], bins=30, density=True, color="C0", alpha=0.45)
+                ax.hist(s[:, j], bins=30, density=True, color="C1", histtype="step")
+            else:
+                src = x if i > j else s  # data below the diagonal, samples above
+                ax.scatter(src[:, j], src[:, i], s=1, alpha=0.3, color="C0" if i > j else "C1")
+                ax.set_ylim(*_limits(x[:, i], s[:, i]))
+            _readable_ticks(ax)
+            if i == d - 1:
+                ax.set_xlabel(names[j], fontsize=8)
+            else:
+                ax.tick_params(labelbottom=False)
+            if j == 0 and i != 0:
+                ax.set_ylabel(names[i], fontsize=8)
+            elif j != 0 or i == 0:
+                ax.tick_params(labelleft=False)
     return fig
 
 
@@ -250,30 +418,38 @@ def write_report(
     n_samples: int | None = None,
     seed: int = 0,
     pairs: list[str] | None = None,
+    context: np.ndarray | None = None,
+    data_name: str | None = None,
 ) -> Path:
     """Write a self-contained HTML report on ``model`` (a :class:`~pushforward.tabular.FlowModel`) and ``data``.
 
-    The page uses the full window width; every column has its marginal plot (data histogram, model density
-    curve) and a row in the per-column table (support, means, standard deviations, two-sample
-    Kolmogorov–Smirnov distance between data and samples), linked from a column index.
+    The page names the data file, uses the full window width, lists every row that scores ``-inf`` (with the
+    columns outside the model's support) instead of dropping it, and gives every column its marginal plot
+    (data histogram, model density curve) and a row in the per-column table (support, means, standard
+    deviations, two-sample Kolmogorov–Smirnov distance, and a flag when the model's samples leave the column's
+    support: see :func:`column_bounds` and :func:`support_flags`), linked from a column index.
 
     Args:
         model: The fitted model.
         data: Rows to compare with (e.g. the test set), shape ``(N, features)``.
         out: Output ``.html`` path.
-        n_samples: Number of model samples to draw (default ``min(N, 5000)``, at least 1000).
+        n_samples: Number of model samples to draw (default ``min(N, 5000)``, at least 1000); a conditional
+            model draws one sample per ``context`` row instead.
         seed: Seeds the samples.
         pairs: Column names for the pair plots (default: the first six).
+        context: The context row of each data row, for a conditional model.
+        data_name: The name of the data file, shown in the title.
 
     Example:
         >>> import numpy as np
         >>> from pushforward.tabular import FlowModel
         >>> x = np.random.default_rng(0).normal(size=(200, 2))
         >>> model = FlowModel.train(x, "realnvp", options={"layers": 2, "hidden": [8]}, steps=5, progress=False)
-        >>> write_report(model, x, "report.html", pairs=["x0", "x1"]).suffix
+        >>> write_report(model, x, "report.html", pairs=["x0", "x1"], data_name="test.csv").suffix
         '.html'
     """
-    from ._version import __version__
+    import warnings
+
     from .train.checkpoint import atomic_write_bytes
 
     x = model.check_data(data)
@@ -284,23 +460,64 @@ def write_report(
         if unknown:
             raise ValueError(f"unknown pair columns {unknown}; columns: {', '.join(names)}")
         pair_idx = [names.index(p) for p in pairs]
-    scores = model.log_prob(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # non-finite rows are listed in the report
+        scores = model.log_prob(x, context=context)
+    title = f"pushforward report: {model.preset}" + (f" on {data_name}" if data_name else "")
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pushforward report</title>",
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;margin:1.5em 2em}td,th{padding:2px 10px;text-align:left}"
         "img{width:100%;height:auto}table.cols td{font-variant-numeric:tabular-nums}"
         ".bad{color:#b00;font-weight:bold}.ok{color:#070}nav a{margin-right:0.8em}</style></head><body>",
-        f"<h1>pushforward report: {html.escape(model.preset)}</h1>",
-        "<table>",
+        f"<h1>{html.escape(title)}</h1>",
+        _summary_table(model, x, scores, data_name),
+        "<h2>Training curves</h2>" + _img(figure_png(_curves(model.history)), "training curves"),
     ]
+    try:
+        if context is not None:
+            samples = model.sample(1, seed=seed, context=context)
+        else:
+            samples = model.sample(int(n_samples or max(1000, min(x.shape[0], 5000))), seed=seed)
+    except ValueError as e:
+        samples = None
+        parts.append(f"<p>No samples: {html.escape(str(e))}</p>")
+    if samples is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sample_scores = model.log_prob(samples, context=context)
+        parts.append(
+            "<h2>Log-likelihoods</h2>"
+            + _img(figure_png(_loglik_hist(scores, sample_scores, model.validation)), "log-likelihoods")
+        )
+    parts.append(_nonfinite_html(nonfinite_rows(model, x, scores)))
+    if samples is not None:
+        parts += _column_parts(model, x, samples, names, pair_idx)
+    if x.shape[1] == 2 and context is None:
+        parts.append("<h2>Density</h2>" + _img(figure_png(_heatmap(model, x, names)), "density heatmap"))
+    parts.append("</body></html>")
+    p = Path(out)
+    atomic_write_bytes(p, "\n".join(parts).encode("utf-8"))
+    return p
+
+
+def _summary_table(model, x: np.ndarray, scores: np.ndarray, data_name: str | None) -> str:
+    from ._version import __version__
+
+    finite = np.isfinite(scores)
+    mean = f"{float(np.mean(scores)):.4f}"
+    if not finite.all():
+        kept = scores[finite]
+        mean += f" ({int((~finite).sum())} rows -inf, listed below; mean of the {kept.size} finite rows "
+        mean += f"{float(kept.mean()):.4f})" if kept.size else "undefined)"
     hist = model.history or {}
     rows = [
+        ("data file", data_name or "(an array)"),
         ("preset", model.preset),
         ("options", ", ".join(f"{k}={v}" for k, v in model.options.items()) or "defaults"),
         ("features", str(x.shape[1])),
         ("parameters", f"{sum(p.numel() for p in model.flow.parameters()):,}"),
         ("rows scored", str(x.shape[0])),
-        ("mean log-likelihood of these rows (nats per row, original units)", f"{float(np.mean(scores)):.4f}"),
+        ("mean log-likelihood of these rows (nats per row, original units)", mean),
     ]
     if model.validation:
         rows.append(
@@ -323,43 +540,71 @@ def write_report(
             )
         )
     rows.append(("pushforward version", __version__))
-    parts += [f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows]
-    parts.append("</table>")
-    parts.append("<h2>Training curves</h2>" + _img(figure_png(_curves(model.history)), "training curves"))
-    try:
-        samples = model.sample(int(n_samples or max(1000, min(x.shape[0], 5000))), seed=seed)
-    except ValueError as e:
-        samples = None
-        parts.append(f"<p>No samples: {html.escape(str(e))}</p>")
-    if samples is not None:
-        parts.append(
-            "<h2>Log-likelihoods</h2>"
-            + _img(
-                figure_png(_loglik_hist(scores, model.log_prob(samples), model.validation)), "log-likelihoods"
-            )
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
+
+
+#: At most this many ``-inf`` rows are listed in the report.
+MAX_LISTED_ROWS = 200
+
+
+def _nonfinite_html(rows: list[dict]) -> str:
+    if not rows:
+        return "<p class='ok' id='nonfinite'>Every row has a finite log-likelihood.</p>"
+    items = []
+    for r in rows[:MAX_LISTED_ROWS]:
+        cols = "; ".join(
+            f"{html.escape(plain_label(c['column']))} = {c['value']:.6g} outside {html.escape(c['support'])}"
+            for c in r["columns"]
         )
-        parts.append("<h2 id='columns'>Columns</h2><nav>")
-        parts += [f"<a href='#col-{j}'>{html.escape(n)}</a>" for j, n in enumerate(names)]
-        parts.append("</nav>" + _column_table(x, samples, names, getattr(model, "support", None)))
-        parts.append("<h2>Marginals: data histogram and model density</h2>")
-        for first in range(0, x.shape[1], MARGINALS_PER_FIGURE):
-            last = min(x.shape[1], first + MARGINALS_PER_FIGURE)
-            parts.append(
-                _img(figure_png(_marginals(x, samples, names, first)), f"marginals {first + 1}-{last}")
-            )
-        if len(pair_idx) >= 2:
-            parts.append(
-                "<h2>Pair plots: data (lower, blue) vs samples (upper, orange)</h2>"
-                + _img(
-                    figure_png(_pairs(x[:, pair_idx], samples[:, pair_idx], [names[j] for j in pair_idx])),
-                    "pair plots",
-                )
-            )
-            if x.shape[1] > len(pair_idx):
-                parts.append("<p>Choose other pair columns with <code>--pairs a,b,c</code>.</p>")
-    if x.shape[1] == 2:
-        parts.append("<h2>Density</h2>" + _img(figure_png(_heatmap(model, x, names)), "density heatmap"))
-    parts.append("</body></html>")
-    p = Path(out)
-    atomic_write_bytes(p, "\n".join(parts).encode("utf-8"))
-    return p
+        why = (
+            cols
+            or "every value inside the support: the row lies far outside the data the model was fitted on"
+        )
+        items.append(f"<tr><td>{r['row']}</td><td>{why}</td></tr>")
+    more = f"<p>... and {len(rows) - MAX_LISTED_ROWS} more.</p>" if len(rows) > MAX_LISTED_ROWS else ""
+    return (
+        f"<h2 id='nonfinite' class='bad'>{len(rows)} rows score -inf</h2>"
+        "<table><tr><th>row (from 0)</th><th>why</th></tr>" + "".join(items) + "</table>" + more
+    )
+
+
+def _column_parts(
+    model, x: np.ndarray, samples: np.ndarray, names: list[str], pair_idx: list[int]
+) -> list[str]:
+    """The column index and table, the marginals (flagged columns first in a list) and the pair plots."""
+    support = getattr(model, "support", None)
+    bounds = column_bounds(x, support)
+    flags = support_flags(samples, bounds)
+    parts = ["<h2 id='columns'>Columns</h2><nav>"]
+    parts += [f"<a href='#col-{j}'>{html.escape(n)}</a>" for j, n in enumerate(names)]
+    parts.append("</nav>")
+    flagged = [
+        f"<li><a href='#col-{j}'>{html.escape(names[j])}</a>: {html.escape(f)}</li>"
+        for j, f in enumerate(flags)
+        if f
+    ]
+    if flagged:
+        parts.append(
+            "<p class='bad'>Columns where the model's density leaves the support:</p><ul>"
+            + "".join(flagged)
+            + "</ul>"
+        )
+    parts.append(_column_table(x, samples, names, support, flags))
+    parts.append("<h2>Marginals: data histogram and model density</h2>")
+    for first in range(0, x.shape[1], MARGINALS_PER_FIGURE):
+        last = min(x.shape[1], first + MARGINALS_PER_FIGURE)
+        fig = _marginals(x, samples, names, bounds, flags, first)
+        parts.append(_img(figure_png(fig), f"marginals {first + 1}-{last}"))
+    if len(pair_idx) >= 2:
+        fig = _pairs(x[:, pair_idx], samples[:, pair_idx], [names[j] for j in pair_idx])
+        parts.append(
+            "<h2>Pair plots: data (lower, blue) vs samples (upper, orange)</h2>"
+            + _img(figure_png(fig), "pair plots")
+        )
+        if x.shape[1] > len(pair_idx):
+            parts.append("<p>Choose other pair columns with <code>--pairs a,b,c</code>.</p>")
+    return parts
