@@ -35,7 +35,24 @@ _LAZY = {
     "transforms": (".transforms", None),
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Estimate",
+    "Flow",
+    "FlowDensity",
+    "History",
+    "TrainingDiverged",
+    "VIResult",
+    "distributions",
+    "expectation",
+    "fit",
+    "fit_vi",
+    "flows",
+    "manifolds",
+    "nets",
+    "set_validation",
+    "transformers",
+    "transforms",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from . import distributions, flows, manifolds, nets, transformers, transforms

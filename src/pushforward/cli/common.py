@@ -312,11 +312,10 @@ def model_rows(model, path: str, a: argparse.Namespace):
     x, columns, context, context_names = split_columns(table, columns, spec)
     if k and context is None and not a.context:
         raise CLIError(_context_hint(model, path))
-    x = _by_name(x, columns, model.columns, path, "data")
+    x = _by_name(x, columns, model.columns, model.features, path, "data")
     if context is not None:
-        context = _by_name(
-            context, context_names if columns else None, model.context_columns, path, "context"
-        )
+        names = context_names if columns else None
+        context = _by_name(context, names, model.context_columns, k, path, "context")
     elif a.context:
         context = context_for_rows(model, a.context, getattr(a, "delimiter", None), x.shape[0])
     return x, context
