@@ -24,7 +24,6 @@ from .tabular.sizing import DEFAULT_LR, default_size
 __all__ = ["FlowDensity"]
 
 
-
 class FlowDensity(DensityMixin, BaseEstimator):
     r"""Normalizing-flow density estimation with the scikit-learn API, with defaults sized to the data.
 
