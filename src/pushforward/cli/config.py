@@ -137,8 +137,8 @@ def train_config(a: argparse.Namespace, sized: dict):
             values[field.name] = None  # e.g. --patience 0, --clip-grad none
         elif given is not None:
             values[field.name] = given
-        elif field.name in sized:
-            values[field.name] = sized[field.name]
+        elif field.name in sized and not (field.name == "steps" and getattr(a, "epochs", None)):
+            values[field.name] = sized[field.name]  # (epochs given: no data-sized step count)
         elif field.name in CLI_DEFAULTS:
             values[field.name] = CLI_DEFAULTS[field.name]
     try:
