@@ -28,7 +28,9 @@ from .common import PROG, CLIError, Parser, UsageError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-#: The subcommand modules, in the order ``--help`` lists them. :meta hide-value:
+#: The subcommand modules, in the order ``--help`` lists them.
+#:
+#: :meta hide-value:
 COMMANDS: tuple[ModuleType, ...] = (demo, fit, sample, score, report, presets)
 
 
