@@ -83,3 +83,23 @@ print("ALL OK")
     )
     assert r.returncode == 0 and "ALL OK" in r.stdout, r.stderr[-3000:]
     assert (tmp_path / "r.html").exists()
+
+
+def test_import_pushforward_is_lazy_and_every_public_name_resolves():
+    r = python(
+        """
+        import sys
+        import pushforward
+        assert "torch" not in sys.modules, "import pushforward imported torch"
+        for name in pushforward.__all__:
+            if name != "FlowDensity":  # needs scikit-learn, an extra
+                assert getattr(pushforward, name) is not None, name
+        assert "torch" in sys.modules and set(pushforward.__all__) <= set(dir(pushforward))
+        assert pushforward.fit is pushforward.train.fit  # subpackages load on first use too
+        try:
+            pushforward.no_such_name
+        except AttributeError as e:
+            print("OK", e)
+        """
+    )
+    assert r.returncode == 0 and "OK module 'pushforward' has no attribute 'no_such_name'" in r.stdout, r.stderr
