@@ -94,8 +94,11 @@ def density_grid(
     return xs, ys, np.exp(lp - (lp.max() if np.isfinite(lp.max()) else 0.0))
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+def _img(png: bytes, alt: str, max_width: int | None = None) -> str:
+    style = f' style="max-width:{max_width}px"' if max_width else ""
+    return (
+        f'<img alt="{html.escape(alt)}"{style} src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+    )
 
 
 def _curves(history: dict | None):
@@ -288,7 +291,8 @@ def _marginals(
         if discrete:
             ax.hist(s[:, j], bins=edges, density=True, histtype="step", lw=1.5, color="C1", label="model")
         else:
-            curve = _model_curve(s[:, j], lim, (-math.inf, math.inf))
+            inside = (-math.inf, math.inf) if flags[j] else bounds[j][:2]  # a leak is drawn, not hidden
+            curve = _model_curve(s[:, j], lim, inside)
             if curve is not None:
                 ax.plot(*curve, color="C1", lw=1.5, label="model")
         title = names[j] if len(names[j]) <= 30 else names[j][:29] + "…"
@@ -603,7 +607,7 @@ def _column_parts(
         fig = _pairs(x[:, pair_idx], samples[:, pair_idx], [names[j] for j in pair_idx])
         parts.append(
             "<h2>Pair plots: data (lower, blue) vs samples (upper, orange)</h2>"
-            + _img(figure_png(fig), "pair plots")
+            + _img(figure_png(fig), "pair plots", max_width=240 * len(pair_idx) + 120)
         )
         if x.shape[1] > len(pair_idx):
             parts.append("<p>Choose other pair columns with <code>--pairs a,b,c</code>.</p>")
