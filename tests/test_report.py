@@ -98,7 +98,8 @@ def _overlapping_labels(fig) -> list[tuple[str, str]]:
 
 
 def test_marginal_and_pair_plots_have_readable_axes():
-    from pushforward.report import _marginals, _pairs, column_bounds, support_flags
+    from pushforward.report import _marginals, _pairs
+    from pushforward.report.checks import column_bounds, support_flags
 
     rng = np.random.default_rng(0)
     x = np.stack(
@@ -118,7 +119,7 @@ def test_marginal_and_pair_plots_have_readable_axes():
 
 
 def test_columns_whose_model_density_leaves_the_support_are_flagged():
-    from pushforward.report import column_bounds, support_flags
+    from pushforward.report.checks import column_bounds, support_flags
 
     rng = np.random.default_rng(1)
     x = np.stack([rng.uniform(size=400), rng.exponential(size=400), rng.normal(size=400)], 1)

@@ -102,4 +102,6 @@ def test_import_pushforward_is_lazy_and_every_public_name_resolves():
             print("OK", e)
         """
     )
-    assert r.returncode == 0 and "OK module 'pushforward' has no attribute 'no_such_name'" in r.stdout, r.stderr
+    assert r.returncode == 0 and "OK module 'pushforward' has no attribute 'no_such_name'" in r.stdout, (
+        r.stderr
+    )

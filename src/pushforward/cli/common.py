@@ -23,7 +23,9 @@ __all__ = [
     "load_data",
     "load_model",
     "model_rows",
+    "n_columns",
     "option",
+    "scored",
     "split_columns",
     "write_rows",
 ]
@@ -288,6 +290,22 @@ def _by_name(x, columns: list[str] | None, wanted: list[str] | None, k: int, pat
     return x
 
 
+def n_columns(model) -> int:
+    """The number of columns of one data row of ``model`` (its ``n_columns`` where it has one)."""
+    return int(getattr(model, "n_columns", None) or model.features)
+
+
+def scored(model, x, context=None):
+    """``model.log_prob`` of the rows ``x``; the warnings about rows scoring ``-inf`` are left to the command
+    (it names those rows), any other warning is printed as one line."""
+    from ..report.checks import score_rows
+
+    scores, others = score_rows(model, x, context)
+    for w in others:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return scores
+
+
 def _context_hint(model, path: str) -> str:
     names = ",".join(model.context_columns or []) or "A,B"
     return (
@@ -312,7 +330,7 @@ def model_rows(model, path: str, a: argparse.Namespace):
     x, columns, context, context_names = split_columns(table, columns, spec)
     if k and context is None and not a.context:
         raise CLIError(_context_hint(model, path))
-    x = _by_name(x, columns, model.columns, model.features, path, "data")
+    x = _by_name(x, columns, model.columns, n_columns(model), path, "data")
     if context is not None:
         names = context_names if columns else None
         context = _by_name(context, names, model.context_columns, k, path, "context")

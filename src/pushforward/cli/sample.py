@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_context_arguments, context_for_rows, load_model, positive_int, write_rows
+from .common import add_context_arguments, context_for_rows, load_model, n_columns, positive_int, write_rows
 
 __all__ = ["add_parser", "run"]
 
@@ -58,7 +58,7 @@ def run(a: argparse.Namespace) -> int:
         row = np.repeat(np.arange(context.shape[0], dtype=np.float64), a.num)[:, None]
         x = np.hstack([row, np.repeat(context, a.num, axis=0), x])
         context_names = list(model.context_columns or [f"context_{j}" for j in range(k)])
-        names = ["context_row", *context_names, *(names or [f"x{j}" for j in range(model.features)])]
+        names = ["context_row", *context_names, *(names or [f"x{j}" for j in range(n_columns(model))])]
     write_rows(a.out, x, names)
     per = f" for each of {context.shape[0]} context rows ({x.shape[0]} rows)" if context is not None else ""
     if a.out:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_context_arguments, load_model, model_rows, quantile, write_rows
+from .common import add_context_arguments, load_model, model_rows, quantile, scored, write_rows
 
 __all__ = ["add_parser", "run"]
 
@@ -45,17 +45,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> int:
     """Score the rows, write the table, and say on stderr what the scores mean."""
-    import warnings
-
     import numpy as np
 
-    from ..report import nonfinite_rows
+    from ..report.checks import nonfinite_rows
 
     model = load_model(a.model)
     x, context = model_rows(model, a.data, a)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # non-finite rows are explained below, row by row
-        scores = model.log_prob(x, context=context)
+    scores = scored(model, x, context)  # non-finite rows are explained below, row by row
     cols, names = [scores], ["log_likelihood"]
     if a.anomalies is not None:
         threshold = model.validation_quantile(a.anomalies)

@@ -25,17 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "column_bounds",
-    "density_grid",
-    "figure_png",
-    "gaussian_kde",
-    "ks_distance",
-    "nonfinite_rows",
-    "standalone_subplots",
-    "support_flags",
-    "write_report",
-]
+from .checks import column_bounds, gaussian_kde, ks_distance, nonfinite_rows, score_rows, support_flags
+
+__all__ = ["density_grid", "figure_png", "standalone_subplots", "write_report"]
 
 MARGINALS_PER_FIGURE = 16
 MAX_PAIRS = 6
@@ -134,45 +126,6 @@ def _bins(col: np.ndarray, lim: tuple[float, float]) -> np.ndarray:
     return np.linspace(*lim, int(np.clip((lim[1] - lim[0]) / width, 10, 40)) + 1)
 
 
-def gaussian_kde(sample: np.ndarray, grid: np.ndarray, max_points: int = 4000) -> np.ndarray:
-    r"""Gaussian kernel density estimate of a 1-D ``sample`` on ``grid`` with Scott's bandwidth
-    :math:`h = \hat\sigma\, n^{-1/5}`:
-    :math:`\hat p(t) = \frac{1}{n h} \sum_i \varphi\!\left(\frac{t - x_i}{h}\right)` (Scott,
-    "Multivariate Density Estimation", 1992). At most ``max_points`` evenly spaced order statistics are used.
-
-    Example:
-        >>> grid = np.linspace(-8, 8, 2001)
-        >>> p = gaussian_kde(np.random.default_rng(0).normal(size=2000), grid)
-        >>> round(float(p.sum() * (grid[1] - grid[0])), 3)
-        1.0
-    """
-    x = np.sort(np.asarray(sample, dtype=np.float64).ravel())
-    if x.size > max_points:
-        x = x[np.linspace(0, x.size - 1, max_points).round().astype(int)]
-    sd = x.std(ddof=1) if x.size > 1 else 0.0
-    h = (sd if sd > 0 else 1.0) * x.size ** (-1 / 5)
-    out = np.zeros(grid.shape)
-    for start in range(0, x.size, 512):  # bounded memory: grid x 512 at a time
-        z = (grid[:, None] - x[None, start : start + 512]) / h
-        out += np.exp(-0.5 * z * z).sum(1)
-    return out / (x.size * h * math.sqrt(2 * math.pi))
-
-
-def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
-    r"""Two-sample Kolmogorov–Smirnov distance :math:`\sup_t |F_a(t) - F_b(t)|` of the empirical CDFs
-    (Smirnov, "Table for estimating the goodness of fit of empirical distributions", 1948).
-
-    Example:
-        >>> ks_distance(np.array([0.0, 1.0]), np.array([2.0, 3.0]))
-        1.0
-    """
-    a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
-    t = np.concatenate([a, b])
-    fa = np.searchsorted(a, t, side="right") / a.size
-    fb = np.searchsorted(b, t, side="right") / b.size
-    return float(np.abs(fa - fb).max())
-
-
 def _model_curve(s: np.ndarray, lim: tuple[float, float], bounds: tuple[float, float]):
     """The model's marginal density on a grid inside ``bounds``, smoothed from its samples."""
     s = s[np.isfinite(s)]
@@ -191,82 +144,6 @@ def _readable_ticks(ax, which: str = "both") -> None:
         axis.set_major_locator(MaxNLocator(nbins=4))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.tick_params(labelsize=7)
-
-
-def column_bounds(x: np.ndarray, support: list | None) -> list[tuple[float, float, str]]:
-    """For each column, the interval its values must lie in: the declared support of the model, else the
-    range every data value respects — ``[0, 1]`` (shares), ``[0, inf)`` (non-negative amounts) — else the
-    real line. Returns ``(low, high, description)`` per column.
-
-    Example:
-        >>> column_bounds(np.array([[0.2, 3.0, -1.0], [0.5, 0.0, 2.0]]), None)[:2]
-        [(0.0, 1.0, 'every data value in [0, 1]'), (0.0, inf, 'every data value >= 0')]
-    """
-    out = []
-    for j in range(x.shape[1]):
-        sup = support[j] if support else None
-        kind = getattr(sup, "kind", "real")
-        if kind == "positive":
-            out.append((float(sup.low), math.inf, f"declared {sup.describe()}"))
-        elif kind == "interval":
-            out.append((float(sup.low), float(sup.high), f"declared {sup.describe()}"))
-        elif x[:, j].min() >= 0 and x[:, j].max() <= 1:
-            out.append((0.0, 1.0, "every data value in [0, 1]"))
-        elif x[:, j].min() >= 0:
-            out.append((0.0, math.inf, "every data value >= 0"))
-        else:
-            out.append((-math.inf, math.inf, "real"))
-    return out
-
-
-def support_flags(
-    s: np.ndarray, bounds: list[tuple[float, float, str]], tolerance: float = 0.01
-) -> list[str]:
-    """Per column, a warning when the model's samples leave the column's bounds (any sample outside a
-    declared support; more than ``tolerance`` of them outside the range of the data), else ``""``."""
-    flags = []
-    for j, (low, high, why) in enumerate(bounds):
-        outside = float(np.mean((s[:, j] < low) | (s[:, j] > high)))
-        limit = 0.0 if why.startswith("declared") else tolerance
-        flags.append(f"{100 * outside:.3g}% of model samples outside ({why})" if outside > limit else "")
-    return flags
-
-
-def nonfinite_rows(model, x: np.ndarray, scores: np.ndarray) -> list[dict]:
-    """The rows of ``x`` whose log-likelihood is not finite, each with the columns that lie outside the
-    model's support: ``{"row": i, "score": s, "columns": [{"column", "value", "support"}, ...]}`` (an empty
-    column list: every value is inside the support, the row is just far from the data).
-
-    Example:
-        >>> class Model:  # anything with ``support`` and ``columns``
-        ...     support, columns = None, ["a"]
-        >>> nonfinite_rows(Model(), np.array([[1.0], [2.0]]), np.array([0.5, -np.inf]))
-        [{'row': 1, 'score': -inf, 'columns': []}]
-    """
-    bad = np.flatnonzero(~np.isfinite(np.asarray(scores)))
-    if bad.size == 0:
-        return []
-    support = getattr(model, "support", None)
-    names = list(getattr(model, "columns", None) or [f"x{j}" for j in range(x.shape[1])])
-    outside = np.zeros((bad.size, x.shape[1]), dtype=bool)
-    if support:
-        from .data.support import to_unconstrained
-
-        for j, sup in enumerate(support):
-            with np.errstate(all="ignore"):
-                _, ladj = to_unconstrained(x[bad][:, [j]], [sup])
-            outside[:, j] = ~np.isfinite(ladj)
-    return [
-        {
-            "row": int(i),
-            "score": float(scores[i]),
-            "columns": [
-                {"column": names[j], "value": float(x[i, j]), "support": support[j].describe()}
-                for j in np.flatnonzero(outside[k])
-            ],
-        }
-        for k, i in enumerate(bad)
-    ]
 
 
 def _marginals(
@@ -454,7 +331,7 @@ def write_report(
     """
     import warnings
 
-    from .train.checkpoint import atomic_write_bytes
+    from ..train.checkpoint import atomic_write_bytes
 
     x = model.check_data(data)
     names = [plain_label(n) for n in model.columns] if model.columns else [f"x{j}" for j in range(x.shape[1])]
@@ -464,9 +341,7 @@ def write_report(
         if unknown:
             raise ValueError(f"unknown pair columns {unknown}; columns: {', '.join(names)}")
         pair_idx = [names.index(p) for p in pairs]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # non-finite rows are listed in the report
-        scores = model.log_prob(x, context=context)
+    scores, others = score_rows(model, x, context)  # non-finite rows are listed in the report
     title = f"pushforward report: {model.preset}" + (f" on {data_name}" if data_name else "")
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -486,9 +361,8 @@ def write_report(
         samples = None
         parts.append(f"<p>No samples: {html.escape(str(e))}</p>")
     if samples is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            sample_scores = model.log_prob(samples, context=context)
+        sample_scores, more = score_rows(model, samples, context)
+        others += more
         parts.append(
             "<h2>Log-likelihoods</h2>"
             + _img(figure_png(_loglik_hist(scores, sample_scores, model.validation)), "log-likelihoods")
@@ -499,13 +373,15 @@ def write_report(
     if x.shape[1] == 2 and context is None:
         parts.append("<h2>Density</h2>" + _img(figure_png(_heatmap(model, x, names)), "density heatmap"))
     parts.append("</body></html>")
+    for w in others:
+        warnings.warn(w.message, stacklevel=2)
     p = Path(out)
     atomic_write_bytes(p, "\n".join(parts).encode("utf-8"))
     return p
 
 
 def _summary_table(model, x: np.ndarray, scores: np.ndarray, data_name: str | None) -> str:
-    from ._version import __version__
+    from .._version import __version__
 
     finite = np.isfinite(scores)
     mean = f"{float(np.mean(scores)):.4f}"
