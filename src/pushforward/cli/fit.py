@@ -266,9 +266,9 @@ def _log_result(model, preset: str, out: Path, log) -> None:
     v = model.validation or {}
     where = "validation" if v.get("source") == "validation" else "training"
     best = f" (restored best step {h['best_step']})" if h.get("best_step", -1) > 0 else ""
+    mean = v.get("mean", float("nan"))
     log(
-        f"{where} log-likelihood {v.get('mean', float('nan')):.4f} nats per row, in the data's original "
-        f"units{best}",
+        f"{where} log-likelihood {mean:.4f} nats per row (NLL {-mean:.4f}), in the data's original units{best}",
         file=sys.stderr,
     )
     if h.get("skipped_batches"):

@@ -93,7 +93,13 @@ def _img(png: bytes, alt: str, max_width: int | None = None) -> str:
     )
 
 
-def _curves(history: dict | None):
+def _curve_units(model) -> str:
+    """The units of the stored training curves: the data's, when the model's preprocessing is part of the
+    flow it trained (a model with ``preprocessing`` layers), else the flow's standardised space."""
+    return "original units" if hasattr(model, "preprocessing") else "flow space"
+
+
+def _curves(history: dict | None, units: str = "flow space"):
     fig, ax = standalone_subplots(figsize=(11, 3.6), layout="constrained")
     steps = (history or {}).get("steps") or []
     tr = [math.nan if v is None else v for v in (history or {}).get("train_nll") or []]
@@ -106,7 +112,7 @@ def _curves(history: dict | None):
     if steps and best > 0:
         ax.axvline(best, color="k", ls="--", lw=1, label=f"restored best step {best}")
     ax.set_xlabel("step")
-    ax.set_ylabel("NLL per row (nats, flow space)")
+    ax.set_ylabel(f"NLL per row (nats, {units})")
     ax.set_title("Training curves")
     if steps:
         ax.legend()
@@ -350,7 +356,8 @@ def write_report(
         ".bad{color:#b00;font-weight:bold}.ok{color:#070}nav a{margin-right:0.8em}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         _summary_table(model, x, scores, data_name),
-        "<h2>Training curves</h2>" + _img(figure_png(_curves(model.history)), "training curves"),
+        "<h2>Training curves</h2>"
+        + _img(figure_png(_curves(model.history, _curve_units(model))), "training curves"),
     ]
     try:
         if context is not None:
