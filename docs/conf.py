@@ -12,6 +12,7 @@ import os
 import pkgutil
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -85,6 +86,15 @@ sphinx_gallery_conf = {
 os.environ.setdefault("PUSHFORWARD_DOCS_BUILD", "1")
 
 
+# A warning a tutorial prints shows its category and message, not the path of the file on the machine that
+# built the site (tests/test_docs_site.py checks that no page shows one).
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message}\n"
+
+
+warnings.formatwarning = _format_warning
+
+
 # One reference page per package (and per top-level module), regenerated at every build so that a new
 # module is documented without touching the docs.
 def _write(path: Path, text: str) -> None:
@@ -112,7 +122,9 @@ def generate_api_pages() -> None:
         "\nThe names exported at the top level are documented on the page of the module that defines them:"
     )
     top.append(" :class:`~pushforward.flows.core.Flow`, :func:`~pushforward.train.fit.fit`,")
-    top.append(" :func:`~pushforward.inference.vi.fit_vi`, :func:`~pushforward.inference.montecarlo.expectation`,")
+    top.append(
+        " :func:`~pushforward.inference.vi.fit_vi`, :func:`~pushforward.inference.montecarlo.expectation`,"
+    )
     top.append(" :class:`~pushforward.sklearn.FlowDensity`, :func:`~pushforward.checks.set_validation`.\n")
     _write(out / "pushforward.rst", "".join(top))
     pages.append("pushforward")
@@ -142,3 +154,52 @@ def generate_api_pages() -> None:
 
 
 generate_api_pages()
+
+
+# Names are written in the docs as users import them (``pushforward.fit``, ``pushforward.flows.NSF``,
+# ``pushforward.FlowDensity``), while each object's API entry lives on the page of the module that defines it
+# (``pushforward.train.fit.fit``). A reference that Sphinx cannot find under its public path is resolved to the
+# defining module's entry here, so every name on a tutorial or guide page links to its API page
+# (tests/test_docs_site.py checks that none is left unlinked).
+def _public_to_defined(target: str) -> list[str]:
+    """The documented full names an importable ``pushforward.`` name may have (its defining module's)."""
+    parts = target.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return []
+        break
+    else:
+        return []
+    if isinstance(obj, type(sys)):
+        return [obj.__name__]
+    owner = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if owner and qualname:
+        return [f"{owner}.{qualname}"]
+    if cut < len(parts):  # a plain attribute (e.g. a constant): its module's entry for that name
+        parent = importlib.import_module(".".join(parts[:cut]))
+        return [f"{getattr(parent, '__name__', '')}.{parts[-1]}"]
+    return []
+
+
+def _resolve_public_names(app, env, node, contnode):
+    if node.get("refdomain") != "py" or not str(node.get("reftarget", "")).startswith("pushforward."):
+        return None
+    domain = env.get_domain("py")
+    for name in _public_to_defined(node["reftarget"]):
+        if name != node["reftarget"] and name in domain.objects:
+            return domain.resolve_xref(
+                env, node["refdoc"], app.builder, node["reftype"], name, node, contnode
+            )
+    return None
+
+
+def setup(app):
+    app.connect("missing-reference", _resolve_public_names)

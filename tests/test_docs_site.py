@@ -1,8 +1,9 @@
 """The documentation site builds with warnings as errors and reads correctly in a real browser.
 
-One slow test module: it builds ``docs/`` with ``sphinx -W`` into ``docs/_build/html`` (executing every
-tutorial), checks that every internal link and resource of every page resolves and that no page loads
-anything from the network, then opens pages in headless Chromium (served from 127.0.0.1) and checks that
+One slow test module: it builds ``docs/`` with ``sphinx -W`` into ``docs/_build/html`` once (executing every
+tutorial), checks that every name on a tutorial or guide page links to its API page, that no page shows a path
+of the machine that built it, that every internal link and resource of every page resolves and that no page
+loads anything from the network, then opens pages in headless Chromium (served from 127.0.0.1) and checks that
 every formula was typeset by the bundled MathJax, that no raw TeX is left in the text, and that every image
 loaded. Screenshots of the index and of a tutorial are saved under ``docs/_build/screenshots/``.
 
@@ -53,6 +54,7 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+@functools.cache
 def _build() -> Path:
     missing = [m for m in DOCS_MODULES if importlib.util.find_spec(m) is None]
     if missing:
@@ -247,3 +249,84 @@ def test_docs_site_builds_and_reads_correctly_in_chromium(tmp_path):
         assert not problems, "\n".join(problems)
         _screenshot(browser, url, PAGES[0], SHOTS / "index.png", tmp_path / "shot0", 1400)
         _screenshot(browser, url, PAGES[3], SHOTS / "tutorial_images.png", tmp_path / "shot1", 4200)
+
+
+#: Tutorial and guide pages: prose that names library objects.
+def _guide_pages(site: Path) -> list[Path]:
+    pages = [site / "index.html", site / "choosing.html", site / "cli.html"]
+    pages += sorted(p for p in (site / "generated" / "tutorials").glob("*.html") if p.name != "index.html")
+    return [p for p in pages if p.is_file()]
+
+
+def _public_class_names() -> set[str]:
+    """Capitalised names in the ``__all__`` of ``pushforward`` and of each of its packages (classes, presets)."""
+    import importlib
+    import pkgutil
+
+    import pushforward
+
+    names = set(pushforward.__all__)
+    for info in pkgutil.iter_modules(pushforward.__path__):
+        if info.ispkg and not info.name.startswith("_"):
+            names |= set(getattr(importlib.import_module(f"pushforward.{info.name}"), "__all__", ()))
+    return {n for n in names if n[:1].isupper()}
+
+
+class _Code(HTMLParser):
+    """Inline code of a page outside code blocks: ``(text, is a cross-reference, inside a link)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, str]] = []
+        self.items: list[tuple[str, bool, bool]] = []
+        self.text: list[str] | None = None
+        self.xref = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        cls = dict(attrs).get("class") or ""
+        self.stack.append((tag, cls))
+        if tag == "code" and not any(t == "pre" for t, _ in self.stack):
+            self.text, self.xref = [], "xref" in cls.split()
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack:
+            top, _ = self.stack.pop()
+            if top == tag:
+                break
+        if tag == "code" and self.text is not None:
+            linked = any(t == "a" for t, _ in self.stack)
+            self.items.append(("".join(self.text).strip(), self.xref, linked))
+            self.text = None
+
+    def handle_data(self, data: str) -> None:
+        if self.text is not None:
+            self.text.append(data)
+
+
+def test_every_name_on_tutorial_and_guide_pages_links_to_its_api_page():
+    site = _build()
+    public = _public_class_names()
+    unlinked = []
+    for page in _guide_pages(site):
+        parser = _Code()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for text, xref, linked in parser.items:
+            bare = text.removesuffix("()").lstrip("~")
+            names_object = xref or bare.startswith("pushforward.") or bare in public
+            if names_object and not linked:
+                unlinked.append(f"{page.relative_to(site)}: {text}")
+    assert len(_guide_pages(site)) >= 8
+    assert not unlinked, "names with no link to their API page:\n" + "\n".join(unlinked)
+
+
+def test_no_page_shows_a_path_of_the_build_machine():
+    import tempfile
+
+    site = _build()
+    markers = {str(ROOT), sys.prefix, str(Path.home()) + "/", "site-packages", tempfile.gettempdir() + "/"}
+    markers.discard("/")
+    found = []
+    for page in sorted(site.rglob("*.html")):
+        text = html.unescape(page.read_text(encoding="utf-8", errors="replace"))
+        found += [f"{page.relative_to(site)}: {m}" for m in markers if m in text]
+    assert not found, "pages show paths of the machine that built them:\n" + "\n".join(found[:30])

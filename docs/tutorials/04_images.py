@@ -51,8 +51,9 @@ print(
 # %%
 # A small Glow
 # ------------
-# Two scales of two steps each, with 32-channel conditioners. :class:`~pushforward.flows.dequantization.DequantizedFlow`
-# adds the dequantization and the bits/dim bound; :func:`~pushforward.train.images.fit_images` minimises it.
+# Two scales of two steps each, with 32-channel conditioners.
+# :class:`~pushforward.flows.dequantization.DequantizedFlow` adds the dequantization and the bits/dim bound;
+# :func:`~pushforward.train.images.fit_images` minimises it.
 flow = Glow((1, 8, 8), levels=2, steps=2, hidden=(32,))
 model = DequantizedFlow(flow, LEVELS)
 with torch.no_grad():
@@ -97,4 +98,4 @@ fig.tight_layout()
 # Class-conditional models take a one-hot label as ``context`` (``Glow(..., context=10)``), and
 # :func:`~pushforward.flows.image.conceptual_compression` resamples the fine scales while keeping the coarse
 # latent of an image. With ``reversible=True`` the steps are trained with reversible backpropagation, which
-# recomputes activations instead of storing them (:class:`~pushforward.train.ReversibleCompose`).
+# recomputes activations instead of storing them (:class:`~pushforward.transforms.ReversibleCompose`).

@@ -17,7 +17,7 @@ For real comparisons use the benchmark scripts described at the end, on an idle 
 # %%
 # Timing one operation
 # --------------------
-# :mod:`torch.utils.benchmark` handles warm-up and repetition. On a quiet machine report the median; on a
+# ``torch.utils.benchmark`` handles warm-up and repetition. On a quiet machine report the median; on a
 # busy one (like the machine that built this page) the fastest run is the least disturbed. Pin the number of
 # threads: the default uses every core, and timings then depend on what else runs on the machine.
 import torch

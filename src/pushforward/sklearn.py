@@ -19,12 +19,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["FlowDensity"]
+from .tabular.sizing import DEFAULT_LR, default_size
 
-#: Adam learning rate of the default fits (``FlowDensity`` and the command line's data-sized NSF). On the
-#: small tables of ``benchmarks/tabular_defaults.py`` 3e-3 beat 1e-3 by 0.4 to 1.7 nats per row under early
-#: stopping, in fewer steps.
-DEFAULT_LR = 3e-3
+__all__ = ["FlowDensity"]
 
 
 class FlowDensity(DensityMixin, BaseEstimator):
@@ -386,13 +383,6 @@ def default_ensemble(n: int, d: int) -> int:
     if n * d <= 5000:
         return 5
     return 3 if n < 5000 else 1
-
-
-def default_size(n: int) -> dict:
-    """NSF size for ``n`` training rows: 3 layers of width ``clip(2^round(log2(1.5 sqrt n)), 16, 128)`` (two
-    hidden layers), 4 spline bins below 1000 rows, else 8."""
-    width = int(np.clip(2 ** round(math.log2(1.5 * math.sqrt(max(n, 1)))), 16, 128))
-    return {"layers": 3, "hidden": [width, width], "bins": 4 if n < 1000 else 8}
 
 
 def _column_names(X) -> list[str] | None:

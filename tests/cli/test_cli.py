@@ -188,7 +188,8 @@ def test_python_dash_m_entry_point(tmp_path):
     [
         (["fit", "missing.csv"], "no such file"),
         (["fit", "{x}", "--flow", "nope"], "unknown flow preset 'nope'"),
-        (["fit", "{x}", "--steps", "-3"], "positive integer"),
+        (["fit", "{x}", "--steps", "-3"], "steps must be >= 1"),
+        (["fit", "{x}", "--clip-grad", "-1"], "clip_grad must be a positive number"),
         (["fit", "{x}", "--option", "noequals"], "KEY=VALUE"),
         (["fit", "{x}", "--flow", "realnvp", "--option", "bogus=1", "--steps", "2"], "rejected its options"),
         (["sample", "{m}", "-n", "0"], "positive integer"),
@@ -323,7 +324,10 @@ def test_conditional_fit_score_and_sample(tmp_path, capsys):
     ll = np.array([float(v) for v in capsys.readouterr().out.split()[1:]])
     assert ll[0] > ll[1] + 5  # y = -3 is likely given c = -1, not given c = +1
     assert main(["sample", str(out), "-n", "200", "--context", str(tmp_path / "ctx.csv"), "--seed", "0"]) == 0
-    s = np.loadtxt(capsys.readouterr().out.splitlines()[1:], delimiter=",")
-    assert s.shape == (400, 2) and s[:200, 0].mean() < -2 and s[200:, 0].mean() > 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "context_row,c,y,z"  # each row labelled with its context row and values
+    s = np.loadtxt(lines[1:], delimiter=",")
+    assert s.shape == (400, 4) and (s[:200, :2] == [0, -1]).all() and (s[200:, :2] == [1, 1]).all()
+    assert s[:200, 2].mean() < -2 and s[200:, 2].mean() > 2
     rc = main(["score", str(out), str(tmp_path / "y.csv")])
-    one_line_error(capsys, rc, "pass --context FILE")
+    one_line_error(capsys, rc, "pass --context-columns c")

@@ -57,16 +57,16 @@ def test_out_is_checked_before_training(data, tmp_path):
 
 
 def test_a_second_fit_to_the_same_out_is_refused_while_one_runs(data, tmp_path):
-    from pushforward.cli.main import _lock_output, _release_output_lock
+    from pushforward.cli.fit import cleanup, lock_output
 
     a, _ = data
     m = tmp_path / "m.safetensors"
-    _lock_output(m)  # stands for a concurrent fit holding the lock
+    lock_output(m)  # stands for a concurrent fit holding the lock
     try:
         rc, _, err = run("fit", a, *SMALL, "--steps", "2", "--out", m)
         assert one_error_line(rc, err) and "another" in err and not m.exists()
     finally:
-        _release_output_lock()
+        cleanup()
     assert run("fit", a, *SMALL, "--steps", "2", "--out", m)[0] == 0  # released: free again
 
 

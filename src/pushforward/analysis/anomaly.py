@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,21 @@ def calibrate_threshold(val_scores: Any, quantile: float = 0.01) -> float:
     return float(np.quantile(_scores(val_scores, "val_scores"), quantile))
 
 
+def binomial_quantile(level: float, n: int, p: float) -> int:
+    r"""The smallest :math:`k` with :math:`P(K \le k) \ge` ``level`` for :math:`K \sim \mathrm{Bin}(n, p)`,
+    from the log-probabilities :math:`\log\binom{n}{k} + k \log p + (n - k)\log(1 - p)` (numpy only).
+
+    Example:
+        >>> binomial_quantile(0.5, 10, 0.5), binomial_quantile(0.95, 100, 0.1)
+        (5, 15)
+    """
+    k = np.arange(n + 1)
+    log_choose = np.concatenate([[0.0], np.cumsum(np.log((n - k[1:] + 1) / k[1:]))])
+    log_pmf = log_choose + k * math.log(p) + (n - k) * math.log1p(-p)
+    cdf = np.cumsum(np.exp(log_pmf - log_pmf.max()))
+    return int(np.searchsorted(cdf / cdf[-1], level * (1 - 1e-10)))
+
+
 def quantile_levels_interval(n: int, quantile: float, level: float = 0.9) -> tuple[float, float]:
     r"""Distribution-free interval for the ``quantile`` of the law behind ``n`` held-out scores, as two levels
     of their empirical quantile function.
@@ -115,15 +131,13 @@ def quantile_levels_interval(n: int, quantile: float, level: float = 0.9) -> tup
         >>> lo, round(hi, 3)
         (0.0, 0.077)
     """
-    from scipy.stats import binom
-
     if n < 2:
         raise ValueError(f"need at least 2 held-out scores, got {n}")
     if not 0.0 < quantile < 1.0 or not 0.0 < level < 1.0:
         raise ValueError(f"quantile and level must lie in (0, 1), got {quantile} and {level}")
     tail = (1.0 - level) / 2
-    k_lo = max(int(binom.ppf(tail, n, quantile)), 1)
-    k_hi = min(int(binom.ppf(1.0 - tail, n, quantile)) + 1, n)
+    k_lo = max(binomial_quantile(tail, n, quantile), 1)
+    k_hi = min(binomial_quantile(1.0 - tail, n, quantile) + 1, n)
     return (k_lo - 1) / (n - 1), (k_hi - 1) / (n - 1)
 
 

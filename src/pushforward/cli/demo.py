@@ -2,13 +2,63 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from .common import ints, positive_int
 
-__all__ = ["run_demo"]
+__all__ = ["add_parser", "run", "run_demo"]
+
+NAME = "demo"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``demo`` subcommand."""
+    d = subparsers.add_parser(
+        NAME,
+        help="train a neural spline flow on a built-in 2-D density and plot it (about 40 CPU-seconds)",
+        description="Train a neural spline flow (NSF, the default flow of 'fit') on a built-in 2-D toy "
+        "density, print train/test NLL in nats (and the true entropy where known) and write a PNG with the "
+        "data, samples and the learned density. The default run took 40 CPU-seconds on one core of a busy "
+        "machine (8gaussians: test NLL 2.843 nats against an entropy of 2.838); it prints its own time.",
+    )
+    d.add_argument(
+        "--dataset",
+        default="8gaussians",
+        help="toy density: 8gaussians, moons, checkerboard, pinwheel, 2spirals, rings, circles "
+        "(default 8gaussians)",
+    )
+    d.add_argument("--out", default="demo.png", help="output PNG (default demo.png)")
+    d.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
+    d.add_argument("--layers", type=positive_int, default=4, help="spline layers (default 4)")
+    d.add_argument("--hidden", type=ints, default=(64, 64), help="hidden units, e.g. 64,64 (default)")
+    d.add_argument("--n-train", type=positive_int, default=20000, help="training points (default 20000)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch CPU threads (default 1: the small network is fastest, and robust to busy machines, on one)",
+    )
+    d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return d
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run the demo with the parsed options."""
+    run_demo(
+        a.dataset,
+        a.out,
+        steps=a.steps,
+        n_train=a.n_train,
+        layers=a.layers,
+        hidden=a.hidden,
+        seed=a.seed,
+        progress=not a.no_progress,
+        threads=a.threads,
+    )
+    return 0
 
 
 def run_demo(
@@ -31,6 +81,9 @@ def run_demo(
     ``pushforward fit``) to the toy density ``dataset`` and write a PNG with the data, model samples and the
     learned density. The spline interval covers the data, so no density is left on the linear tails.
     Returns the measured figures (NLLs in nats, wall and CPU seconds)."""
+    import numpy as np
+    import torch
+
     from ..data import ENTROPY, TOY_DENSITIES, toy
     from ..flows import NSF
     from ..report import density_grid, standalone_subplots
