@@ -131,11 +131,7 @@ def generate_api_pages() -> None:
     for name in sorted(packages):
         full = f"pushforward.{name}"
         package = __import__(full, fromlist=["_"])
-        subs = [
-            i.name
-            for i in pkgutil.iter_modules(package.__path__)
-            if not i.name.startswith("_")
-        ]
+        subs = [i.name for i in pkgutil.iter_modules(package.__path__) if not i.name.startswith("_")]
         text = [_title(full), f".. automodule:: {full}\n   :no-members:\n"]
         for sub in sorted(subs):
             text.append(f"\n{_title(f'{full}.{sub}', '-')}\n.. automodule:: {full}.{sub}\n")
