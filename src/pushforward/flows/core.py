@@ -162,6 +162,9 @@ class Flow(nn.Module):
         x = x.reshape(*out_shape, *self.event_shape)
         if not with_log_prob:
             return x
+        if any(getattr(m, "inverse_clamps", False) for m in self.transform.modules()):
+            # a step rounded samples into its support (Logit): report the density of the returned sample
+            return x, self.log_prob(x, context)
         return x, (log_q - ladj).reshape(out_shape)
 
     def rsample(self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None) -> Tensor:

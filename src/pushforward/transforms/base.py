@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..checks import validation_enabled
+from ..inversion import check_round_trip
 
 __all__ = ["Compose", "Inverse", "Transform"]
 
@@ -51,19 +53,44 @@ def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+_INVERSE_DEPTH = threading.local()
+
+
 def _shape_checked(
     method: Callable[..., tuple[Tensor, Tensor]], attribute: str
 ) -> Callable[..., tuple[Tensor, Tensor]]:
-    """``method`` preceded by :func:`check_shapes` against ``getattr(self, attribute)``."""
+    """``method`` preceded by :func:`check_shapes` against ``getattr(self, attribute)``.
+
+    An ``inverse`` (``attribute == "latent_shape"``) of a transform without a closed-form inverse is also
+    checked in the space its caller sees: the outermost such call maps its result back with ``forward`` and
+    raises :class:`~pushforward.inversion.ConvergenceError` unless it lands on the input
+    (:func:`~pushforward.inversion.check_round_trip`); nested inverses leave the check to the outermost."""
+    is_inverse = attribute == "latent_shape"
 
     @functools.wraps(method)
     def checked(self: Transform, x: Tensor, context: Tensor | None = None, *args: object, **kwargs: object):
         if validation_enabled():
             check_shapes(self, x, context, getattr(self, attribute))
-        return method(self, x, context, *args, **kwargs)
+        if not is_inverse or getattr(_INVERSE_DEPTH, "n", 0) or not _needs_round_trip_check(self):
+            return method(self, x, context, *args, **kwargs)
+        _INVERSE_DEPTH.n = 1
+        try:
+            out = method(self, x, context, *args, **kwargs)
+            check_round_trip(
+                lambda t: self.forward(t, context)[0], out[0], x, name=f"{type(self).__name__}.inverse"
+            )
+        finally:
+            _INVERSE_DEPTH.n = 0
+        return out
 
     checked.checks_shapes = True  # type: ignore[attr-defined]
     return checked
+
+
+def _needs_round_trip_check(t: Transform) -> bool:
+    """A numerical inverse is checked unless a part of it opts out (``round_trip_check = False``: an ODE
+    solve, whose accuracy is its solver's error control)."""
+    return not t.analytic_inverse and all(getattr(m, "round_trip_check", True) for m in t.modules())
 
 
 class Transform(nn.Module):
