@@ -7,6 +7,7 @@ call and can be switched off globally for benchmarks with :func:`set_validation`
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +19,8 @@ __all__ = [
     "check_in_interval",
     "check_input",
     "check_sample_shape",
+    "check_tensor",
+    "module_dtype_device",
     "set_validation",
     "validation_enabled",
 ]
@@ -40,17 +43,18 @@ def validation_enabled() -> bool:
     return _VALIDATE
 
 
-def check_input(
-    x: object,
-    event_shape: Sequence[int],
-    *,
-    name: str = "x",
-    dtype: torch.dtype | None = None,
-    allow_empty: bool = False,
+def check_tensor(
+    x: object, *, name: str = "x", dtype: torch.dtype | None = None, device: torch.device | None = None
 ) -> Tensor:
-    """Check that ``x`` is a finite floating tensor of shape ``(*batch, *event_shape)``.
+    """Check that ``x`` is a floating tensor of the model's ``dtype`` on the model's ``device`` (each when
+    given): ``TypeError`` for a non-tensor, a non-floating or a mismatched dtype, ``ValueError`` naming both
+    devices for a device mismatch.
 
-    Returns ``x`` unchanged. ``dtype``, when given, is the dtype the model's parameters use.
+    Example:
+        >>> check_tensor(torch.zeros(2, dtype=torch.int64))
+        Traceback (most recent call last):
+        ...
+        TypeError: x must be a floating-point tensor, got dtype torch.int64
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -60,6 +64,36 @@ def check_input(
         raise TypeError(
             f"{name} has dtype {x.dtype} but the model uses {dtype}; convert one of them with .to()"
         )
+    if device is not None and x.device != torch.device(device):
+        raise ValueError(
+            f"{name} is on device {x.device} but the model is on device {device}; move one of them with .to()"
+        )
+    return x
+
+
+def module_dtype_device(module: torch.nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
+    """The dtype and device of a module's first floating parameter or buffer (``(None, None)`` without any):
+    what its inputs must match."""
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return None, None
+
+
+def check_input(
+    x: object,
+    event_shape: Sequence[int],
+    *,
+    name: str = "x",
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    allow_empty: bool = False,
+) -> Tensor:
+    """Check that ``x`` is a finite floating tensor of shape ``(*batch, *event_shape)``.
+
+    Returns ``x`` unchanged. ``dtype`` and ``device``, when given, are the model's (:func:`check_tensor`).
+    """
+    x = check_tensor(x, name=name, dtype=dtype, device=device)
     event_shape = tuple(event_shape)
     k = len(event_shape)
     if x.dim() < k + 1 or tuple(x.shape[x.dim() - k :]) != event_shape:
@@ -106,6 +140,8 @@ def check_finite(x: Tensor, name: str = "x") -> Tensor:
 
     Skipped while ``torch.compile`` traces: the check is data dependent (a graph break); compiled code
     trades it for speed, like :func:`set_validation` ``(False)``."""
+    if x.device.type == "meta":  # no values to check (a device mismatch is reported by check_tensor)
+        return x
     if _VALIDATE and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())

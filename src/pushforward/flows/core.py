@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..checks import MAX_SAMPLE_VALUES, check_input, check_sample_shape
+from ..checks import (
+    MAX_SAMPLE_VALUES,
+    check_input,
+    check_sample_shape,
+    module_dtype_device,
+    validation_enabled,
+)
 from ..distributions.base import Distribution, StandardNormal
 from ..transforms.base import Transform
 
@@ -77,6 +84,11 @@ class Flow(nn.Module):
                 return t.dtype
         return None
 
+    @property
+    def device(self) -> torch.device | None:
+        """The device of the flow's parameters and buffers (None for a flow with none); inputs must be on it."""
+        return module_dtype_device(self)[1]
+
     def _context(self, context: Tensor | None, batch_shape: tuple[int, ...] | None) -> Tensor | None:
         if not self.context_features:
             if context is not None:
@@ -86,7 +98,9 @@ class Flow(nn.Module):
             raise ValueError(f"this flow is conditional: pass a context of {self.context_features} features")
         if isinstance(context, Tensor) and context.dim() == 1:
             context = context.unsqueeze(0)  # one context for the whole batch
-        context = check_input(context, (self.context_features,), name="context", dtype=self.dtype)
+        context = check_input(
+            context, (self.context_features,), name="context", dtype=self.dtype, device=self.device
+        )
         if batch_shape is not None:
             try:
                 context = context.expand(*batch_shape, self.context_features)
@@ -102,7 +116,7 @@ class Flow(nn.Module):
         x = args[0] if args else kwargs.get("x")
         context = args[1] if len(args) > 1 else kwargs.get("context")
         event = tuple(getattr(module, "event_shape", self.event_shape))  # AugmentedFlow: wider than the data
-        x = check_input(x, event, dtype=self.dtype)
+        x = check_input(x, event, dtype=self.dtype, device=self.device)
         if x.dim() != len(event) + 1:
             raise ValueError(
                 f"x has shape {tuple(x.shape)}; the transform takes (batch, {', '.join(map(str, event))})"
@@ -115,11 +129,12 @@ class Flow(nn.Module):
     # ------------------------------------------------------------------ density
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of ``x`` (shape ``(*batch, *event_shape)``) given ``context``."""
-        x = check_input(x, self.event_shape, dtype=self.dtype)
+        x = check_input(x, self.event_shape, dtype=self.dtype, device=self.device)
         batch_shape = tuple(x.shape[: x.dim() - len(self.event_shape)])
         ctx = self._context(context, batch_shape)
-        z, ladj = self.transform.forward(x.reshape(-1, *self.event_shape), ctx)  # validated above
-        return (self.base.log_prob(z) + ladj).reshape(batch_shape)
+        flat = x.reshape(-1, *self.event_shape)
+        z, ladj = self.transform.forward(flat, ctx)  # validated above
+        return _rescore_overflow(self, self.base.log_prob(z) + ladj, flat, ctx).reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Alias of :meth:`log_prob`."""
@@ -182,3 +197,40 @@ class Flow(nn.Module):
         r"""Reparameterised samples and their log-density in one inverse pass:
         :math:`\log p_X(x) = \log p_Z(z) - \log|\det \partial x / \partial z|`."""
         return self._draw(sample_shape, context, True)
+
+
+def _rescore_overflow(model: nn.Module, lp: Tensor, x: Tensor, ctx: Tensor | None) -> Tensor:
+    """Rows of a finite input whose log-density is not finite — float32 overflow far from the data, e.g. at
+    1e30 — are scored again in float64, as ``pushforward score`` does; a row still not finite in the flow's
+    dtype is −inf for that row alone, with a ``RuntimeWarning`` saying how many (never an error for the batch,
+    never a silent NaN). Data dependent, so off with validation (:func:`~pushforward.set_validation`) and
+    while ``torch.compile`` traces."""
+    if not validation_enabled() or torch.compiler.is_compiling():
+        return lp
+    bad = ~torch.isfinite(lp)
+    if not bool(bad.any()):
+        return lp
+    idx = bad.nonzero().squeeze(1)
+    if lp.dtype != torch.float64:
+        state = {
+            k: v.double() if v.is_floating_point() else v
+            for k, v in itertools.chain(model.named_parameters(), model.named_buffers())
+        }
+        c64 = None if ctx is None else ctx[idx].double()
+        lp64 = torch.func.functional_call(model, state, (x[idx].double(), c64))
+        lp = lp.index_put((idx,), lp64.to(lp.dtype))
+        idx = (~torch.isfinite(lp)).nonzero().squeeze(1)
+    if idx.numel():
+        why = (
+            "is not finite"
+            if lp.dtype == torch.float64
+            else f"is beyond the range of {lp.dtype} even when scored"
+        )
+        warnings.warn(
+            f"{idx.numel()} of {lp.shape[0]} rows: the log-density {why} in float64 (far outside the data the "
+            "flow was fitted on); they are reported as -inf",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        lp = lp.index_put((idx,), torch.full_like(idx, 0, dtype=lp.dtype) - torch.inf)
+    return lp

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..checks import validation_enabled
+from ..checks import check_finite, check_tensor, module_dtype_device, validation_enabled
 from ..inversion import check_round_trip
 
 __all__ = ["Compose", "Inverse", "Transform"]
@@ -54,6 +54,7 @@ def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 _INVERSE_DEPTH = threading.local()
+_CALL_DEPTH = threading.local()  # nested transform calls: values are checked by the outermost
 
 
 def _shape_checked(
@@ -69,19 +70,27 @@ def _shape_checked(
 
     @functools.wraps(method)
     def checked(self: Transform, x: Tensor, context: Tensor | None = None, *args: object, **kwargs: object):
-        if validation_enabled():
-            check_shapes(self, x, context, getattr(self, attribute))
-        if not is_inverse or getattr(_INVERSE_DEPTH, "n", 0) or not _needs_round_trip_check(self):
+        if torch.compiler.is_compiling():  # traced code: shapes only (value checks are data dependent)
+            check_shapes(self, x, context, getattr(self, attribute), values=False)
             return method(self, x, context, *args, **kwargs)
-        _INVERSE_DEPTH.n = 1
+        outermost = not getattr(_CALL_DEPTH, "n", 0)
+        if validation_enabled():
+            check_shapes(self, x, context, getattr(self, attribute), values=outermost)
+        _CALL_DEPTH.n = getattr(_CALL_DEPTH, "n", 0) + 1
         try:
-            out = method(self, x, context, *args, **kwargs)
-            check_round_trip(
-                lambda t: self.forward(t, context)[0], out[0], x, name=f"{type(self).__name__}.inverse"
-            )
+            if not is_inverse or getattr(_INVERSE_DEPTH, "n", 0) or not _needs_round_trip_check(self):
+                return method(self, x, context, *args, **kwargs)
+            _INVERSE_DEPTH.n = 1
+            try:
+                out = method(self, x, context, *args, **kwargs)
+                check_round_trip(
+                    lambda t: self.forward(t, context)[0], out[0], x, name=f"{type(self).__name__}.inverse"
+                )
+            finally:
+                _INVERSE_DEPTH.n = 0
+            return out
         finally:
-            _INVERSE_DEPTH.n = 0
-        return out
+            _CALL_DEPTH.n -= 1
 
     checked.checks_shapes = True  # type: ignore[attr-defined]
     return checked
@@ -277,20 +286,32 @@ def sum_except_batch(x: Tensor) -> Tensor:
 
 
 def check_shapes(
-    t: Transform, x: Tensor, context: Tensor | None = None, shape: tuple[int, ...] | None = None
+    t: Transform,
+    x: Tensor,
+    context: Tensor | None = None,
+    shape: tuple[int, ...] | None = None,
+    *,
+    values: bool = True,
 ) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(batch, *shape)`` and ``context`` fits ``t``.
 
     ``shape`` defaults to ``t.event_shape`` (the input of ``forward``; ``inverse`` takes
     ``t.latent_shape``). Every subclass's ``forward`` and ``inverse`` run this check first (see
-    :meth:`Transform.__init_subclass__`), so no transform writes its own.
+    :meth:`Transform.__init_subclass__`), so no transform writes its own. With ``values`` (the outermost
+    call of a chain; nested calls see what it checked) ``x`` and ``context`` must also be floating, of the
+    transform's dtype, on its device (``TypeError``/``ValueError`` naming both) and finite
+    (:func:`~pushforward.checks.check_tensor`, :func:`~pushforward.checks.check_finite`).
     """
     shape = t.event_shape if shape is None else shape
+    name = type(t).__name__
     if not isinstance(x, Tensor):
-        raise TypeError(f"{type(t).__name__} expects a torch.Tensor input, got {type(x).__name__}")
+        raise TypeError(f"{name} expects a torch.Tensor input, got {type(x).__name__}")
+    if values:
+        dtype, device = module_dtype_device(t)
+        check_tensor(x, name=f"{name} input", dtype=dtype, device=device)
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         expected = ", ".join(map(str, ("batch", *shape)))
-        raise ValueError(f"{type(t).__name__} expects input of shape ({expected}), got {tuple(x.shape)}")
+        raise ValueError(f"{name} expects input of shape ({expected}), got {tuple(x.shape)}")
     if t.context_features:
         if context is None:
             raise ValueError(
@@ -304,6 +325,11 @@ def check_shapes(
             raise ValueError(
                 f"context has shape {tuple(context.shape)}; expected ({x.shape[0]}, {t.context_features})"
             )
+        if values:
+            check_tensor(context, name="context", dtype=dtype, device=device)
+            check_finite(context, "context")
+    if values:
+        check_finite(x, f"{name} input")
 
 
 def broadcast_context(context: Tensor | None, batch: int) -> Tensor | None:
