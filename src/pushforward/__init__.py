@@ -6,7 +6,7 @@ See :mod:`pushforward.transforms.base` for the full contract.
 
 from . import distributions, flows, manifolds, nets, transformers, transforms
 from ._version import __version__ as __version__
-from .checks import set_validation
+from .checks import set_max_memory, set_validation
 from .flows.core import Flow
 from .inference.montecarlo import Estimate, expectation
 from .inference.vi import VIResult, fit_vi
@@ -37,6 +37,7 @@ __all__ = [
     "flows",
     "manifolds",
     "nets",
+    "set_max_memory",
     "set_validation",
     "transformers",
     "transforms",

@@ -12,13 +12,16 @@ from torch import Tensor, nn
 
 from ..checks import (
     MAX_SAMPLE_VALUES,
+    WORK_PER_VALUE,
     check_input,
+    check_memory,
     check_sample_shape,
+    chunk_rows,
     module_dtype_device,
     validation_enabled,
 )
 from ..distributions.base import Distribution, StandardNormal
-from ..transforms.base import Transform
+from ..transforms.base import Transform, rowwise_outputs
 
 __all__ = ["Flow"]
 
@@ -133,21 +136,39 @@ class Flow(nn.Module):
         batch_shape = tuple(x.shape[: x.dim() - len(self.event_shape)])
         ctx = self._context(context, batch_shape)
         flat = x.reshape(-1, *self.event_shape)
-        z, ladj = self.transform.forward(flat, ctx)  # validated above
-        return _rescore_overflow(self, self.base.log_prob(z) + ladj, flat, ctx).reshape(batch_shape)
+        step = chunk_rows(flat.shape[0], self._row_bytes(), self.device)  # bounded working memory
+        lps = []
+        for i in range(0, flat.shape[0], step):
+            xi, ci = flat[i : i + step], None if ctx is None else ctx[i : i + step]
+            with rowwise_outputs():  # overflowing rows are rescored, or -inf, one by one
+                z, ladj = self.transform.forward(xi, ci)  # validated above
+            lps.append(_rescore_overflow(self, self.base.log_prob(z) + ladj, xi, ci))
+        return (lps[0] if len(lps) == 1 else torch.cat(lps)).reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Alias of :meth:`log_prob`."""
         return self.log_prob(x, context)
 
     # ------------------------------------------------------------------ sampling
+    def _itemsize(self) -> int:
+        return torch.finfo(self.dtype or torch.get_default_dtype()).bits // 8
+
+    def _row_bytes(self) -> int:
+        """Estimated working bytes of one event while the flow maps it (:data:`~pushforward.checks.WORK_PER_VALUE`
+        per scalar): sets chunk sizes."""
+        return WORK_PER_VALUE * max(self.features, self.context_features, 1) * self._itemsize()
+
     def _check_count(self, count: int) -> None:
-        """Refuse draws beyond :data:`~pushforward.checks.MAX_SAMPLE_VALUES` scalars (before allocating)."""
+        """Refuse, before allocating, draws beyond :data:`~pushforward.checks.MAX_SAMPLE_VALUES` scalars or whose
+        result (samples and log-densities, and one copy for the caller) exceeds the memory budget
+        (:func:`~pushforward.checks.check_memory`); smaller draws run in chunks (:meth:`_draw`)."""
         if count * max(self.features, self.context_features) > MAX_SAMPLE_VALUES:
             raise ValueError(
                 f"sampling {count} events of {self.features} values exceeds the limit of {MAX_SAMPLE_VALUES} "
                 "values per call; draw in smaller batches"
             )
+        need = 2 * count * (self.features + 1) * self._itemsize()
+        check_memory(need, f"sampling {count} events of {self.features} values", self.device)
 
     def _sample_plan(
         self, sample_shape: int | Sequence[int], context: Tensor | None
@@ -156,7 +177,7 @@ class Flow(nn.Module):
 
         Output batch shape ``(*sample_shape, *context_batch)`` where a context of shape ``(*B, K)`` has batch
         ``B`` (``()`` for a single ``(K,)`` row); the ``count`` draws use the context rows in that order.
-        Refuses bad shapes and draws too large to allocate."""
+        Refuses bad shapes and draws too large for the memory budget."""
         shape = check_sample_shape(sample_shape)
         n = math.prod(shape)
         ctx = self._context(context, None)  # raises when a conditional flow has no context (or vice versa)
@@ -172,15 +193,24 @@ class Flow(nn.Module):
 
     def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
         ctx, out_shape, count = self._sample_plan(sample_shape, context)
-        z, log_q = self.base.rsample_and_log_prob((count,))
-        x, ladj = self.transform.inverse(z, ctx)
-        x = x.reshape(*out_shape, *self.event_shape)
+        step = chunk_rows(count, self._row_bytes(), self.device)
+        clamps = with_log_prob and any(getattr(m, "inverse_clamps", False) for m in self.transform.modules())
+        xs, lps = [], []
+        for i in range(0, count, step):
+            c = None if ctx is None else ctx[i : i + step]
+            z, log_q = self.base.rsample_and_log_prob((min(step, count - i),))
+            x, ladj = self.transform.inverse(z, c)
+            xs.append(x)
+            if (
+                clamps
+            ):  # a step rounded samples into its support (Logit): report the returned sample's density
+                lps.append(self.log_prob(x, c))
+            elif with_log_prob:
+                lps.append(log_q - ladj)
+        x = (xs[0] if len(xs) == 1 else torch.cat(xs)).reshape(*out_shape, *self.event_shape)
         if not with_log_prob:
             return x
-        if any(getattr(m, "inverse_clamps", False) for m in self.transform.modules()):
-            # a step rounded samples into its support (Logit): report the density of the returned sample
-            return x, self.log_prob(x, context)
-        return x, (log_q - ladj).reshape(out_shape)
+        return x, (lps[0] if len(lps) == 1 else torch.cat(lps)).reshape(out_shape)
 
     def rsample(self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Reparameterised samples of shape ``(*sample_shape, *context_batch, *event_shape)``."""

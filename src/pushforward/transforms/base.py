@@ -32,10 +32,11 @@ accept and ignore ``context``, so any chain can be conditioned as a whole.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +56,7 @@ def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 
 _INVERSE_DEPTH = threading.local()
 _CALL_DEPTH = threading.local()  # nested transform calls: values are checked by the outermost
+_ROWWISE = threading.local()  # set by rowwise_outputs()
 
 
 def _shape_checked(
@@ -74,26 +76,62 @@ def _shape_checked(
             check_shapes(self, x, context, getattr(self, attribute), values=False)
             return method(self, x, context, *args, **kwargs)
         outermost = not getattr(_CALL_DEPTH, "n", 0)
-        if validation_enabled():
+        validate = validation_enabled()
+        if validate:
             check_shapes(self, x, context, getattr(self, attribute), values=outermost)
         _CALL_DEPTH.n = getattr(_CALL_DEPTH, "n", 0) + 1
         try:
             if not is_inverse or getattr(_INVERSE_DEPTH, "n", 0) or not _needs_round_trip_check(self):
-                return method(self, x, context, *args, **kwargs)
-            _INVERSE_DEPTH.n = 1
-            try:
                 out = method(self, x, context, *args, **kwargs)
-                check_round_trip(
-                    lambda t: self.forward(t, context)[0], out[0], x, name=f"{type(self).__name__}.inverse"
-                )
-            finally:
-                _INVERSE_DEPTH.n = 0
-            return out
+            else:
+                _INVERSE_DEPTH.n = 1
+                try:
+                    out = method(self, x, context, *args, **kwargs)
+                    check_round_trip(
+                        lambda t: self.forward(t, context)[0],
+                        out[0],
+                        x,
+                        name=f"{type(self).__name__}.inverse",
+                    )
+                finally:
+                    _INVERSE_DEPTH.n = 0
         finally:
             _CALL_DEPTH.n -= 1
+        if outermost and validate and not getattr(_ROWWISE, "on", False):
+            _check_outputs(self, out, "inverse" if is_inverse else "forward")
+        return out
 
     checked.checks_shapes = True  # type: ignore[attr-defined]
     return checked
+
+
+def _check_outputs(t: Transform, out: tuple[Tensor, Tensor], direction: str) -> None:
+    """A finite input must not give a non-finite output (float overflow): ``ValueError``, never a silent
+    inf or NaN. :meth:`pushforward.Flow.log_prob` handles such rows itself (see :func:`rowwise_outputs`)."""
+    for value, what in zip(out[:2], ("output", "log-determinant")):
+        if (
+            isinstance(value, Tensor)
+            and value.device.type != "meta"
+            and not bool(torch.isfinite(value).all())
+        ):
+            bad = ~torch.isfinite(value.detach())
+            rows = int(bad.reshape(bad.shape[0], -1).any(1).sum()) if bad.dim() else 1
+            raise ValueError(
+                f"{type(t).__name__}.{direction} gave a non-finite {what} for {rows} of {value.shape[0]} rows "
+                f"of finite input: the values overflow {value.dtype}; use float64, or inputs nearer the data"
+            )
+
+
+@contextlib.contextmanager
+def rowwise_outputs() -> Iterator[None]:
+    """Within this block, the outermost transform call does not raise on non-finite outputs: the caller
+    handles them row by row (``Flow.log_prob`` rescores such rows in float64 and reports the rest as -inf)."""
+    before = getattr(_ROWWISE, "on", False)
+    _ROWWISE.on = True
+    try:
+        yield
+    finally:
+        _ROWWISE.on = before
 
 
 def _needs_round_trip_check(t: Transform) -> bool:
@@ -299,7 +337,7 @@ def check_shapes(
     ``t.latent_shape``). Every subclass's ``forward`` and ``inverse`` run this check first (see
     :meth:`Transform.__init_subclass__`), so no transform writes its own. With ``values`` (the outermost
     call of a chain; nested calls see what it checked) ``x`` and ``context`` must also be floating, of the
-    transform's dtype, on its device (``TypeError``/``ValueError`` naming both) and finite
+    transform's dtype, on its device (``TypeError``/``ValueError`` naming both), non-empty and finite
     (:func:`~pushforward.checks.check_tensor`, :func:`~pushforward.checks.check_finite`).
     """
     shape = t.event_shape if shape is None else shape
@@ -329,6 +367,8 @@ def check_shapes(
             check_tensor(context, name="context", dtype=dtype, device=device)
             check_finite(context, "context")
     if values:
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} input is empty (shape {tuple(x.shape)}); pass at least one row")
         check_finite(x, f"{name} input")
 
 
