@@ -247,18 +247,16 @@ def _rescore_overflow(model: nn.Module, lp: Tensor, x: Tensor, ctx: Tensor | Non
             for k, v in itertools.chain(model.named_parameters(), model.named_buffers())
         }
         c64 = None if ctx is None else ctx[idx].double()
-        lp64 = torch.func.functional_call(model, state, (x[idx].double(), c64))
+        with warnings.catch_warnings():  # the float64 pass reports nothing itself: this function does below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lp64 = torch.func.functional_call(model, state, (x[idx].double(), c64))
         lp = lp.index_put((idx,), lp64.to(lp.dtype))
         idx = (~torch.isfinite(lp)).nonzero().squeeze(1)
     if idx.numel():
-        why = (
-            "is not finite"
-            if lp.dtype == torch.float64
-            else f"is beyond the range of {lp.dtype} even when scored"
-        )
+        scored = "" if lp.dtype == torch.float64 else ", even scored in float64"
         warnings.warn(
-            f"{idx.numel()} of {lp.shape[0]} rows: the log-density {why} in float64 (far outside the data the "
-            "flow was fitted on); they are reported as -inf",
+            f"{idx.numel()} of {lp.shape[0]} rows have no finite log-density in {lp.dtype}{scored} (far outside "
+            "the data the flow was fitted on); they are reported as -inf",
             RuntimeWarning,
             stacklevel=3,
         )

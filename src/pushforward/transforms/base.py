@@ -134,6 +134,12 @@ def rowwise_outputs() -> Iterator[None]:
         _ROWWISE.on = before
 
 
+def rowwise_outputs_active() -> bool:
+    """Whether the caller handles non-finite output rows itself (inside :func:`rowwise_outputs`): a transform
+    may then give a failing row NaN instead of raising for the whole batch."""
+    return bool(getattr(_ROWWISE, "on", False))
+
+
 def _needs_round_trip_check(t: Transform) -> bool:
     """A numerical inverse is checked unless a part of it opts out (``round_trip_check = False``: an ODE
     solve, whose accuracy is its solver's error control)."""

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..estimators import PROBES, exact_trace, hutchinson_trace, sample_probe
 from ..nets.mlp import activation as make_activation
-from .base import Transform
+from .base import Transform, rowwise_outputs_active
 
 __all__ = ["ContinuousFlow", "TimeMLP", "dopri5_per_row", "odeint"]
 
@@ -135,6 +135,7 @@ def dopri5_per_row(
     atol: float,
     groups: Sequence[int] | None = None,
     max_steps: int = 10_000,
+    failures: str = "raise",
 ) -> Tensor:
     r"""Integrate :math:`dy/dt = f(t, y)` from ``t0`` to ``t1`` with Dormand–Prince 5(4), each row of
     ``y0`` ``(batch, n)`` with its **own** time, step size and error control, so a row's result does not
@@ -148,7 +149,9 @@ def dopri5_per_row(
     the next step :math:`h \min(10, \max(0.2, 0.9\,\text{err}^{-1/5}))` (Hairer, Nørsett & Wanner,
     "Solving Ordinary Differential Equations I", 1993, II.4). ``func(t, y, rows)`` gets the times ``(b,)``,
     states ``(b, n)`` and indices ``(b,)`` of the rows still integrating. Differentiable (out-of-place
-    updates). Raises ``ValueError`` when the step size collapses or ``max_steps`` is reached.
+    updates). A row whose state or derivative is not finite, whose step size collapses (below 1e-12) or that
+    has not arrived after ``max_steps`` fails alone: ``failures="raise"`` raises ``ValueError`` naming how
+    many rows failed, ``"nan"`` returns those rows as NaN (the caller reports them row by row).
 
     Example:
         >>> y = dopri5_per_row(lambda t, y, rows: -y, torch.ones(3, 1, dtype=torch.float64), 0.0, 1.0,
@@ -171,10 +174,11 @@ def dopri5_per_row(
     d0, d1 = norm(y0, y0, y0), norm(k1, y0, y0)
     h = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1).clamp(max=span)
     y, tau = y0, torch.zeros_like(t_start)
+    failed = torch.zeros(B, dtype=torch.bool, device=y0.device)
     for _ in range(max_steps):
         active = (tau < span).nonzero().squeeze(1)
         if active.numel() == 0:
-            return y
+            break
         ya, ka, ta = y[active], k1[active], tau[active]
         ha = torch.minimum(h[active], span - ta).unsqueeze(1)
         t = t0 + sign * ta
@@ -184,21 +188,34 @@ def dopri5_per_row(
             ks.append(func(t + sign * c * ha.squeeze(1), yi, active))
         y_new = ya + sign * ha * sum(w * k for w, k in zip(_DP_B, ks) if w)
         err = norm(sign * ha * sum(w * k for w, k in zip(_DP_E, ks) if w), ya, y_new)
-        if not bool(torch.isfinite(err).all()):
-            raise ValueError("the ODE solver met a non-finite state or derivative; the dynamics blew up")
         accept = err <= 1.0
         last = accept & (ha.squeeze(1) >= span - ta)
-        y = y.index_copy(0, active, torch.where(accept.unsqueeze(1), y_new, ya))
-        k1 = k1.index_copy(0, active, torch.where(accept.unsqueeze(1), ks[-1], ka))
-        tau = tau.index_copy(0, active, torch.where(last, span, torch.where(accept, ta + ha.squeeze(1), ta)))
         factor = (0.9 * err.clamp_min(1e-10) ** -0.2).clamp(0.2, 10.0)
-        h = h.index_copy(0, active, (ha.squeeze(1) * factor).detach())
-        if bool((h[active] < 1e-12 * max(span, 1.0)).any()):
-            raise ValueError(
-                "the ODE solver's step size collapsed (below 1e-12): the dynamics are too stiff for "
-                f"rtol={rtol:g}, atol={atol:g} at this input; rescale the data, or loosen the tolerances"
-            )
-    raise ValueError(f"the ODE solver did not reach t = {t1:g} in {max_steps} steps; loosen rtol/atol")
+        h_new = (ha.squeeze(1) * factor).detach()
+        # a row whose state blew up or whose step collapsed fails alone: NaN, and it stops integrating
+        broken = ~torch.isfinite(err) | ~(h_new >= 1e-12 * max(span, 1.0))
+        y_next = torch.where(accept.unsqueeze(1), y_new, ya)
+        y = y.index_copy(0, active, torch.where(broken.unsqueeze(1), torch.full_like(ya, torch.nan), y_next))
+        k1 = k1.index_copy(0, active, torch.where(accept.unsqueeze(1), ks[-1], ka))
+        tau_next = torch.where(last, span, torch.where(accept, ta + ha.squeeze(1), ta))
+        tau = tau.index_copy(0, active, torch.where(broken, span, tau_next))
+        h = h.index_copy(0, active, h_new)
+        failed = failed.index_copy(0, active, failed[active] | broken)
+    else:
+        left = tau < span
+        y = torch.where(left.unsqueeze(1), torch.full_like(y, torch.nan), y)
+        failed = failed | left
+    return _failed_rows(y, failed, failures, f"rtol={rtol:g}, atol={atol:g}")
+
+
+def _failed_rows(y: Tensor, failed: Tensor, failures: str, tolerances: str) -> Tensor:
+    if failures == "raise" and bool(failed.any()):
+        raise ValueError(
+            f"the ODE solver failed for {int(failed.sum())} of {failed.shape[0]} rows (non-finite dynamics, a step "
+            f"size below 1e-12 or the step cap): the dynamics are too stiff for {tolerances} at those inputs; "
+            "rescale the data, or loosen the tolerances"
+        )
+    return y
 
 
 class _Dynamics(nn.Module):
@@ -424,8 +441,17 @@ class ContinuousFlow(Transform):
 
         y0 = torch.cat([x.to(work), x.new_zeros(x.shape[0], 1, dtype=work)], 1)
         max_steps = int((self.options or {}).get("max_num_steps", 10_000))
+        failures = "nan" if rowwise_outputs_active() else "raise"  # Flow.log_prob: -inf for that row alone
         y = dopri5_per_row(
-            rhs, y0, t0, t1, rtol=self.rtol, atol=self.atol, groups=(d, 1), max_steps=max_steps
+            rhs,
+            y0,
+            t0,
+            t1,
+            rtol=self.rtol,
+            atol=self.atol,
+            groups=(d, 1),
+            max_steps=max_steps,
+            failures=failures,
         ).to(x.dtype)
         return y[:, :d], y[:, d]
 
