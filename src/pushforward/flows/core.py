@@ -201,9 +201,7 @@ class Flow(nn.Module):
             z, log_q = self.base.rsample_and_log_prob((min(step, count - i),))
             x, ladj = self.transform.inverse(z, c)
             xs.append(x)
-            if (
-                clamps
-            ):  # a step rounded samples into its support (Logit): report the returned sample's density
+            if clamps:  # a step rounded samples into its support (Logit): the returned sample's density
                 lps.append(self.log_prob(x, c))
             elif with_log_prob:
                 lps.append(log_q - ladj)
@@ -260,5 +258,5 @@ def _rescore_overflow(model: nn.Module, lp: Tensor, x: Tensor, ctx: Tensor | Non
             RuntimeWarning,
             stacklevel=3,
         )
-        lp = lp.index_put((idx,), torch.full_like(idx, 0, dtype=lp.dtype) - torch.inf)
+        lp = lp.index_put((idx,), torch.full((idx.numel(),), -torch.inf, dtype=lp.dtype, device=lp.device))
     return lp

@@ -76,9 +76,10 @@ def _shape_checked(
             check_shapes(self, x, context, getattr(self, attribute), values=False)
             return method(self, x, context, *args, **kwargs)
         outermost = not getattr(_CALL_DEPTH, "n", 0)
+        rowwise = rowwise_outputs_active()  # Flow.log_prob: it checked the values and handles the outputs
         validate = validation_enabled()
         if validate:
-            check_shapes(self, x, context, getattr(self, attribute), values=outermost)
+            check_shapes(self, x, context, getattr(self, attribute), values=outermost and not rowwise)
         _CALL_DEPTH.n = getattr(_CALL_DEPTH, "n", 0) + 1
         try:
             if not is_inverse or getattr(_INVERSE_DEPTH, "n", 0) or not _needs_round_trip_check(self):
@@ -97,7 +98,7 @@ def _shape_checked(
                     _INVERSE_DEPTH.n = 0
         finally:
             _CALL_DEPTH.n -= 1
-        if outermost and validate and not getattr(_ROWWISE, "on", False):
+        if outermost and validate and not rowwise:
             _check_outputs(self, out, "inverse" if is_inverse else "forward")
         return out
 
@@ -124,8 +125,9 @@ def _check_outputs(t: Transform, out: tuple[Tensor, Tensor], direction: str) -> 
 
 @contextlib.contextmanager
 def rowwise_outputs() -> Iterator[None]:
-    """Within this block, the outermost transform call does not raise on non-finite outputs: the caller
-    handles them row by row (``Flow.log_prob`` rescores such rows in float64 and reports the rest as -inf)."""
+    """Within this block, the outermost transform call neither checks its input's values (the caller did) nor
+    raises on non-finite outputs: the caller handles them row by row (``Flow.log_prob`` rescores such rows in
+    float64 and reports the rest as -inf)."""
     before = getattr(_ROWWISE, "on", False)
     _ROWWISE.on = True
     try:
