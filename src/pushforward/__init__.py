@@ -30,6 +30,7 @@ _LAZY = {
     "flows": (".flows", None),
     "manifolds": (".manifolds", None),
     "nets": (".nets", None),
+    "set_max_memory": (".checks", "set_max_memory"),
     "set_validation": (".checks", "set_validation"),
     "transformers": (".transformers", None),
     "transforms": (".transforms", None),
@@ -49,6 +50,7 @@ __all__ = [
     "flows",
     "manifolds",
     "nets",
+    "set_max_memory",
     "set_validation",
     "transformers",
     "transforms",
@@ -56,7 +58,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from . import distributions, flows, manifolds, nets, transformers, transforms
-    from .checks import set_validation
+    from .checks import set_max_memory, set_validation
     from .flows.core import Flow
     from .inference.montecarlo import Estimate, expectation
     from .inference.vi import VIResult, fit_vi

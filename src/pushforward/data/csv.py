@@ -1,7 +1,9 @@
 """Loading numeric tables from ``.csv`` / ``.tsv`` / ``.txt`` / ``.npy`` files with precise errors.
 
 Every problem in a text file is reported with its 1-based line number (and column where it applies):
-empty rows, a wrong number of columns, text that is not a number, NaN and infinite values. ``.npy`` files are
+empty rows, a wrong number of columns, text that is not a number, NaN and infinite values. Numbers must be
+ASCII decimal (``-1.5e3``): ``1_000``, Arabic-Indic or full-width digits, which Python's ``float`` reads, are
+refused. ``.npy`` files are
 loaded without pickle and checked the same way (with the 0-based row index).
 
 Example:
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +34,32 @@ class DataFileError(ValueError):
     """A data file that cannot be used; the message names the file and the line."""
 
 
+#: A number as written in ASCII decimal: optional sign, digits with an optional point, optional exponent.
+#: Python's ``float`` also reads ``1_000``, Arabic-Indic (``١٢``) and full-width (``１２``) digits and
+#: surrounding Unicode spaces; a data file that writes numbers that way is refused, not guessed at.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_INFINITE = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
 def _parse(cell: str) -> float:
-    return float(cell.strip())
+    """An ASCII decimal number (or an infinity, reported as non-finite by the caller); ``ValueError`` with the
+    reason otherwise.
+
+    Example:
+        >>> _parse("-1.5e3"), _parse(".5")
+        (-1500.0, 0.5)
+    """
+    c = cell.strip(" \t")
+    if _DECIMAL.fullmatch(c) or c.lower() in _INFINITE:
+        return float(c)
+    try:
+        float(c)
+    except ValueError:
+        raise ValueError(f"{cell!r} is not a number") from None
+    raise ValueError(
+        f"{cell!r} is not an ASCII decimal number (digit separators '_', non-ASCII digits and other spellings "
+        "that Python's float() accepts are refused; write digits 0-9 with '.' as the decimal point)"
+    )
 
 
 def _sniff_delimiter(first: str, path: Path) -> str:
@@ -98,8 +125,8 @@ def _load_text(path: Path, delimiter: str | None, header: bool | None) -> tuple[
                 raise DataFileError(f"{path}, line {lineno}, column {j}: missing value {cell!r}")
             try:
                 v = _parse(c)
-            except ValueError:
-                raise DataFileError(f"{path}, line {lineno}, column {j}: {cell!r} is not a number") from None
+            except ValueError as e:
+                raise DataFileError(f"{path}, line {lineno}, column {j}: {e}") from None
             if not math.isfinite(v):
                 raise DataFileError(f"{path}, line {lineno}, column {j}: non-finite value {cell!r}")
             values.append(v)

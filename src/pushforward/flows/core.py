@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..checks import MAX_SAMPLE_VALUES, check_input, check_sample_shape
+from ..checks import (
+    MAX_SAMPLE_VALUES,
+    WORK_PER_VALUE,
+    check_input,
+    check_memory,
+    check_sample_shape,
+    chunk_rows,
+    module_dtype_device,
+    validation_enabled,
+)
 from ..distributions.base import Distribution, StandardNormal
 from ..registry import Registered
-from ..transforms.base import Transform
+from ..transforms.base import Transform, rowwise_outputs
 
 __all__ = ["Flow"]
 
@@ -78,6 +88,11 @@ class Flow(Registered, nn.Module):
                 return t.dtype
         return None
 
+    @property
+    def device(self) -> torch.device | None:
+        """The device of the flow's parameters and buffers (None for a flow with none); inputs must be on it."""
+        return module_dtype_device(self)[1]
+
     def _context(self, context: Tensor | None, batch_shape: tuple[int, ...] | None) -> Tensor | None:
         if not self.context_features:
             if context is not None:
@@ -87,7 +102,9 @@ class Flow(Registered, nn.Module):
             raise ValueError(f"this flow is conditional: pass a context of {self.context_features} features")
         if isinstance(context, Tensor) and context.dim() == 1:
             context = context.unsqueeze(0)  # one context for the whole batch
-        context = check_input(context, (self.context_features,), name="context", dtype=self.dtype)
+        context = check_input(
+            context, (self.context_features,), name="context", dtype=self.dtype, device=self.device
+        )
         if batch_shape is not None:
             try:
                 context = context.expand(*batch_shape, self.context_features)
@@ -103,7 +120,7 @@ class Flow(Registered, nn.Module):
         x = args[0] if args else kwargs.get("x")
         context = args[1] if len(args) > 1 else kwargs.get("context")
         event = tuple(getattr(module, "event_shape", self.event_shape))  # AugmentedFlow: wider than the data
-        x = check_input(x, event, dtype=self.dtype)
+        x = check_input(x, event, dtype=self.dtype, device=self.device)
         if x.dim() != len(event) + 1:
             raise ValueError(
                 f"x has shape {tuple(x.shape)}; the transform takes (batch, {', '.join(map(str, event))})"
@@ -116,24 +133,43 @@ class Flow(Registered, nn.Module):
     # ------------------------------------------------------------------ density
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of ``x`` (shape ``(*batch, *event_shape)``) given ``context``."""
-        x = check_input(x, self.event_shape, dtype=self.dtype)
+        x = check_input(x, self.event_shape, dtype=self.dtype, device=self.device)
         batch_shape = tuple(x.shape[: x.dim() - len(self.event_shape)])
         ctx = self._context(context, batch_shape)
-        z, ladj = self.transform.forward(x.reshape(-1, *self.event_shape), ctx)  # validated above
-        return (self.base.log_prob(z) + ladj).reshape(batch_shape)
+        flat = x.reshape(-1, *self.event_shape)
+        step = chunk_rows(flat.shape[0], self._row_bytes(), self.device)  # bounded working memory
+        lps = []
+        for i in range(0, flat.shape[0], step):
+            xi, ci = flat[i : i + step], None if ctx is None else ctx[i : i + step]
+            with rowwise_outputs():  # overflowing rows are rescored, or -inf, one by one
+                z, ladj = self.transform.forward(xi, ci)  # validated above
+            lps.append(_rescore_overflow(self, self.base.log_prob(z) + ladj, xi, ci))
+        return (lps[0] if len(lps) == 1 else torch.cat(lps)).reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Alias of :meth:`log_prob`."""
         return self.log_prob(x, context)
 
     # ------------------------------------------------------------------ sampling
+    def _itemsize(self) -> int:
+        return torch.finfo(self.dtype or torch.get_default_dtype()).bits // 8
+
+    def _row_bytes(self) -> int:
+        """Estimated working bytes of one event while the flow maps it (:data:`~pushforward.checks.WORK_PER_VALUE`
+        per scalar): sets chunk sizes."""
+        return WORK_PER_VALUE * max(self.features, self.context_features, 1) * self._itemsize()
+
     def _check_count(self, count: int) -> None:
-        """Refuse draws beyond :data:`~pushforward.checks.MAX_SAMPLE_VALUES` scalars (before allocating)."""
+        """Refuse, before allocating, draws beyond :data:`~pushforward.checks.MAX_SAMPLE_VALUES` scalars or whose
+        result (samples and log-densities, and one copy for the caller) exceeds the memory budget
+        (:func:`~pushforward.checks.check_memory`); smaller draws run in chunks (:meth:`_draw`)."""
         if count * max(self.features, self.context_features) > MAX_SAMPLE_VALUES:
             raise ValueError(
                 f"sampling {count} events of {self.features} values exceeds the limit of {MAX_SAMPLE_VALUES} "
                 "values per call; draw in smaller batches"
             )
+        need = 2 * count * (self.features + 1) * self._itemsize()
+        check_memory(need, f"sampling {count} events of {self.features} values", self.device)
 
     def _sample_plan(
         self, sample_shape: int | Sequence[int], context: Tensor | None
@@ -142,7 +178,7 @@ class Flow(Registered, nn.Module):
 
         Output batch shape ``(*sample_shape, *context_batch)`` where a context of shape ``(*B, K)`` has batch
         ``B`` (``()`` for a single ``(K,)`` row); the ``count`` draws use the context rows in that order.
-        Refuses bad shapes and draws too large to allocate."""
+        Refuses bad shapes and draws too large for the memory budget."""
         shape = check_sample_shape(sample_shape)
         n = math.prod(shape)
         ctx = self._context(context, None)  # raises when a conditional flow has no context (or vice versa)
@@ -158,12 +194,22 @@ class Flow(Registered, nn.Module):
 
     def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
         ctx, out_shape, count = self._sample_plan(sample_shape, context)
-        z, log_q = self.base.rsample_and_log_prob((count,))
-        x, ladj = self.transform.inverse(z, ctx)
-        x = x.reshape(*out_shape, *self.event_shape)
+        step = chunk_rows(count, self._row_bytes(), self.device)
+        clamps = with_log_prob and any(getattr(m, "inverse_clamps", False) for m in self.transform.modules())
+        xs, lps = [], []
+        for i in range(0, count, step):
+            c = None if ctx is None else ctx[i : i + step]
+            z, log_q = self.base.rsample_and_log_prob((min(step, count - i),))
+            x, ladj = self.transform.inverse(z, c)
+            xs.append(x)
+            if clamps:  # a step rounded samples into its support (Logit): the returned sample's density
+                lps.append(self.log_prob(x, c))
+            elif with_log_prob:
+                lps.append(log_q - ladj)
+        x = (xs[0] if len(xs) == 1 else torch.cat(xs)).reshape(*out_shape, *self.event_shape)
         if not with_log_prob:
             return x
-        return x, (log_q - ladj).reshape(out_shape)
+        return x, (lps[0] if len(lps) == 1 else torch.cat(lps)).reshape(out_shape)
 
     def rsample(self, sample_shape: int | Sequence[int] = (), context: Tensor | None = None) -> Tensor:
         """Reparameterised samples of shape ``(*sample_shape, *context_batch, *event_shape)``."""
@@ -180,3 +226,38 @@ class Flow(Registered, nn.Module):
         r"""Reparameterised samples and their log-density in one inverse pass:
         :math:`\log p_X(x) = \log p_Z(z) - \log|\det \partial x / \partial z|`."""
         return self._draw(sample_shape, context, True)
+
+
+def _rescore_overflow(model: nn.Module, lp: Tensor, x: Tensor, ctx: Tensor | None) -> Tensor:
+    """Rows of a finite input whose log-density is not finite — float32 overflow far from the data, e.g. at
+    1e30 — are scored again in float64, as ``pushforward score`` does; a row still not finite in the flow's
+    dtype is −inf for that row alone, with a ``RuntimeWarning`` saying how many (never an error for the batch,
+    never a silent NaN). Data dependent, so off with validation (:func:`~pushforward.set_validation`) and
+    while ``torch.compile`` traces."""
+    if not validation_enabled() or torch.compiler.is_compiling():
+        return lp
+    bad = ~torch.isfinite(lp)
+    if not bool(bad.any()):
+        return lp
+    idx = bad.nonzero().squeeze(1)
+    if lp.dtype != torch.float64:
+        state = {
+            k: v.double() if v.is_floating_point() else v
+            for k, v in itertools.chain(model.named_parameters(), model.named_buffers())
+        }
+        c64 = None if ctx is None else ctx[idx].double()
+        with warnings.catch_warnings():  # the float64 pass reports nothing itself: this function does below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lp64 = torch.func.functional_call(model, state, (x[idx].double(), c64))
+        lp = lp.index_put((idx,), lp64.to(lp.dtype))
+        idx = (~torch.isfinite(lp)).nonzero().squeeze(1)
+    if idx.numel():
+        scored = "" if lp.dtype == torch.float64 else ", even scored in float64"
+        warnings.warn(
+            f"{idx.numel()} of {lp.shape[0]} rows have no finite log-density in {lp.dtype}{scored} (far outside "
+            "the data the flow was fitted on); they are reported as -inf",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        lp = lp.index_put((idx,), torch.full((idx.numel(),), -torch.inf, dtype=lp.dtype, device=lp.device))
+    return lp

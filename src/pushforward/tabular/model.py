@@ -185,14 +185,19 @@ class FlowModel:
             if bool(ok.any()):
                 x_ok = t[ok].reshape(-1, *self.flow.event_shape).to(self._device())
                 c_ok = ctx[i : i + batch_size][ok.to(ctx.device)] if ctx is not None else None
-                lp[i : i + batch_size][ok.numpy()] = self.flow.log_prob(x_ok, c_ok).double().cpu().numpy()
+                with warnings.catch_warnings():  # rows beyond float32 are rescored in float64 below
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    lp_ok = self.flow.log_prob(x_ok, c_ok)
+                lp[i : i + batch_size][ok.numpy()] = lp_ok.double().cpu().numpy()
         bad = ~np.isfinite(lp)
         if bad.any() and self._dtype() != torch.float64:
             # far from the data a float32 log-density can overflow to -inf while the float64 one is finite
             flow64 = copy.deepcopy(self.flow).double()
             u64 = torch.from_numpy(u[bad]).reshape(-1, *self.flow.event_shape)
             c64 = ctx[torch.from_numpy(bad).to(ctx.device)].double() if ctx is not None else None
-            lp[bad] = flow64.log_prob(u64.to(self._device()), c64).cpu().numpy()
+            with warnings.catch_warnings():  # reported once, below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lp[bad] = flow64.log_prob(u64.to(self._device()), c64).cpu().numpy()
             bad = ~np.isfinite(lp)
         if bad.any():
             warnings.warn(

@@ -85,9 +85,9 @@ def sigmoid_layer_inverse(
         def slope(t: Tensor) -> Tensor:
             return sigmoid_layer(t, log_a.detach(), b.detach(), log_w.detach())[1].exp()
 
-        # the residual cannot go below the dtype's resolution of y: never ask for less
-        scale = 1.0 + (float(y.abs().max()) if y.numel() else 0.0)
-        tol = max(atol, torch.finfo(y.dtype).eps ** 0.75 * scale)
+        # the residual cannot go below the dtype's resolution of y: never ask for less. The tolerance is
+        # per element: one huge row must not loosen the others (a batch-wide scale did, in float32)
+        tol = (torch.finfo(y.dtype).eps ** 0.75 * (1.0 + y.detach().abs())).clamp_min(atol)
         x = newton(
             value, y.detach(), 0.5 * (low + high), df=slope, low=low, high=high, atol=tol, max_iter=max_iter
         )

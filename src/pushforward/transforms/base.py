@@ -32,14 +32,17 @@ accept and ignore ``context``, so any chain can be conditioned as a whole.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..checks import validation_enabled
+from ..checks import check_finite, check_tensor, module_dtype_device, validation_enabled
+from ..inversion import check_round_trip
 from ..registry import Registered
 
 __all__ = ["Compose", "Inverse", "Transform"]
@@ -52,19 +55,98 @@ def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+_INVERSE_DEPTH = threading.local()
+_CALL_DEPTH = threading.local()  # nested transform calls: values are checked by the outermost
+_ROWWISE = threading.local()  # set by rowwise_outputs()
+
+
 def _shape_checked(
     method: Callable[..., tuple[Tensor, Tensor]], attribute: str
 ) -> Callable[..., tuple[Tensor, Tensor]]:
-    """``method`` preceded by :func:`check_shapes` against ``getattr(self, attribute)``."""
+    """``method`` preceded by :func:`check_shapes` against ``getattr(self, attribute)``.
+
+    An ``inverse`` (``attribute == "latent_shape"``) of a transform without a closed-form inverse is also
+    checked in the space its caller sees: the outermost such call maps its result back with ``forward`` and
+    raises :class:`~pushforward.inversion.ConvergenceError` unless it lands on the input
+    (:func:`~pushforward.inversion.check_round_trip`); nested inverses leave the check to the outermost."""
+    is_inverse = attribute == "latent_shape"
 
     @functools.wraps(method)
     def checked(self: Transform, x: Tensor, context: Tensor | None = None, *args: object, **kwargs: object):
-        if validation_enabled():
-            check_shapes(self, x, context, getattr(self, attribute))
-        return method(self, x, context, *args, **kwargs)
+        if torch.compiler.is_compiling():  # traced code: shapes only (value checks are data dependent)
+            check_shapes(self, x, context, getattr(self, attribute), values=False)
+            return method(self, x, context, *args, **kwargs)
+        outermost = not getattr(_CALL_DEPTH, "n", 0)
+        rowwise = rowwise_outputs_active()  # Flow.log_prob: it checked the values and handles the outputs
+        validate = validation_enabled()
+        if validate:
+            check_shapes(self, x, context, getattr(self, attribute), values=outermost and not rowwise)
+        _CALL_DEPTH.n = getattr(_CALL_DEPTH, "n", 0) + 1
+        try:
+            if not is_inverse or getattr(_INVERSE_DEPTH, "n", 0) or not _needs_round_trip_check(self):
+                out = method(self, x, context, *args, **kwargs)
+            else:
+                _INVERSE_DEPTH.n = 1
+                try:
+                    out = method(self, x, context, *args, **kwargs)
+                    check_round_trip(
+                        lambda t: self.forward(t, context)[0],
+                        out[0],
+                        x,
+                        name=f"{type(self).__name__}.inverse",
+                    )
+                finally:
+                    _INVERSE_DEPTH.n = 0
+        finally:
+            _CALL_DEPTH.n -= 1
+        if outermost and validate and not rowwise:
+            _check_outputs(self, out, "inverse" if is_inverse else "forward")
+        return out
 
     checked.checks_shapes = True  # type: ignore[attr-defined]
     return checked
+
+
+def _check_outputs(t: Transform, out: tuple[Tensor, Tensor], direction: str) -> None:
+    """A finite input must not give a non-finite output (float overflow): ``ValueError``, never a silent
+    inf or NaN. :meth:`pushforward.Flow.log_prob` handles such rows itself (see :func:`rowwise_outputs`)."""
+    for value, what in zip(out[:2], ("output", "log-determinant")):
+        if (
+            isinstance(value, Tensor)
+            and value.device.type != "meta"
+            and not bool(torch.isfinite(value).all())
+        ):
+            bad = ~torch.isfinite(value.detach())
+            rows = int(bad.reshape(bad.shape[0], -1).any(1).sum()) if bad.dim() else 1
+            raise ValueError(
+                f"{type(t).__name__}.{direction} gave a non-finite {what} for {rows} of {value.shape[0]} rows "
+                f"of finite input: the values overflow {value.dtype}; use float64, or inputs nearer the data"
+            )
+
+
+@contextlib.contextmanager
+def rowwise_outputs() -> Iterator[None]:
+    """Within this block, the outermost transform call neither checks its input's values (the caller did) nor
+    raises on non-finite outputs: the caller handles them row by row (``Flow.log_prob`` rescores such rows in
+    float64 and reports the rest as -inf)."""
+    before = getattr(_ROWWISE, "on", False)
+    _ROWWISE.on = True
+    try:
+        yield
+    finally:
+        _ROWWISE.on = before
+
+
+def rowwise_outputs_active() -> bool:
+    """Whether the caller handles non-finite output rows itself (inside :func:`rowwise_outputs`): a transform
+    may then give a failing row NaN instead of raising for the whole batch."""
+    return bool(getattr(_ROWWISE, "on", False))
+
+
+def _needs_round_trip_check(t: Transform) -> bool:
+    """A numerical inverse is checked unless a part of it opts out (``round_trip_check = False``: an ODE
+    solve, whose accuracy is its solver's error control)."""
+    return not t.analytic_inverse and all(getattr(m, "round_trip_check", True) for m in t.modules())
 
 
 class Transform(Registered, nn.Module):
@@ -251,20 +333,32 @@ def sum_except_batch(x: Tensor) -> Tensor:
 
 
 def check_shapes(
-    t: Transform, x: Tensor, context: Tensor | None = None, shape: tuple[int, ...] | None = None
+    t: Transform,
+    x: Tensor,
+    context: Tensor | None = None,
+    shape: tuple[int, ...] | None = None,
+    *,
+    values: bool = True,
 ) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(batch, *shape)`` and ``context`` fits ``t``.
 
     ``shape`` defaults to ``t.event_shape`` (the input of ``forward``; ``inverse`` takes
     ``t.latent_shape``). Every subclass's ``forward`` and ``inverse`` run this check first (see
-    :meth:`Transform.__init_subclass__`), so no transform writes its own.
+    :meth:`Transform.__init_subclass__`), so no transform writes its own. With ``values`` (the outermost
+    call of a chain; nested calls see what it checked) ``x`` and ``context`` must also be floating, of the
+    transform's dtype, on its device (``TypeError``/``ValueError`` naming both), non-empty and finite
+    (:func:`~pushforward.checks.check_tensor`, :func:`~pushforward.checks.check_finite`).
     """
     shape = t.event_shape if shape is None else shape
+    name = type(t).__name__
     if not isinstance(x, Tensor):
-        raise TypeError(f"{type(t).__name__} expects a torch.Tensor input, got {type(x).__name__}")
+        raise TypeError(f"{name} expects a torch.Tensor input, got {type(x).__name__}")
+    if values:
+        dtype, device = module_dtype_device(t)
+        check_tensor(x, name=f"{name} input", dtype=dtype, device=device)
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         expected = ", ".join(map(str, ("batch", *shape)))
-        raise ValueError(f"{type(t).__name__} expects input of shape ({expected}), got {tuple(x.shape)}")
+        raise ValueError(f"{name} expects input of shape ({expected}), got {tuple(x.shape)}")
     if t.context_features:
         if context is None:
             raise ValueError(
@@ -278,6 +372,13 @@ def check_shapes(
             raise ValueError(
                 f"context has shape {tuple(context.shape)}; expected ({x.shape[0]}, {t.context_features})"
             )
+        if values:
+            check_tensor(context, name="context", dtype=dtype, device=device)
+            check_finite(context, "context")
+    if values:
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} input is empty (shape {tuple(x.shape)}); pass at least one row")
+        check_finite(x, f"{name} input")
 
 
 def broadcast_context(context: Tensor | None, batch: int) -> Tensor | None:
