@@ -98,8 +98,14 @@ def capability() -> str:
         return "?"
 
 
-def run_block(args: argparse.Namespace, threads: int, D: int) -> dict:
-    """Peak, then every family at one thread count."""
+def _save(args: argparse.Namespace, out: dict) -> None:
+    if args.json:  # after every family, so a run stopped by hand keeps what it measured
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+def run_block(args: argparse.Namespace, threads: int, D: int, out: dict) -> dict:
+    """Peak, then every family at one thread count (appended to ``out["blocks"]`` as it goes)."""
     if args.device == "cpu":
         torch.set_num_threads(threads)
     load0 = os.getloadavg()
@@ -111,6 +117,7 @@ def run_block(args: argparse.Namespace, threads: int, D: int) -> dict:
     )
     makers = speed._families(D, args, small=False)
     block: dict = {"threads": threads, "peak": peak, "peak_n": at, "load_start": load0, "families": {}}
+    out["blocks"].append(block)
     for name in args.families:
         fam = makers[name]()
         models = {}
@@ -142,7 +149,9 @@ def run_block(args: argparse.Namespace, threads: int, D: int) -> dict:
             "actual_gflop_per_forward_ours": act / 1e9,
             "libs": rows,
             "ours_over_best_peer": ratio,
+            "load_end": os.getloadavg(),
         }
+        _save(args, out)
         print(
             f"\n{fam.name} D={D}: {fwd / 1e9:.3f} dense GFLOP per forward of {args.batch} "
             f"(ours performs {act / 1e9:.3f})"
@@ -181,10 +190,10 @@ def main() -> None:
     ap.add_argument("--hidden-nsf", type=int, default=256)
     ap.add_argument("--hidden-small", type=int, default=128)
     ap.add_argument("--bins", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--sample-repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7, --quick 3)")
+    ap.add_argument("--sample-repeats", type=int, default=None, help="default 3, --quick 1")
     ap.add_argument("--peak-sizes", nargs="+", type=int, default=None)
-    ap.add_argument("--peak-repeats", type=int, default=5)
+    ap.add_argument("--peak-repeats", type=int, default=None, help="default 5, --quick 3")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--quick", action="store_true", help="3 repeats, 1 sampling repeat, small peak sizes")
     ap.add_argument("--json", type=str, default=None)
@@ -198,8 +207,9 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False
         speed._SYNC = torch.cuda.synchronize
         args.threads = args.threads[:1]
-    if args.quick:
-        args.repeats, args.sample_repeats, args.peak_repeats = 3, 1, 3
+    for name, full, quick in (("repeats", 7, 3), ("sample_repeats", 3, 1), ("peak_repeats", 5, 3)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     if args.peak_sizes is None:
         args.peak_sizes = (
             [2048, 4096, 8192] if cuda else ([256, 512, 1024] if args.quick else [256, 512, 1024, 2048])
@@ -224,8 +234,10 @@ def main() -> None:
         "torch": torch.__version__,
         "load_start": load,
         "args": vars(args),
-        "blocks": [run_block(args, t, args.features) for t in args.threads],
+        "blocks": [],
     }
+    for t in args.threads:
+        run_block(args, t, args.features, out)
     blocks = out["blocks"]
     if len(blocks) > 1:
         one, many = blocks[0], blocks[-1]
@@ -252,9 +264,7 @@ def main() -> None:
     out["load_end"] = os.getloadavg()
     out["seconds"] = time.perf_counter() - start
     print(f"\nload average at the end: {out['load_end'][0]:.1f}; {out['seconds']:.0f} s in all")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    _save(args, out)
 
 
 if __name__ == "__main__":
