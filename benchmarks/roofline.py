@@ -7,6 +7,8 @@ training step (Adam on ``-log_prob(x).mean()``), ``log_prob`` and sampling are t
 nflows, in one process with the libraries interleaved round robin (the timing loop of ``speed.py``), and
 reported as
 
+* times are wall clock, or with ``--cpu-time`` (1 thread) the process's CPU time, which on a shared machine
+  leaves out the time spent waiting for a core (the peak is then timed the same way);
 * **dense-equivalent GFLOP/s**: the FLOPs the conditioner networks would do as *dense* layers divided by the
   time. Counting rule: every dense layer ``(in, out)`` of every conditioner (MADE layers counted whole, as if
   unmasked; coupling MLPs on the passed-through features) costs ``2 * batch * in * out`` FLOPs for one
@@ -195,6 +197,12 @@ def main() -> None:
     ap.add_argument("--peak-sizes", nargs="+", type=int, default=None)
     ap.add_argument("--peak-repeats", type=int, default=None, help="default 5, --quick 3")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with the process's CPU time (time.process_time): on a shared machine it leaves out the time "
+        "spent waiting for a core; 1 thread only (with n threads it sums their CPU time)",
+    )
     ap.add_argument("--quick", action="store_true", help="3 repeats, 1 sampling repeat, small peak sizes")
     ap.add_argument("--json", type=str, default=None)
     args = ap.parse_args()
@@ -207,6 +215,10 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False
         speed._SYNC = torch.cuda.synchronize
         args.threads = args.threads[:1]
+    if args.cpu_time:
+        if cuda or args.threads != [1]:
+            raise SystemExit("--cpu-time: CPU only, with --threads 1")
+        speed._CLOCK = time.process_time
     for name, full, quick in (("repeats", 7, 3), ("sample_repeats", 3, 1), ("peak_repeats", 5, 3)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -224,7 +236,8 @@ def main() -> None:
         f"device {args.device}: {where}; torch kernels' vector width {capability()}; {os.cpu_count()} CPUs; "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; torch {torch.__version__}\n"
         f"batch={args.batch}, {args.transforms} transforms, fp32, D={args.features}: MAF/RealNVP "
-        f"2x{args.hidden_maf}, NSF 2x{args.hidden_nsf} with {args.bins} bins; repeats {args.repeats}"
+        f"2x{args.hidden_maf}, NSF 2x{args.hidden_nsf} with {args.bins} bins; repeats {args.repeats}; "
+        f"{'process CPU time' if args.cpu_time else 'wall-clock time'}"
     )
     start = time.perf_counter()
     out: dict = {
