@@ -8,7 +8,10 @@ the median of the per-round ratios A/B (the paired figure to quote), and the rat
 CPU time of the process (``time.process_time``; ``--wall`` for wall clock), which on a shared machine
 excludes the time the process waited for a core. Sampling doubles as a control when only the forward layers
 changed: its ratio shows the noise of the run. ``--adam`` instead times our own step with
-``torch.optim.Adam`` for-loop / ``foreach=True`` / ``fused=True`` (no old copy needed).
+``torch.optim.Adam`` for-loop / ``foreach=True`` / ``fused=True``, and ``--block-vs-dense`` times our flow with
+its MADE layers dense (A, ``MADE.block_sparse = False``) against the default block-triangular layers (B); no old
+copy is needed for either. ``--profile`` prints a ``torch.profiler`` table (self time) of 5 training steps of
+our flow instead.
 
 Set ``ATEN_CPU_CAPABILITY`` (``avx512``, ``avx2``, ``default``) to run the same code on another vector width.
 
@@ -57,6 +60,37 @@ def summary(name: str, ta: list[float], tb: list[float], label: str) -> str:
     )
 
 
+def profile(args: argparse.Namespace) -> None:
+    """Self-time table of 5 training steps (after 3 warm-up steps) of each family, our flow."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from pushforward.checks import set_validation
+
+    torch.set_num_threads(args.threads)
+    set_validation(False)
+    x = torch.randn(args.batch, args.features, generator=torch.Generator().manual_seed(1))
+    for fam in args.families:
+        flow = build("pushforward", fam, args.features)
+        opt = torch.optim.Adam(flow.parameters(), lr=1e-6)
+
+        def step(flow: nn.Module = flow, opt: torch.optim.Optimizer = opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            (-flow.log_prob(x).mean()).backward()
+            opt.step()
+
+        for _ in range(3):
+            step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                step()
+        print(
+            f"{fam}: 5 training steps, {torch.get_num_threads()} thread(s), vector width "
+            f"{torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.1f}"
+        )
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", default=None, help="folder holding pushforward_old (version A)")
@@ -68,6 +102,8 @@ def main() -> None:
     ap.add_argument("--no-samp", action="store_true")
     ap.add_argument("--wall", action="store_true", help="wall-clock instead of process CPU time")
     ap.add_argument("--adam", action="store_true", help="compare Adam for-loop / foreach / fused instead")
+    ap.add_argument("--block-vs-dense", action="store_true", help="A: dense MADE layers, B: block layers")
+    ap.add_argument("--profile", action="store_true", help="profile 5 training steps of our flow instead")
     args = ap.parse_args()
     clock = time.perf_counter if args.wall else time.process_time
     label = "wall" if args.wall else "CPU"
@@ -77,11 +113,16 @@ def main() -> None:
         fn()
         return clock() - start
 
-    if not args.adam:
+    if args.profile:
+        profile(args)
+        return
+    if not (args.adam or args.block_vs_dense):
         if args.old is None:
             raise SystemExit("--old FOLDER (holding pushforward_old) is needed unless --adam")
         sys.path.insert(0, args.old)
-    versions = {"A": "pushforward_old", "B": "pushforward"} if not args.adam else {}
+    versions = {"A": "pushforward_old", "B": "pushforward"} if args.old and not args.adam else {}
+    if args.block_vs_dense:
+        versions = {"A": "pushforward", "B": "pushforward"}
     torch.set_num_threads(args.threads)
     for pkg in {*versions.values(), "pushforward"}:
         importlib.import_module(pkg + ".checks").set_validation(False)
@@ -99,6 +140,10 @@ def main() -> None:
             opts = {k: torch.optim.Adam(flows[k].parameters(), lr=1e-4, **kw) for k, kw in kinds.items()}
         else:
             flows = {k: build(pkg, fam, D) for k, pkg in versions.items()}
+            if args.block_vs_dense:
+                flows["A"].apply(
+                    lambda m: setattr(m, "block_sparse", False) if hasattr(m, "block_sparse") else None
+                )
             g = torch.Generator().manual_seed(2)
             state = {
                 k: v + 0.02 * torch.randn(v.shape, generator=g)
