@@ -98,7 +98,8 @@ def test_backend_names_checked(monkeypatch):
 @pytest.mark.parametrize("residual", [False, True])
 def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
     """At benchmark sizes the MADE splits its layers into row blocks, with the dense layers' values/grads."""
-    made = _perturbed(MADE(43, 2, (512, 512), residual=residual, zero_init=False), dtype)
+    # 3 parameters per feature: a 129-row output layer, split in two ranges like the hidden layers
+    made = _perturbed(MADE(43, 3, (512, 512), residual=residual, zero_init=False), dtype)
     x = torch.randn(512, 43, dtype=dtype, generator=torch.Generator().manual_seed(0), requires_grad=True)
     used = []
     real = masked_blocks._BlockTriangularLinear.apply
@@ -118,6 +119,14 @@ def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
     torch.testing.assert_close(outs[1][0], outs[0][0], **tol)
     for a, b in zip(outs[1][1], outs[0][1]):
         torch.testing.assert_close(a, b, **tol)
+
+
+def test_thin_layers_stay_one_product():
+    """Fewer than 2 * BLOCK_ROWS rows: no row ranges (one dense masked product), more: ranges that skip work."""
+    made = MADE(43, 2, (512, 512))  # output layer: 86 rows
+    assert made.output.plan.chunks == []
+    assert len(made.layers[1].plan.chunks) == 8 and made.layers[1].plan.skipped > 0
+    assert len(MADE(43, 3, (512, 512)).output.plan.chunks) == 2  # 129 rows
 
 
 def test_small_layers_stay_dense(monkeypatch):

@@ -139,6 +139,7 @@ def test_block_sparse_forward_equals_dense(case, monkeypatch):
     from pushforward.nets import masked_blocks
 
     monkeypatch.setattr(masked_blocks, "BLOCK_MIN_SKIPPED_MACS", 0)  # small shapes: force the block path
+    monkeypatch.setattr(masked_blocks, "BLOCK_ROWS", 8)  # and ranges of 8 rows (plans are built below)
     case = dict(case)
     D, P, hidden = case.pop("D"), case.pop("P"), case.pop("hidden")
     made = _random_made(D, 4 * P, tuple(4 * h for h in hidden), **case)  # wide enough to be chunked

@@ -128,7 +128,10 @@ class _BlockTriangularLinearOneDNN(torch.autograd.Function):
 #: product is cheaper on any hardware). A count of work, not a timing: the same on every machine.
 BLOCK_MIN_SKIPPED_MACS: int = 1 << 21
 
-#: Rows per range of the block-triangular split (at most 8 ranges per layer).
+#: Rows per range of the block-triangular split (at most 8 ranges per layer); a layer of fewer than
+#: ``2 * BLOCK_ROWS`` rows stays one dense product: split in two, its ranges make products too thin to pay (a MAF
+#: output layer of 86 rows, 1 thread: log_prob 4-5 % faster as one product, training step equal, on AVX2 and on
+#: ATen's scalar build; issue 31, ``benchmarks/ab_kernels.py``).
 BLOCK_ROWS: int = 64
 
 
@@ -141,7 +144,7 @@ class LayerPlan:
     def __init__(self, mask: Tensor) -> None:
         rows, cols = mask.shape
         self.all_ones = bool(mask.all())
-        n = min(8, -(-rows // BLOCK_ROWS))  # ceil: a short output layer still gets two ranges
+        n = min(8, rows // BLOCK_ROWS)  # floor: a layer of fewer than 2 * BLOCK_ROWS rows stays one product
         chunks = row_chunks(mask, n) if n > 1 and not self.all_ones else []
         skipped = sum((r1 - r0) * (cols - m) for r0, r1, m in chunks)
         # worth it only when some range skips a sizeable part of the columns
