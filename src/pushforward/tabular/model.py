@@ -18,7 +18,7 @@ from ..data.support import ColumnSupport, composition_groups, support_from_confi
 from ..flows.core import Flow
 from ..io import ModelFileError, load_model, save_model
 from ..transforms import Compose, Standardize, Transform, Whiten
-from .preprocessing import check_whitening, context_vector, kept_columns, support_maps
+from .preprocessing import cell_log_prob, check_whitening, context_vector, kept_columns, support_maps
 
 __all__ = ["CELL_POINTS", "FlowModel", "OutOfSupportWarning"]
 
@@ -310,26 +310,12 @@ class FlowModel(Flow):
 
     def _cell_log_prob(self, v: np.ndarray, ctx: Tensor | None, batch_size: int) -> np.ndarray:
         """Log-probability of each row's cell (log-density where it has no point mass)."""
-        d = v.shape[1]
-        lo, hi = np.full_like(v, np.nan), np.full_like(v, np.nan)
-        for i, j in enumerate(self.kept):
-            if self.support is not None and self.support[j].has_atoms:
-                lo[:, i], hi[:, i] = self.support[j].cells(v[:, i])
-        cell = np.isfinite(lo)
-        rows = cell.any(1)
-        log_width = np.where(cell, np.log(np.where(cell, hi - lo, 1.0)), 0.0).sum(1)
-        out = self._density(v, ctx, batch_size)
-        if rows.any():
-            u = torch.quasirandom.SobolEngine(d, scramble=True, seed=0).draw(CELL_POINTS).double().numpy()
-            u = np.clip(u, 1e-6, 1 - 1e-6)
-            sub, m = v[rows], int(rows.sum())
-            pts = np.where(
-                cell[rows][None], lo[rows][None] + u[:, None, :] * (hi - lo)[rows][None], sub[None]
-            )
-            c = None if ctx is None else ctx[torch.from_numpy(rows)].repeat(CELL_POINTS, 1)
-            lp = self._density(pts.reshape(CELL_POINTS * m, d), c, batch_size).reshape(CELL_POINTS, m)
-            out[rows] = torch.logsumexp(torch.from_numpy(lp), 0).numpy() - math.log(CELL_POINTS)
-        return out + log_width
+        sup = [self.support[j] if self.support is not None else None for j in self.kept]
+
+        def density(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            return self._density(points, None if ctx is None else ctx[torch.from_numpy(rows)], batch_size)
+
+        return cell_log_prob(v, sup, density, points=CELL_POINTS)
 
     def _density(self, v: np.ndarray, ctx: Tensor | None, batch_size: int) -> np.ndarray:
         """Log-density of dequantised rows (finite ``float64`` numpy), in the model's dtype with a
