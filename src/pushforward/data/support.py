@@ -42,7 +42,7 @@ in :math:`\{0, 1\}`, are ``categorical``; other non-negative integer columns are
 of levels: ages, years, test scores), integer columns with negatives ``integer``; non-integer columns with at
 most :data:`MAX_LEVELS` distinct values (and more than ``2 * MAX_LEVELS`` rows) are ``categorical``. Other
 columns are continuous: **shares** — all values in :math:`[0, 1]` and the maximum above 0.5 — are
-``interval`` :math:`(0, 1)`; **percentages** — all values in :math:`[0, 100]`, the maximum above 50 and the
+``interval`` :math:`(0, 1)`; **percentages** — all values in :math:`[0, 100]`, the maximum above 75 and the
 minimum below 10 — are ``interval`` :math:`(0, 100)`; exact 0s or ends of such intervals become point masses.
 Otherwise a positive minimum gives ``positive`` from 0, a minimum of exactly 0 ``nonnegative`` (point
 mass at 0), anything else ``real``. **Compositions**: two or more strictly positive continuous columns whose
@@ -318,7 +318,7 @@ def _detect_column(col: np.ndarray) -> ColumnSupport:
     if 2 <= values.size <= MAX_LEVELS and col.size > 2 * MAX_LEVELS:
         return ColumnSupport("categorical", levels=values.tolist())
     lo, hi = float(col.min()), float(col.max())
-    for top, rule in ((1.0, lambda: hi > 0.5), (100.0, lambda: hi > 50 and lo < 10 and hi > 1)):
+    for top, rule in ((1.0, lambda: hi > 0.5), (100.0, lambda: hi > 75 and lo < 10)):
         if lo >= 0 and hi <= top and rule():
             atoms = [a for a in (0.0, top) if np.any(col == a)]
             inner = col[(col > 0) & (col < top)]

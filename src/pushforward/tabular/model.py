@@ -366,7 +366,13 @@ class FlowModel(Flow):
                 raise ValueError(f"preset {self.preset!r} cannot sample (it has no inverse)") from None
         if ctx is not None:
             v = v.transpose(0, 1)
-        v = v.reshape(-1, len(self.kept)).cpu().numpy()
+        return self.rows_from_dequantised(v.reshape(-1, len(self.kept)).cpu().numpy())
+
+    def rows_from_dequantised(self, v: np.ndarray) -> np.ndarray:
+        """Dequantised modelled columns ``(N, D')`` → rows of all columns in the user's units: determined
+        composition parts filled in, every value rounded into its column's support (point masses to their
+        value)."""
+        v = np.asarray(v, dtype=np.float64).reshape(-1, len(self.kept))
         out = np.empty((v.shape[0], self.n_columns))
         out[:, self.kept] = v
         for cols, total in self.groups:
