@@ -123,7 +123,7 @@ def load_table(name: str) -> tuple[np.ndarray, list[str]]:
 
 def _split(n: int, seed: int, test: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
-    k = max(2, int(round(test * n)))
+    k = max(2, round(test * n))
     return perm[k:], perm[:k]
 
 
@@ -236,7 +236,7 @@ def run_density(name: str, seed: int, n_samples: int = 2000) -> dict:
     out["support"] = describe_support(m.support, cols) if m.support else []
     bad = {v["row"] for v in m.support_violations(x[te])} if m.support else set()
     ok = np.array([i not in bad for i in range(len(te))])
-    out["test_rows"], out["test_rows_outside_support"] = int(len(te)), int((~ok).sum())
+    out["test_rows"], out["test_rows_outside_support"] = len(te), int((~ok).sum())
     rows = x[te][ok]
     v_tr = (
         dequantize(x[tr], m.support, np.random.default_rng(seed))[:, m.kept]
@@ -262,7 +262,7 @@ def run_density(name: str, seed: int, n_samples: int = 2000) -> dict:
                 "samples": b.sample(n_samples, seed),
             }
     real = x[te]
-    for label, r in methods.items():
+    for r in methods.values():
         smp = r.pop("samples")
         r["outside_support"] = (
             float(len({v["row"] for v in m.support_violations(smp)}) / len(smp)) if m.support else 0.0
@@ -367,7 +367,10 @@ def run_cost(seed: int = 0) -> list[dict]:
 
 
 def _table_md(results: list[dict]) -> str:
-    head = "| table | rows x cols | covers | flow | GMM (BIC) | KDE (CV) | C2ST flow / GMM / KDE | fit CPU-s flow / GMM / KDE |"
+    head = (
+        "| table | rows x cols | covers | flow | GMM (BIC) | KDE (CV) | C2ST flow / GMM / KDE "
+        "| fit CPU-s flow / GMM / KDE |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["methods"]
