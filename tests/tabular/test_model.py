@@ -168,3 +168,12 @@ def test_conditional_model_context_is_standardised_inside():
     assert s.shape == (12, 1)
     with pytest.raises(ValueError, match="conditional"):
         m.log_prob(x[:5])
+
+
+def test_a_float32_model_scores_values_that_round_onto_a_bound_in_float32():
+    rng = np.random.default_rng(4)
+    x = np.column_stack([rng.lognormal(size=200), rng.normal(size=200)])
+    m = _fit(x, steps=20)
+    assert m.dtype == torch.float32 and m.support[0].kind == "positive"
+    s = m.log_prob(np.array([[1e-50, 0.0], [1.0, 0.0]]))  # 1e-50 is 0 in float32: scored in float64
+    assert np.isfinite(s).all()

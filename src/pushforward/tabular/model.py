@@ -318,22 +318,27 @@ class FlowModel(Flow):
         return cell_log_prob(v, sup, density, points=CELL_POINTS)
 
     def _density(self, v: np.ndarray, ctx: Tensor | None, batch_size: int) -> np.ndarray:
-        """Log-density of dequantised rows (finite ``float64`` numpy), in the model's dtype with a
-        ``float64`` retry for rows that overflow."""
+        """Log-density of dequantised rows (finite ``float64`` numpy), in the model's dtype and on its device,
+        with a ``float64`` retry for rows that overflow or round onto a bound in that dtype."""
         self.eval()
         dtype = self.dtype or torch.float32
+        dev = self.context_loc.device
         lp = np.full(v.shape[0], -np.inf)
         t = torch.from_numpy(v).reshape(-1, *self.event_shape)
         for i in range(0, v.shape[0], batch_size):
             xb = t[i : i + batch_size].to(dtype)
             fine = torch.isfinite(xb.reshape(xb.shape[0], -1)).all(1)
             if bool(fine.any()):
-                cb = None if ctx is None else ctx[i : i + batch_size][fine]
-                lp[i : i + batch_size][fine.numpy()] = super().log_prob(xb[fine], cb).double().cpu().numpy()
+                cb = None if ctx is None else ctx[i : i + batch_size][fine].to(dev)
+                try:
+                    out = super().log_prob(xb[fine].to(dev), cb)
+                except ValueError:  # a value rounded onto a bound in this dtype: the float64 retry below
+                    continue
+                lp[i : i + batch_size][fine.numpy()] = out.double().cpu().numpy()
         bad = ~np.isfinite(lp)
         if bad.any() and dtype != torch.float64:
-            m64 = copy.deepcopy(self).double()
-            c64 = None if ctx is None else ctx[torch.from_numpy(bad)].double()
+            m64 = copy.deepcopy(self).double().cpu()
+            c64 = None if ctx is None else ctx[torch.from_numpy(bad)].double().cpu()
             lp[bad] = Flow.log_prob(m64, t[torch.from_numpy(bad)], c64).numpy()
             bad = ~np.isfinite(lp)
         if bad.any():
@@ -354,7 +359,11 @@ class FlowModel(Flow):
         ``n`` rows for each of the ``m`` ``context`` rows, grouped by context row (``(m * n, n_columns)``)."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
             raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
-        m64 = self if self.dtype == torch.float64 else copy.deepcopy(self).double()
+        m64 = (
+            copy.deepcopy(self).double().cpu()
+            if self.dtype != torch.float64 or self.context_loc.is_cuda
+            else self
+        )
         m64.eval()
         ctx = self._context_rows(context, None)
         with torch.random.fork_rng(devices=[]):
