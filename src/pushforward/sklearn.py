@@ -29,7 +29,7 @@ __all__ = ["FlowDensity"]
 #: stopping, in fewer steps.
 DEFAULT_LR = 3e-3
 #: Steps per table value and the least number of steps of the default fit (see :func:`default_steps`).
-STEP_RATE, MIN_STEPS = 0.025, 250
+STEP_RATE, MIN_STEPS = 0.02, 200
 
 
 class FlowDensity(DensityMixin, BaseEstimator):
@@ -550,12 +550,12 @@ def default_ensemble(n: int, d: int) -> int:
 
 
 def default_steps(n: int, d: int, batch: int) -> int:
-    r"""Training steps of the default fit: 100 epochs, at least :data:`MIN_STEPS` (250) and at most
-    :math:`\mathrm{clip}(0.025\,n d, 250, 3000)` (:data:`STEP_RATE` steps per table value). A step of the
-    data-sized NSF costs about 17 ms of one core at 1,000 rows x 10 columns, so this keeps the default fit
-    within its budget of 5 CPU-seconds per 1,000 rows of 10 columns (4.3 and 4.7 CPU-s measured by
-    ``benchmarks/tabular.py --cost``; 400 steps took 7.1 to 7.7 and scored 0.1 to 0.2 nats per row
-    better); early stopping often ends sooner."""
+    r"""Training steps of the default fit: 100 epochs, at least :data:`MIN_STEPS` (200) and at most
+    :math:`\mathrm{clip}(0.02\,n d, 200, 3000)` (:data:`STEP_RATE` steps per table value). A step of the
+    data-sized NSF costs about 18 ms of one core at 1,000 rows x 10 columns, so this keeps the default fit
+    within its budget of 5 CPU-seconds per 1,000 rows of 10 columns (see
+    ``benchmarks/results/tabular/README.md``: 250 steps took 4.9 to 5.0 CPU-s on a loaded machine, 400
+    steps 7.1 to 7.7 and scored 0.1 to 0.2 nats per row better); early stopping often ends sooner."""
     cap = int(np.clip(STEP_RATE * n * d, MIN_STEPS, 3000))
     return int(min(cap, max(MIN_STEPS, 100 * math.ceil(n / batch))))
 

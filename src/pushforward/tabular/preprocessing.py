@@ -75,7 +75,10 @@ def gaussian_dependence(u: np.ndarray) -> float:
     u = np.asarray(u, dtype=np.float64)
     n, d = u.shape
     lam = float(np.clip((d / n) ** 2, 1e-3, 0.5))
-    c = (1 - lam) * np.corrcoef(u.T).reshape(d, d) + lam * np.eye(d)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.nan_to_num(np.corrcoef(u.T).reshape(d, d))  # a constant column: no correlation
+    np.fill_diagonal(r, 1.0)
+    c = (1 - lam) * r + lam * np.eye(d)
     return float(-0.5 * np.linalg.slogdet(c)[1] / d)
 
 
