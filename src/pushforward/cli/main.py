@@ -834,8 +834,8 @@ def _model_and_rows(a: argparse.Namespace):
     """Load the model file and the data file of a command, checking that their column counts agree."""
     model = _load_model(a.model)
     x, _ = _load_data(a.data, a.delimiter)
-    if x.shape[1] != model.features:
-        raise CLIError(f"{a.data} has {x.shape[1]} columns but the model was fitted on {model.features}")
+    if x.shape[1] != model.n_columns:
+        raise CLIError(f"{a.data} has {x.shape[1]} columns but the model was fitted on {model.n_columns}")
     return model, x
 
 
