@@ -62,6 +62,15 @@ def fit_flow_model(
         holdout: Use the last ``holdout`` rows as the validation split instead of a shuffled
             ``val_fraction`` (cross-fitting passes each fold this way).
         fit_kwargs: Passed to :func:`pushforward.fit` (``steps``, ``batch_size``, ``lr``, ``patience``, ...).
+
+    Example:
+        >>> from pushforward.data.support import detect_support
+        >>> from pushforward.tabular import FlowModel
+        >>> rng = np.random.default_rng(0)
+        >>> x = np.column_stack([rng.normal(size=300), rng.poisson(3.0, 300)])
+        >>> m = fit_flow_model(FlowModel, x, "realnvp", support=detect_support(x), steps=10, progress=False)
+        >>> m.support_violations(m.sample(50, seed=0))
+        []
     """
     from ..train.fit import fit
 
