@@ -112,7 +112,8 @@ def level_scores(tr: np.ndarray, trs: np.ndarray, tes: np.ndarray, std: np.ndarr
     if len(discrete) > 1:
         return {"gmm_levels": None, "kde_levels": None}
     j, sup = discrete[0]
-    width = sup.step / std[j]
+    gap = sup.step if sup.step is not None else float(np.diff(sup.levels).min())  # categorical: the level gap
+    width = gap / std[j]
     g = gmm.best_estimator_
     n, d = trs.shape
     h2 = kde.best_estimator_.bandwidth**2  # a Gaussian kernel estimate is a mixture of n equal components

@@ -13,66 +13,79 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils import RegressorTags
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .tabular.sizing import DEFAULT_LR, default_size
+from .tabular.sizing import DEFAULT_LR, default_size, default_steps
 
 __all__ = ["FlowDensity"]
 
 
 class FlowDensity(DensityMixin, BaseEstimator):
-    r"""Normalizing-flow density estimation with the scikit-learn API, with defaults sized to the data.
+    r"""Normalizing-flow density estimation with the scikit-learn API, with defaults sized to the data:
+    :math:`p(x)` from ``fit(X)``, or the conditional density :math:`p(y \mid x)` from ``fit(X, y)``.
 
-    ``fit`` maps each column to the real line according to its support (see
-    :mod:`pushforward.data.support`: log for positive columns, logit for intervals, dequantisation for
-    discrete columns), standardises the columns and, where it helps, whitens them (see ``whiten``), and
-    trains ``ensemble`` flows by maximum likelihood with
-    :func:`pushforward.fit`, cross-fitted: flow :math:`k` is trained on all rows but fold :math:`k` and early
-    stopped (best weights restored) on fold :math:`k`. The fitted density is the mixture
+    ``fit`` screens the rows like ``pushforward fit`` (:func:`~pushforward.data.screen.screen_for_fit`:
+    constant columns, identical rows, no more rows than columns and extreme outliers are refused unless
+    ``allow_degenerate`` / ``outliers`` say otherwise), detects each modelled column's measure (see
+    :mod:`pushforward.data.support`: real, positive, point mass at zero, shares and percentages, counts,
+    categorical, compositions) and trains a :class:`~pushforward.tabular.FlowModel`, a flow whose chain
+    starts with the column maps, standardisation and (see ``whiten``) whitening, by maximum likelihood. With
+    ``ensemble=K > 1`` it cross-fits ``K`` flows (flow :math:`k` early-stopped on fold :math:`k`) and the
+    density is their mixture :math:`p = \frac1K \sum_k p_k`; each row's score under the flow that did not see
+    it (``oof_scores_``) calibrates anomaly thresholds. Scores are log-likelihoods on each column's measure,
+    in the units of the data: log-densities of continuous values, log-probabilities of discrete levels and
+    point masses; a value outside its column's support scores :math:`-\infty` with an
+    :class:`~pushforward.tabular.OutOfSupportWarning` naming row and column.
 
-    .. math:: p(x) = \frac1K \sum_{k=1}^K p_k(x), \qquad
-        \log p_k(x) = \log p_{U,k}\!\left(\frac{g(x) - \mu}{\sigma}\right) - \sum_j \log\sigma_j
-        + \log|\det \partial g / \partial x|,
+    **Conditional densities.** ``fit(X, y)`` (``y`` of shape ``(n,)`` or ``(n, k)``) models :math:`p(y \mid
+    x)` with ``X`` as the flow's context (standardised inside the model); ``score_samples(X, y)``,
+    ``score(X, y)``, ``sample(X, n_samples)``, ``predict_quantiles(X, quantiles)`` and ``predict(X)`` (the
+    predictive median). ``conditional="auto"`` does this whenever ``y`` is given; ``False`` ignores ``y``
+    (unsupervised pipelines); ``True`` requires it (the strict regressor form scikit-learn's checks run).
 
-    a real density on the data space, in the units of the original data. Each row's score under the flow that
-    did not see it (``oof_scores_``) calibrates anomaly thresholds without a separate split.
-
-    Defaults adapt to the rows :math:`n` and columns :math:`d`: NSF (autoregressive rational-quadratic
-    splines) with 3 layers of width :math:`\mathrm{clip}(2^{\mathrm{round}(\log_2 1.5\sqrt{n})}, 16, 128)`,
-    4 spline bins below 1000 rows (8 above), Adam at rate :data:`DEFAULT_LR` with weight decay
-    :math:`10^{-4}`, batches of
-    :math:`\mathrm{clip}(n/8, 32, 256)` rows, evaluation every epoch and early stopping after ``patience``
-    evaluations without improvement, and ``K`` cross-fitted flows from :func:`default_ensemble` (5 for
-    small tables, 3 up to 5000 rows, then one flow with a ``validation_fraction`` split). After fitting,
-    the flows are kept in ``float64`` so that a row's score does not depend on the rows it is scored with.
+    **How the default fit is sized** (budget: at most 5 CPU-seconds per 1,000 rows of 10 columns on one
+    core): one NSF (autoregressive rational-quadratic splines; :func:`default_size`: 3 layers of width
+    :math:`\mathrm{clip}(2^{\mathrm{round}(\log_2 1.5\sqrt{n})}, 16, 128)`, 4 spline bins below 1000 rows,
+    8 above), a 10 % validation split for early stopping (``patience`` evaluations, one per epoch) with the
+    best weights restored, at most :func:`default_steps` steps, batches of :math:`\mathrm{clip}(n/8, 32,
+    256)` rows, Adam at rate :data:`DEFAULT_LR` with weight decay :math:`10^{-4}`; whitening when the
+    columns' Gaussian dependence exceeds :data:`~pushforward.tabular.preprocessing.WHITEN_THRESHOLD`. After
+    fitting the flows are kept in ``float64`` so that a row's score does not depend on the rows it is
+    scored with.
 
     Args:
         flow: Preset name from :data:`pushforward.flows.PRESETS` (``None``: ``"nsf"``; stored in ``flow_``).
         layers, hidden: Size of the flow (``None``: chosen from the data as above).
         options: Extra family options for the preset (a dict), e.g. ``{"bins": 8}``.
-        steps: Maximum training steps per flow (``None``: ``max(1000, 100 epochs)``, capped at 5000).
+        steps: Maximum training steps per flow (``None``: :func:`default_steps`).
         batch_size: Rows per batch (``None``: from the data).
         lr, weight_decay: Adam settings.
         validation_fraction: Held-out fraction when ``ensemble == 1`` (0 disables early stopping).
         patience: Early stopping patience in evaluation rounds (``None`` disables).
-        ensemble: Number of cross-fitted flows ``K`` (``None``: :func:`default_ensemble`).
+        ensemble: Number of cross-fitted flows ``K`` (``None``: :func:`default_ensemble`, one flow).
         support: ``"auto"`` (detected, see :func:`~pushforward.data.support.detect_support`), ``"none"``
             (every column real), or overrides: a dict or ``"col=kind,..."`` string (see
             :func:`~pushforward.data.support.parse_support`; columns by 0-based index or DataFrame name).
         standardize: Standardise the columns before fitting.
         whiten: Also decorrelate the standardised columns (inverse Cholesky factor of their shrunk
             correlation matrix, see :class:`~pushforward.tabular.FlowModel`) so that the flow models what a
-            Gaussian cannot. ``"auto"`` (default) decides by held-out likelihood: the first flow is trained
-            both ways and the better one on its held-out rows (fold 0, or the validation split when
-            ``ensemble == 1``) is kept, and the other flows are trained that way; one extra flow's cost.
-            In ``benchmarks/tabular_defaults.py`` whitening wins on diabetes and breast_cancer (strong
-            linear relations between columns, after the log of the positive ones) and loses on wine, by
-            0.6 to 1.3 nats per row on the first fold either way. ``True``/``False`` force it. Needs
-            ``standardize``.
+            Gaussian cannot. ``"auto"`` (default): when their Gaussian total correlation per column
+            (:func:`~pushforward.tabular.gaussian_dependence`) exceeds 0.35 nats, the rule that separates
+            the tables of ``benchmarks/tabular_defaults.py`` where whitening won (diabetes, breast_cancer)
+            from the one where it lost (wine). ``True``/``False`` force it. Needs ``standardize``.
+        conditional: ``"auto"`` (``fit(X, y)`` models :math:`p(y \mid x)`, ``fit(X)`` :math:`p(x)`),
+            ``True`` (``y`` required) or ``False`` (``y`` ignored).
+        allow_degenerate: Fit data with constant columns, identical rows or no more rows than columns
+            (with a warning) instead of refusing them (the command line's ``--allow-degenerate``).
+        outliers, outlier_z: Rows with a robust z-score above ``outlier_z``: ``"refuse"`` (default),
+            ``"drop"`` or ``"keep"`` (the command line's ``--outliers`` and ``--outlier-z``).
         random_state: Seed (``int``, default 0) for folds, initial weights and batches; ``None`` for a random one.
         device: ``"auto"`` (CUDA when available, as in the command line), ``"cpu"``, ``"cuda"``, ...
         progress: Show a progress bar.
@@ -81,9 +94,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         flow_: The resolved preset. ``models_``: the fitted :class:`~pushforward.tabular.FlowModel` s; ``model_``
         the first. ``support_``: the column supports. ``history_``: the first flow's training history.
         ``oof_scores_``: out-of-fold log-likelihood of each training row (``ensemble > 1``).
-        ``whiten_``: whether the columns were whitened; ``whiten_scores_``: with ``whiten="auto"``, the
-        held-out mean log-likelihood (nats per row) of the first flow trained each way, keyed by
-        ``True``/``False``.
+        ``whiten_``: whether the columns were whitened. ``conditional_``: whether the fit models
+        :math:`p(y \mid x)`.
 
     Reference: Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference", JMLR 2021;
     Durkan et al., "Neural Spline Flows", NeurIPS 2019.
@@ -114,6 +126,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         support: str | dict | None = "auto",
         standardize: bool = True,
         whiten: bool | str = "auto",
+        conditional: bool | str = "auto",
+        allow_degenerate: bool = False,
+        outliers: str = "refuse",
+        outlier_z: float = 1e5,
         random_state: int | None = 0,
         device: str = "auto",
         progress: bool = False,
@@ -132,6 +148,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.support = support
         self.standardize = standardize
         self.whiten = whiten
+        self.conditional = conditional
+        self.allow_degenerate = allow_degenerate
+        self.outliers = outliers
+        self.outlier_z = outlier_z
         self.random_state = random_state
         self.device = device
         self.progress = progress
@@ -172,6 +192,16 @@ class FlowDensity(DensityMixin, BaseEstimator):
                 raise ValueError(f"hidden must be positive integers, got {self.hidden!r}")
         if self.options is not None and not isinstance(self.options, dict):
             raise TypeError(f"options must be a dict, got {type(self.options).__name__}")
+        if not isinstance(self.allow_degenerate, (bool, np.bool_)):
+            raise TypeError(f"allow_degenerate must be a bool, got {self.allow_degenerate!r}")
+        if self.outliers not in ("refuse", "drop", "keep"):
+            raise ValueError(f"outliers must be 'refuse', 'drop' or 'keep', got {self.outliers!r}")
+        if (
+            isinstance(self.outlier_z, bool)
+            or not isinstance(self.outlier_z, numbers.Real)
+            or not self.outlier_z > 0
+        ):
+            raise ValueError(f"outlier_z must be a positive number, got {self.outlier_z!r}")
 
     def _seed(self) -> int:
         rs = self.random_state
@@ -188,7 +218,17 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"unknown device {self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+            ) from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device {self.device!r} requested but CUDA is not available; use 'cpu' or 'auto'"
+            )
+        return dev
 
     def _options(self, preset: str, n: int) -> dict:
         options = dict(self.options or {})
@@ -209,28 +249,71 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ API
     def fit(self, X, y=None) -> FlowDensity:
-        """Fit the flows to the rows of ``X`` (``y`` is ignored)."""
+        r"""Fit the flows to the rows of ``X`` (:math:`p(x)`), or, given targets ``y`` (``(n,)`` or
+        ``(n, k)``) and ``conditional`` not ``False``, to :math:`p(y \mid x)` with ``X`` as the context."""
         import torch
 
+        from .data.screen import screen_for_fit
         from .data.support import parse_support
         from .tabular import FlowModel
 
         self._check_params()
-        names = _column_names(X)
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, reset=True)
-        n, d = X.shape
+        device = self._device()
+        cond = self._conditional(y)
+        x_names = _column_names(X)
+        if cond:
+            X, y = validate_data(
+                self,
+                X,
+                y,
+                dtype=np.float64,
+                multi_output=True,
+                y_numeric=True,
+                ensure_min_samples=2,
+                reset=True,
+            )
+            self.target_ndim_ = np.ndim(y)
+            data = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+            context, names = X, _column_names(y) or [f"y{j}" for j in range(data.shape[1])]
+            if not np.isfinite(data).all():
+                raise ValueError("y contains NaN or infinite values")
+        else:
+            X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, reset=True)
+            data, context, names = X, None, x_names
+        n, d = data.shape
+        keep, found = screen_for_fit(
+            data,
+            columns=names,
+            allow_degenerate=bool(self.allow_degenerate),
+            outliers=self.outliers,
+            outlier_z=float(self.outlier_z),
+        )
+        for msg in found:
+            warnings.warn(f"FlowDensity: {msg}", UserWarning, stacklevel=2)
+        if keep is not None:
+            data, context = data[keep], (None if context is None else context[keep])
+            n = data.shape[0]
         preset = self._resolve_flow()
         options = self._options(preset, n)
-        support = parse_support(self.support, names or [str(j) for j in range(d)], X)
-        if all(s.kind == "real" and not s.discrete for s in support):
+        support = parse_support(self.support, names or [str(j) for j in range(d)], data)
+        if all(s.kind == "real" for s in support):
             support = None
         seed = self._seed()
         k = self.ensemble if self.ensemble is not None else default_ensemble(n, d)
         k = int(min(k, n // 2)) if k > 1 else 1
         batch = int(self.batch_size or min(256, max(32, n // 8)))
         per_epoch = math.ceil(n * (1 - 1 / max(k, 2)) / batch)
-        steps = int(self.steps or min(5000, max(1000, 100 * per_epoch)))
-        fit_kwargs = dict(
+        steps = int(self.steps or default_steps(n, d, batch))
+        if self.whiten not in (True, False, "auto"):
+            raise ValueError(f"whiten must be True, False or 'auto', got {self.whiten!r}")
+        common = dict(
+            options=options,
+            standardize=bool(self.standardize),
+            device=device,
+            columns=names,
+            support=support,
+            context_columns=x_names if cond else None,
+            whiten=(self.whiten if self.standardize and d >= 2 else False),
             steps=steps,
             batch_size=batch,
             lr=float(self.lr),
@@ -239,104 +322,168 @@ class FlowDensity(DensityMixin, BaseEstimator):
             eval_every=max(per_epoch, 5),
             progress=bool(self.progress),
         )
-        common = dict(
-            options=options,
-            standardize=bool(self.standardize),
-            device=self._device(),
-            columns=names,
-            support=support,
-            **fit_kwargs,
-        )
-        if self.whiten not in (True, False, "auto"):
-            raise ValueError(f"whiten must be True, False or 'auto', got {self.whiten!r}")
-        choices = [False]
-        if self.standardize and d >= 2 and self.whiten is not False:
-            choices = [True, False] if self.whiten == "auto" else [True]
-        models = []
-        oof = np.full(n, np.nan)
         folds = np.random.default_rng(seed).permutation(n) % k if k > 1 else None
 
-        def train(i: int, whiten: bool):
+        def train(i: int):
             if k == 1:
-                return FlowModel.train(
-                    X,
+                return FlowModel.fit(
+                    data,
                     preset,
+                    context=context,
                     val_fraction=float(self.validation_fraction),
                     seed=seed,
-                    whiten=whiten,
                     **common,
                 )
-            rows = np.concatenate([X[folds != i], X[folds == i]])
-            return FlowModel.train(
-                rows,
+            order = np.concatenate([np.flatnonzero(folds != i), np.flatnonzero(folds == i)])
+            return FlowModel.fit(
+                data[order],
                 preset,
+                context=None if context is None else context[order],
                 val_fraction=0.0,
                 seed=seed + i,
                 holdout=int((folds == i).sum()),
-                whiten=whiten,
                 **common,
             )
 
-        def held_out_score(m) -> float:
-            # k == 1: the validation split's mean (the training rows' when validation_fraction is 0)
-            s = m.log_prob(X[folds == 0]) if k > 1 else np.array([m.validation["mean"]])
-            return float(np.mean(s)) if np.isfinite(s).all() else -np.inf
-
         try:
-            first = {w: train(0, w) for w in choices}
-            scores = {w: held_out_score(m) for w, m in first.items()} if len(choices) > 1 else {}
-            whiten = max(choices, key=lambda w: (scores.get(w, 0.0), not w))  # a tie keeps the simpler model
-            models.append(first[whiten])
-            for i in range(1, k):
-                models.append(train(i, whiten))
+            models = [train(i) for i in range(k)]
         except ValueError as e:
-            if d == 1 and "n_features" not in str(e):
+            if d == 1 and not cond and "n_features" not in str(e):
                 raise ValueError(f"preset {preset!r} cannot model data with n_features = 1: {e}") from None
             raise
         for m in models:  # float64 scoring: a row's score does not depend on the rows it is batched with
-            m.flow.to(torch.float64)
+            m.to(torch.float64)
         if k > 1:
+            oof = np.full(n, np.nan)
             for i, m in enumerate(models):
-                oof[folds == i] = m.log_prob(X[folds == i])
+                rows = folds == i
+                oof[rows] = m.log_likelihood(data[rows], None if context is None else context[rows])
             self.oof_scores_ = oof
+        self.conditional_ = cond
         self.flow_ = preset
-        self.whiten_ = bool(whiten)
-        self.whiten_scores_ = scores
+        self.whiten_ = models[0].whiten is not None
         self.models_ = models
         self.model_ = models[0]
         self.support_ = support
         self.history_ = models[0].history
         return self
 
-    def score_samples(self, X) -> np.ndarray:
-        """Log-density of each row of ``X`` in the units of the original data (nats)."""
+    def _conditional(self, y) -> bool:
+        if self.conditional not in (True, False, "auto"):
+            raise ValueError(f"conditional must be True, False or 'auto', got {self.conditional!r}")
+        if self.conditional is True and y is None:
+            raise ValueError(
+                "FlowDensity(conditional=True) requires y to be passed, but the target y is None: fit(X, y) "
+                "models p(y | X)"
+            )
+        return self.conditional is not False and y is not None
+
+    def _rows(self, X, y):
+        """Validated ``(rows to score, context)`` for ``score_samples`` and friends."""
+        check_is_fitted(self, "model_")
+        if self.conditional_:
+            if y is None:
+                raise ValueError("this FlowDensity models p(y | X): pass y to score it (score_samples(X, y))")
+            X = _by_name(self, X)
+            t = np.asarray(y, dtype=np.float64).reshape(len(X), -1) if np.ndim(y) else None
+            if t is None or t.shape[1] != self.model_.n_columns:
+                raise ValueError(
+                    f"y must be {len(X)} rows of {self.model_.n_columns} target(s), got shape {np.shape(y)}"
+                )
+            return t, X
+        if y is not None and self.conditional is not False:
+            raise ValueError("this FlowDensity models p(X) (fitted without y): call score_samples(X)")
+        return _by_name(self, X), None
+
+    def log_likelihood(self, X, y=None) -> np.ndarray:
+        """Log-likelihood of each row of ``X`` (of each target row ``y`` given ``X`` for a conditional fit), on
+        each column's measure in the units of the data (nats); ``-inf`` with an
+        :class:`~pushforward.tabular.OutOfSupportWarning` for values outside a column's support."""
         from scipy.special import logsumexp
 
-        check_is_fitted(self, "model_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        models = getattr(self, "models_", [self.model_])
-        scores = np.stack([m.log_prob(X) for m in models])
-        return logsumexp(scores, axis=0) - math.log(len(models))
+        rows, ctx = self._rows(X, y)
+        scores = np.stack([m.log_likelihood(rows, ctx) for m in self.models_])
+        with np.errstate(divide="ignore"):
+            return logsumexp(scores, axis=0) - math.log(len(self.models_))
+
+    @available_if(lambda self: self.conditional is not True)
+    def score_samples(self, X, y=None) -> np.ndarray:
+        """:meth:`log_likelihood` (scikit-learn's name; absent with ``conditional=True``, whose strict
+        regressor form scikit-learn calls with ``X`` only: use :meth:`log_likelihood` or :meth:`score`)."""
+        return self.log_likelihood(X, y)
 
     def score(self, X, y=None) -> float:
-        """Mean log-likelihood per row of ``X`` (nats; higher is better), as in ``GaussianMixture.score``."""
-        return float(np.mean(self.score_samples(X)))
+        """Mean log-likelihood per row (nats; higher is better), as in ``GaussianMixture.score``."""
+        return float(np.mean(self.log_likelihood(X, y)))
 
-    def sample(self, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
-        """``n_samples`` rows drawn from the fitted mixture, shape ``(n_samples, n_features_in_)``."""
+    def sample(self, *args, n_samples=None, random_state=None, X=None) -> np.ndarray:
+        """Rows drawn from the fitted model, every value inside its column's support.
+
+        * ``sample(n_samples=1, random_state=None)`` (scikit-learn's form): ``(n_samples, n_features_in_)``.
+        * conditional fits, ``sample(X, n_samples=1, random_state=None)``: ``n_samples`` draws of ``y`` for
+          each row of ``X``, ``(len(X), n_samples)`` (``(len(X), n_samples, k)`` for ``k > 1`` targets).
+        """
         check_is_fitted(self, "model_")
+        names = ("X", "n_samples", "random_state") if self.conditional_ else ("n_samples", "random_state")
+        if len(args) > len(names):
+            raise TypeError(f"sample takes at most {len(names)} positional arguments ({', '.join(names)})")
+        given = dict(zip(names, args))
+        for key, value in (("n_samples", n_samples), ("random_state", random_state), ("X", X)):
+            if value is not None:
+                if key in given:
+                    raise TypeError(f"sample got multiple values for {key!r}")
+                given[key] = value
+        n_samples, random_state = given.get("n_samples", 1), given.get("random_state")
+        if self.conditional_:
+            if given.get("X") is None:
+                raise ValueError("this FlowDensity models p(y | X): sample(X, n_samples) needs the rows X")
+            return self._sample_conditional(given["X"], n_samples, random_state)
+        if "X" in given:
+            raise ValueError("this FlowDensity models p(X) (fitted without y): sample(n_samples) takes no X")
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        models = getattr(self, "models_", [self.model_])
         rng = np.random.default_rng(random_state)
-        which = rng.integers(0, len(models), int(n_samples))
-        out = np.empty((int(n_samples), self.n_features_in_))
-        for i, m in enumerate(models):
+        which = rng.integers(0, len(self.models_), int(n_samples))
+        out = np.empty((int(n_samples), self.model_.n_columns))
+        for i, m in enumerate(self.models_):
             rows = which == i
             if rows.any():
-                seed = None if random_state is None else int(rng.integers(0, 2**31 - 1))
-                out[rows] = m.sample(int(rows.sum()), seed=seed)
+                out[rows] = m.sample_rows(int(rows.sum()), seed=int(rng.integers(0, 2**31 - 1)))
         return out
+
+    def _sample_conditional(self, X, n_samples, random_state) -> np.ndarray:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        X = _by_name(self, X)
+        rng = np.random.default_rng(random_state)
+        n, k = int(n_samples), self.model_.n_columns
+        which = rng.integers(0, len(self.models_), (len(X), n))
+        out = np.empty((len(X), n, k))
+        for i, m in enumerate(self.models_):
+            draws = m.sample_rows(n, seed=int(rng.integers(0, 2**31 - 1)), context=X).reshape(len(X), n, k)
+            out[which == i] = draws[which == i]
+        return out[..., 0] if self.target_ndim_ == 1 else out
+
+    def predict_quantiles(
+        self, X, quantiles=(0.1, 0.5, 0.9), *, n_samples: int = 1000, random_state=0
+    ) -> np.ndarray:
+        """Predictive quantiles of ``y`` given each row of ``X`` (conditional fits), estimated from
+        ``n_samples`` draws per row: ``(len(X), len(quantiles))`` (``(len(X), len(quantiles), k)`` for
+        ``k > 1`` targets)."""
+        check_is_fitted(self, "model_")
+        if not self.conditional_:
+            raise ValueError("predict_quantiles needs a conditional fit: fit(X, y)")
+        q = np.asarray(quantiles, dtype=np.float64)
+        if q.ndim != 1 or not ((q >= 0) & (q <= 1)).all():
+            raise ValueError(f"quantiles must be a list of levels in [0, 1], got {quantiles!r}")
+        s = self._sample_conditional(X, n_samples, random_state)
+        return np.moveaxis(np.quantile(s, q, axis=1), 0, 1)
+
+    @available_if(lambda self: self.conditional is True or getattr(self, "conditional_", False))
+    def predict(self, X) -> np.ndarray:
+        """The predictive median of ``y`` given each row of ``X`` (conditional fits; 1000 draws, seeded)."""
+        out = self.predict_quantiles(X, (0.5,))
+        return out[:, 0]
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
@@ -367,24 +514,61 @@ class FlowDensity(DensityMixin, BaseEstimator):
         )
         est.flow_, est.model_, est.history_ = model.preset, model, model.history
         est.models_, est.support_ = [model], model.support
-        est.whiten_, est.whiten_scores_ = model.whiten is not None, {}
-        est.n_features_in_ = model.features
+        est.whiten_ = model.whiten is not None
+        est.conditional_ = model.context_features > 0
+        if est.conditional_:
+            est.n_features_in_, est.target_ndim_ = model.context_features, 1 if model.n_columns == 1 else 2
+            names = model.context_columns
+        else:
+            est.n_features_in_, names = model.n_columns, model.columns
+        if names is not None and not all(n.isdigit() for n in names):
+            est.feature_names_in_ = np.asarray(names, dtype=object)
         return est
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
+        if self.conditional is True:
+            tags.estimator_type = "regressor"
+            tags.target_tags.required = True
+            tags.target_tags.multi_output = True
+            tags.regressor_tags = RegressorTags(poor_score=True)
         return tags
 
 
 def default_ensemble(n: int, d: int) -> int:
-    """Cross-fitted flows for ``n`` rows of ``d`` columns: 5 up to 5000 values (``n d``), 3 up to 5000 rows,
-    then 1 (a single flow with a validation split) — keeping the default fit within about 30 CPU-seconds."""
-    if n * d <= 5000:
-        return 5
-    return 3 if n < 5000 else 1
+    """Cross-fitted flows for ``n`` rows of ``d`` columns: 1 (a single flow early-stopped on a
+    ``validation_fraction`` split), so that the default fit stays within its budget of 5 CPU-seconds per
+    1,000 rows of 10 columns (see :func:`default_steps`); ``ensemble=K`` cross-fits ``K`` flows at ``K``
+    times the cost."""
+    return 1
 
 
 def _column_names(X) -> list[str] | None:
     cols = getattr(X, "columns", None)
     return [str(c) for c in cols] if cols is not None else None
+
+
+def _by_name(est: FlowDensity, X) -> np.ndarray:
+    """``X`` validated against the fit, a ``DataFrame``'s columns matched by name (a reordered frame gives
+    the same rows; a missing or unknown column is a ``ValueError``)."""
+    names = _column_names(X)
+    fitted = getattr(est, "feature_names_in_", None)
+    if names is not None and fitted is not None:
+        fitted = [str(c) for c in fitted]
+        missing = [c for c in fitted if c not in names]
+        unknown = [c for c in names if c not in fitted]
+        if missing or unknown:
+            raise ValueError(
+                "X's columns do not match the fit: "
+                + "; ".join(
+                    t
+                    for t in (
+                        f"missing {', '.join(missing)}" if missing else "",
+                        f"unknown {', '.join(unknown)}" if unknown else "",
+                    )
+                    if t
+                )
+            )
+        X = X[fitted]
+    return validate_data(est, X, dtype=np.float64, reset=False)

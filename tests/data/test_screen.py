@@ -90,3 +90,29 @@ def test_cli_refuses_a_flow_too_large_for_the_memory_limit(tmp_path):
     np.save(p, np.random.default_rng(3).normal(size=(400, 200)))
     rc, err = _fit(p, "--max-memory-gb", "1e-6")
     assert rc == 1 and "GiB" in err and "--max-memory-gb" in err and len(err.strip().splitlines()) == 1
+
+
+def test_screen_for_fit_refuses_or_reports_with_the_overrides():
+    from pushforward.data.screen import screen_for_fit
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(100, 3))
+    assert screen_for_fit(x) == (None, [])
+    const = x.copy()
+    const[:, 2] = 1.0
+    with pytest.raises(ValueError, match="constant column"):
+        screen_for_fit(const)
+    keep, found = screen_for_fit(const, allow_degenerate=True)
+    assert keep is None and "constant column" in found[0]
+    with pytest.raises(ValueError, match="3 rows x 3 columns"):
+        screen_for_fit(x[:3])
+    out = x.copy()
+    out[5, 1] = 1e30
+    with pytest.raises(ValueError, match="outliers='drop'"):
+        screen_for_fit(out)
+    keep, found = screen_for_fit(out, outliers="drop")
+    assert not keep[5] and keep.sum() == 99 and "dropped 1" in found[0]
+    keep, found = screen_for_fit(out, outliers="keep")
+    assert keep is None and "kept" in found[0]
+    with pytest.raises(ValueError, match="outliers must be"):
+        screen_for_fit(x, outliers="ignore")

@@ -1,4 +1,4 @@
-"""Per-column support: detection, bijections with their log-dets, dequantisation, parsing."""
+"""Per-column measures: detection rules, cells of point masses, rounding into the support, parsing."""
 
 from __future__ import annotations
 
@@ -7,80 +7,164 @@ import pytest
 
 from pushforward.data.support import (
     ColumnSupport,
+    composition_groups,
     dequantize,
     describe_support,
     detect_support,
-    from_unconstrained,
     parse_support,
-    to_unconstrained,
+    support_from_config,
+    support_violations,
 )
 
 
-def _table(n=200, seed=0):
+def _table(n=300, seed=0):
     rng = np.random.default_rng(seed)
-    return np.stack(
-        [rng.normal(size=n), rng.lognormal(size=n) + 0.1, rng.integers(0, 2, n), rng.integers(1, 6, n)], 1
+    comp = rng.dirichlet([2.0, 3.0, 4.0], n)
+    return np.column_stack(
+        [
+            rng.normal(size=n),  # real
+            rng.lognormal(size=n) + 0.1,  # positive
+            np.where(rng.random(n) < 0.3, 0.0, rng.lognormal(size=n)),  # non-negative, point mass at 0
+            rng.beta(2, 2, n),  # share in (0, 1)
+            100 * rng.beta(0.7, 2, n),  # percentage
+            rng.integers(0, 2, n),  # binary
+            rng.poisson(30, n),  # count with > 20 levels
+            rng.integers(-40, 40, n),  # integers with negatives
+            rng.choice([0.5, 1.5, 4.0], n),  # categorical, not a lattice
+            comp,  # a composition of three parts
+        ]
     ).astype(np.float64)
 
 
-def test_detect_kinds():
+KINDS = [
+    "real",
+    "positive",
+    "nonnegative",
+    "interval",
+    "interval",
+    "categorical",
+    "count",
+    "integer",
+    "categorical",
+    "part",
+    "part",
+    "part",
+]
+
+
+def test_detection_rule_covers_every_kind():
     sup = detect_support(_table())
-    assert [s.kind for s in sup] == ["real", "positive", "interval", "interval"]
-    assert sup[2].levels == [0.0, 1.0] and sup[2].step == 1.0
-    assert (sup[2].low, sup[2].high) == (-0.5, 1.5)
-    assert sup[3].levels == [1.0, 2.0, 3.0, 4.0, 5.0]
-    lines = describe_support(sup, ["a", "b", "c", "d"])
-    assert lines[0].startswith("b: positive") and lines[1].startswith("c: binary")
+    assert [s.kind for s in sup] == KINDS
+    assert (sup[3].low, sup[3].high) == (0.0, 1.0) and (sup[4].low, sup[4].high) == (0.0, 100.0)
+    assert sup[5].levels == [0.0, 1.0] and sup[8].levels == [0.5, 1.5, 4.0]
+    assert composition_groups(sup) == [([9, 10, 11], 1.0)]
+    lines = describe_support(sup, [f"c{j}" for j in range(12)])
+    assert lines[1].startswith("c2: non-negative") and "count" in lines[5]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_round_trip_and_log_det_against_finite_differences(dtype):
-    x = _table().astype(dtype)
-    sup = [ColumnSupport("real"), ColumnSupport("positive", low=0.05), ColumnSupport("interval", -2.0, 3.0)]
-    x = x[:, :3].copy()
-    x[:, 2] = np.random.default_rng(1).uniform(-1.9, 2.9, len(x))
-    y, ladj = to_unconstrained(x, sup)
-    np.testing.assert_allclose(from_unconstrained(y, sup), x, rtol=1e-5 if dtype == np.float32 else 1e-10)
-    eps = 1e-6
-    fd = np.zeros(len(x))
-    for j in range(3):
-        xp, xm = x.astype(np.float64).copy(), x.astype(np.float64).copy()
-        xp[:, j] += eps
-        xm[:, j] -= eps
-        fd += np.log(
-            np.abs(to_unconstrained(xp, sup)[0][:, j] - to_unconstrained(xm, sup)[0][:, j]) / (2 * eps)
-        )
-    np.testing.assert_allclose(ladj, fd, rtol=1e-5, atol=1e-5)
-
-
-def test_outside_support_has_zero_density_and_samples_stay_inside():
-    sup = [ColumnSupport("positive"), ColumnSupport("interval", 0.0, 1.0)]
-    _, ladj = to_unconstrained(np.array([[-1.0, 0.5], [1.0, 1.5], [1.0, 0.5]]), sup)
-    assert np.isneginf(ladj[:2]).all() and np.isfinite(ladj[2])
-    x = from_unconstrained(np.random.default_rng(0).normal(scale=30, size=(500, 2)), sup)
-    assert (x[:, 0] >= 0).all() and ((x[:, 1] >= 0) & (x[:, 1] <= 1)).all()
-
-
-def test_discrete_dequantised_then_rounded_to_levels():
-    sup = detect_support(_table())
+def test_rows_of_the_table_are_inside_and_bad_values_are_reported_by_row_and_column():
     x = _table()
-    d = dequantize(x, sup, np.random.default_rng(0))
-    assert np.array_equal(d[:, :2], x[:, :2])
-    assert (np.abs(d[:, 2:] - x[:, 2:]) <= 0.5).all() and not np.array_equal(d[:, 2:], x[:, 2:])
-    y, ladj = to_unconstrained(d, sup)
-    assert np.isfinite(ladj).all()
-    back = from_unconstrained(y, sup)
-    assert np.array_equal(back[:, 2:], x[:, 2:])
+    sup = detect_support(x)
+    assert support_violations(x, sup) == []
+    bad = x[:4].copy()
+    bad[0, 1] = -1.0  # negative value of a positive column
+    bad[1, 6] = 2.5  # a count that is not an integer
+    bad[2, 8] = 1.0  # an unseen categorical level
+    bad[3, 9] += 0.1  # parts that no longer sum to 1
+    v = support_violations(bad, sup, [f"c{j}" for j in range(12)])
+    assert [(e["row"], e["column"]) for e in v] == [(0, "c1"), (1, "c6"), (2, "c8"), (3, "c9")]
+
+
+def test_values_inside_the_support_but_unseen_are_inside():
+    sup = detect_support(_table())
+    x = _table()[:1].copy()
+    x[0, 6] = 500.0  # far past the training maximum of the count
+    x[0, 2] = 0.0  # the point mass
+    x[0, 7] = -1000.0  # any integer
+    assert support_violations(x, sup) == []
+
+
+def test_cells_are_disjoint_and_cover_the_dequantised_domain():
+    s = ColumnSupport("categorical", levels=[0.5, 1.5, 4.0])
+    lo, hi = s.cells(np.array([0.5, 1.5, 4.0]))
+    np.testing.assert_allclose(lo, [0.0, 1.0, 2.75])
+    np.testing.assert_allclose(hi, [1.0, 2.75, 5.25])
+    assert s.domain() == ("interval", 0.0, 5.25)
+    c = ColumnSupport("count", low=0.0)
+    assert c.domain() == ("lower", -0.5, 0.0)
+    z = ColumnSupport("nonnegative", low=0.0, pad=0.3)
+    lo, hi = z.cells(np.array([0.0, 2.0]))
+    assert (lo[0], hi[0]) == (-0.3, 0.0) and np.isnan(lo[1])
+    assert z.domain() == ("lower", -0.3, 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dequantise_then_round_gives_back_the_data(seed):
+    x = _table(seed=seed)
+    sup = detect_support(x)
+    d = dequantize(x, sup, np.random.default_rng(seed))
+    moved = ~np.isclose(d, x)
+    assert moved[:, 5:9].any(0).all() and not moved[:, [0, 1, 3, 4, 9, 10, 11]].any()
+    assert moved[x[:, 2] == 0, 2].all() and not moved[x[:, 2] > 0, 2].any()
+    back = np.column_stack([s.round(d[:, j]) for j, s in enumerate(sup)])
+    np.testing.assert_array_equal(back, x)
+
+
+def test_round_keeps_any_value_inside_the_support():
+    rng = np.random.default_rng(0)
+    v = rng.normal(scale=50, size=2000)
+    for s in detect_support(_table()):
+        if s.kind in ("real", "part"):
+            continue
+        kind, lo, hi = s.domain()
+        w = (
+            v
+            if kind == "real"
+            else (lo + np.exp(v / 10) if kind == "lower" else lo + (hi - lo) / (1 + np.exp(-v)))
+        )
+        assert s.inside(s.round(w)).all(), s
 
 
 def test_parse_overrides_and_errors():
     x = _table()
-    sup = parse_support("b=real,2=discrete,a=interval:-10:10", ["a", "b", "c", "d"], x)
-    assert [s.kind for s in sup] == ["interval", "real", "interval", "interval"]
-    assert all(s.kind == "real" for s in parse_support("none", list("abcd"), x))
+    names = [f"c{j}" for j in range(12)]
+    sup = parse_support("c1=real,6=categorical,c0=interval:-10:10,c5=count", names, x)
+    assert [s.kind for s in sup][:7] == [
+        "interval",
+        "real",
+        "nonnegative",
+        "interval",
+        "interval",
+        "count",
+        "categorical",
+    ]
+    sup = parse_support({"c9": "part:1", "c10": "part:1", "c11": "part:1", "c3": "real"}, names, x)
+    assert composition_groups(sup) == [([9, 10, 11], 1.0)]
+    with pytest.raises(ValueError, match="sum to 1"):
+        parse_support({"c11": "real"}, names, x)
+    assert all(s.kind == "real" for s in parse_support("none", names, x))
     with pytest.raises(ValueError, match="unknown column 'z'"):
-        parse_support("z=real", list("abcd"), x)
+        parse_support("z=real", names, x)
     with pytest.raises(ValueError, match="valid: auto, real"):
-        parse_support("a=banana", list("abcd"), x)
+        parse_support("c0=banana", names, x)
     with pytest.raises(ValueError, match="outside the support"):
-        parse_support("a=positive", list("abcd"), x)
+        parse_support("c0=positive", names, x)
+    with pytest.raises(ValueError, match="c6"):
+        parse_support("c6=categorical:1:2", names, x)
+
+
+def test_config_round_trip_and_hostile_configs():
+    sup = detect_support(_table())
+    assert support_from_config([s.as_dict() for s in sup]) == sup
+    old = support_from_config([{"kind": "interval", "low": -0.5, "high": 1.5, "levels": [0, 1], "step": 1.0}])
+    assert old[0].kind == "categorical" and old[0].levels == [0.0, 1.0]
+    for bad in (
+        [{"kind": "interval", "low": float("nan"), "high": 1.0}],
+        [{"kind": "positive", "low": "0"}],
+        [{"kind": "count", "step": 0.0}],
+        [{"kind": "categorical", "levels": [1.0]}],
+        [{"kind": "real", "evil": 1}],
+        "real",
+    ):
+        with pytest.raises((ValueError, TypeError)):
+            support_from_config(bad)

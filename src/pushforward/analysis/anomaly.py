@@ -60,8 +60,8 @@ def log_likelihood(model: Any, x: Any) -> np.ndarray:
     ``model`` is a :class:`~pushforward.tabular.FlowModel`, a :class:`~pushforward.FlowDensity`, a
     :class:`~pushforward.Flow` (unconditional) or any callable mapping an array to log-densities.
     """
-    if hasattr(model, "log_prob") and hasattr(model, "standardize"):  # FlowModel
-        return model.log_prob(np.asarray(x))
+    if hasattr(model, "log_likelihood"):  # FlowModel: the log-likelihood on each column's measure
+        return model.log_likelihood(x)
     if hasattr(model, "score_samples"):  # FlowDensity and other scikit-learn density estimators
         return np.asarray(model.score_samples(x), dtype=np.float64)
     if isinstance(model, torch.nn.Module) and hasattr(model, "log_prob"):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Screening", "estimate_cost", "robust_z", "screen"]
+__all__ = ["Screening", "estimate_cost", "robust_z", "screen", "screen_for_fit"]
 
 
 def robust_z(x: np.ndarray) -> np.ndarray:
@@ -152,3 +152,50 @@ def estimate_cost(build, features: int, rows: int, batch_size: int = 256, steps:
     memory = params * bytes_per * 4 + bytes_per * min(batch_size, rows) * math.sqrt(params) * 8
     seconds = 6.0 * params * min(batch_size, rows) * steps / 1e10
     return {"parameters": params, "memory_bytes": memory, "seconds": seconds}
+
+
+def screen_for_fit(
+    x: np.ndarray,
+    *,
+    columns: list[str] | None = None,
+    allow_degenerate: bool = False,
+    outliers: str = "refuse",
+    outlier_z: float = 1e5,
+) -> tuple[np.ndarray | None, list[str]]:
+    """The checks a fit runs before training (the command line's ``fit`` and :class:`~pushforward.FlowDensity`):
+    constant columns, identical rows and no more rows than columns are refused unless ``allow_degenerate``;
+    rows with extreme outliers are refused (``outliers="refuse"``), dropped (``"drop"``) or kept (``"keep"``).
+
+    Returns ``(keep, warnings)``: the boolean mask of the rows to fit (``None``: all) and the findings that
+    did not stop the fit. Raises ``ValueError`` naming every problem and the override.
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(50, 2))
+        >>> x[:, 1] = 3.0
+        >>> screen_for_fit(x, allow_degenerate=True)[1]
+        ['1 constant column(s) (#2): a density is degenerate there']
+    """
+    if outliers not in ("refuse", "drop", "keep"):
+        raise ValueError(f"outliers must be 'refuse', 'drop' or 'keep', got {outliers!r}")
+    rep = screen(x, columns=columns, outlier_z=outlier_z)
+    degenerate = [p for p in rep.problems if "outlier" not in p]
+    if rep.rows <= rep.columns:
+        degenerate.append(
+            f"{rep.rows} rows x {rep.columns} columns: the rows span at most {rep.rows - 1} dimensions, "
+            "so the likelihood of a density on all columns has no maximum"
+        )
+    if degenerate and not allow_degenerate:
+        raise ValueError("; ".join(degenerate) + " (allow_degenerate=True fits anyway)")
+    found = list(degenerate)
+    keep = None
+    if rep.outlier_rows:
+        problem = next(p for p in rep.problems if "outlier" in p)
+        if outliers == "refuse":
+            raise ValueError(f"{problem} (outliers='drop' or 'keep' fits anyway)")
+        if outliers == "drop":
+            keep = np.ones(rep.rows, dtype=bool)
+            keep[rep.outlier_rows] = False
+            found.append(f"dropped {len(rep.outlier_rows)} rows with extreme outliers")
+        else:
+            found.append(f"{problem}; kept")
+    return keep, found

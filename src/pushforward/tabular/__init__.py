@@ -1,5 +1,6 @@
-"""Tabular data: :class:`FlowModel` (a flow fitted to a table, with its preprocessing)."""
+"""Tabular data: :class:`FlowModel` (a flow whose chain starts with the table's preprocessing)."""
 
-from .model import FlowModel, whitening_matrix
+from .model import FlowModel, OutOfSupportWarning
+from .preprocessing import gaussian_dependence, whitening_matrix
 
-__all__ = ["FlowModel", "whitening_matrix"]
+__all__ = ["FlowModel", "OutOfSupportWarning", "gaussian_dependence", "whitening_matrix"]

@@ -1,5 +1,6 @@
-r"""Tabular models: :class:`FlowModel`, a preset flow trained on a table of data, with its standardisation,
-whitening and per-column supports, saved in the one model file format (:mod:`pushforward.io`)."""
+r"""Tabular models: :class:`FlowModel`, a preset flow trained on a table, whose chain starts with the
+table's preprocessing (per-column measures, standardisation, whitening), saved in the one model file
+format (:mod:`pushforward.io`)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,73 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from ..data.support import ColumnSupport, composition_groups, support_from_config, support_violations
 from ..flows.core import Flow
-from ..io import ModelFileError, _json_safe, build_flow, load_with_config, save
+from ..io import ModelFileError, load_with_config, save
+from ..transforms import Compose, Standardize, Transform, Whiten
+from .preprocessing import cell_log_prob, check_whitening, context_vector, kept_columns, support_maps
 
-__all__ = ["FlowModel", "whitening_matrix"]
+__all__ = ["CELL_POINTS", "FlowModel", "OutOfSupportWarning"]
+
+#: Quasi-Monte Carlo points (scrambled Sobol, fixed seed) per row for the probability of a cell.
+CELL_POINTS = 16
 
 
-class FlowModel:
-    r"""A preset flow fitted to tabular data, with the standardisation that goes with it.
+class _TrainMethod:
+    """``FlowModel.train(x, preset, ...)`` on the class builds and trains a model (:meth:`FlowModel.fit`);
+    ``model.train(mode)`` on an instance is :meth:`torch.nn.Module.train` (training/eval mode)."""
 
-    Data rows :math:`x` are standardised as :math:`u = W (x - \mu) / \sigma` (training-split statistics)
-    before the flow sees them, where :math:`W` is the identity or, when the model was trained with
-    ``whiten=True``, the inverse Cholesky factor of the columns' (slightly shrunk) correlation matrix, a
-    lower-triangular matrix with a positive diagonal. Densities in the units of the original data are
+    def __get__(self, obj: Any, cls: type) -> Any:
+        if obj is None:
+            return cls.fit
+        return torch.nn.Module.train.__get__(obj, cls)
 
-    .. math:: \log p_X(x) = \log p_U\!\left(W\frac{x - \mu}{\sigma}\right) - \sum_j \log \sigma_j
-        + \sum_j \log W_{jj} .
 
-    Whitening hands the flow data whose linear correlations are already removed, so its layers spend their
-    capacity on what a Gaussian cannot express; on small tables with strongly correlated columns this is
-    worth a large part of a nat per row (see ``benchmarks/tabular_defaults.py``).
+class OutOfSupportWarning(UserWarning):
+    """Rows scored ``-inf`` because a value lies outside its column's support; ``violations`` lists them
+    (``{"row", "column", "value", "support"}`` dicts, see :func:`~pushforward.data.support.support_violations`)."""
 
-    Attributes:
-        flow: The trained :class:`~pushforward.Flow`.
+    def __init__(self, message: str, violations: list[dict]) -> None:
+        super().__init__(message)
+        self.violations = violations
+
+
+class FlowModel(Flow):
+    r"""A preset flow fitted to a table, with its preprocessing as the first layers of its chain.
+
+    The chain is :math:`f = f_{\text{preset}} \circ W \circ S \circ R \circ g`: per-column maps :math:`g`
+    (:class:`~pushforward.transforms.ColumnMaps`: each column's support to the real line, see
+    :mod:`pushforward.data.support`), log-ratios :math:`R` of compositions
+    (:class:`~pushforward.transforms.LogRatio`), standardisation :math:`S`
+    (:class:`~pushforward.transforms.Standardize`, training-split statistics) and, when trained with
+    ``whiten=True``, whitening :math:`W` (:class:`~pushforward.transforms.Whiten`, the inverse Cholesky
+    factor of the shrunk correlation matrix, :func:`whitening_matrix`). So, as for any
+    :class:`~pushforward.Flow`, ``log_prob`` of a tensor is the log-density in the user's units,
+
+    .. math:: \log p(v) = \log p_Z(f(v)) + \log|\det \partial f / \partial v|,
+
+    of the *dequantised* row :math:`v` (the modelled columns: every column but the last part of each
+    composition, which is the total minus the others). Given numpy rows or a ``DataFrame`` (columns matched
+    by name), ``log_prob`` returns :meth:`log_likelihood`: the log-likelihood on each column's measure, where
+    a row with point masses (discrete levels, exact zeros) scores the log-probability of its cell, estimated
+    by :data:`CELL_POINTS` quasi-Monte Carlo points,
+
+    .. math:: \log P(\text{cell}) \approx \log \frac{\prod_j |C_j|}{K} \sum_{k=1}^K p(v_k),
+
+    and a row outside the support scores :math:`-\infty` with an :class:`OutOfSupportWarning`.
+
+    Args:
+        flow: The preset :class:`~pushforward.Flow` (its weights are the model's trainable parameters).
         preset, options: The preset name and its options (what the model file stores).
-        mean, scale: Standardisation (``float64`` arrays of length ``features``).
-        whiten: The whitening matrix :math:`W` (``float64``, ``(features, features)``) or ``None``.
-        history: The training :class:`~pushforward.History` as a dict (or ``None``).
-        validation: Summary of held-out log-likelihoods: 1001 quantiles, mean, std, count (or ``None``).
+        columns: Names of all columns (modelled and determined), in the user's order.
+        support: :class:`~pushforward.data.support.ColumnSupport` per column (``None``: every column real).
+        mean, scale: Standardisation of the mapped columns; ``whiten``: the whitening matrix or ``None``.
+        context_mean, context_scale, context_columns: Standardisation and names of the context columns.
+        history, validation: Training history and the held-out score summary (JSON dicts).
+
+    Reference: Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference", JMLR 2021.
 
     Example:
         >>> import numpy as np
@@ -48,6 +87,8 @@ class FlowModel:
         >>> model = FlowModel.train(x, "realnvp", options=opts, steps=20, progress=False)
         >>> model.log_prob(x[:3]).shape
         (3,)
+        >>> model.log_prob(torch.as_tensor(x[:3], dtype=torch.float32)).shape
+        torch.Size([3])
     """
 
     def __init__(
@@ -56,328 +97,321 @@ class FlowModel:
         preset: str,
         options: dict | None = None,
         *,
-        mean: np.ndarray | None = None,
-        scale: np.ndarray | None = None,
         columns: list[str] | None = None,
+        support: list | None = None,
+        mean: Any = None,
+        scale: Any = None,
+        whiten: Any = None,
+        context_mean: Any = None,
+        context_scale: Any = None,
+        context_columns: list[str] | None = None,
         history: dict | None = None,
         validation: dict | None = None,
-        support: list | None = None,
-        context_mean: np.ndarray | None = None,
-        context_scale: np.ndarray | None = None,
-        context_columns: list[str] | None = None,
-        whiten: np.ndarray | None = None,
     ) -> None:
-        self.flow = flow
-        self.preset = preset
-        self.options = dict(options or {})
+        if not isinstance(flow, Flow):
+            raise TypeError(f"flow must be a Flow, got {type(flow).__name__}")
+        support = (
+            [s if isinstance(s, ColumnSupport) else ColumnSupport(**s) for s in support] if support else None
+        )
+        groups = composition_groups(support) if support else []
+        n_all = flow.features + len(groups)
+        if support is not None and len(support) != n_all:
+            raise ValueError(f"support lists {len(support)} columns but the model has {n_all}")
+        if columns is not None and (len(columns) != n_all or not all(isinstance(c, str) for c in columns)):
+            raise ValueError(f"columns must be {n_all} names, got {columns!r}")
+        kept = kept_columns(n_all, groups)
         d = flow.features
-        self.mean = np.zeros(d) if mean is None else np.asarray(mean, dtype=np.float64).reshape(d)
-        self.scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64).reshape(d)
-        self.whiten = None if whiten is None else _check_whitening(whiten, d)
+        if support is not None and len(flow.event_shape) != 1:
+            raise ValueError(f"column supports need flat rows; the event shape is {flow.event_shape}")
+        layers: list[Transform] = support_maps(support, kept, groups) if support is not None else []
+        loc = (
+            torch.zeros(d, dtype=torch.float64)
+            if mean is None
+            else torch.as_tensor(mean, dtype=torch.float64)
+        )
+        sc = (
+            torch.ones(d, dtype=torch.float64)
+            if scale is None
+            else torch.as_tensor(scale, dtype=torch.float64)
+        )
+        layers.append(
+            Standardize(flow.event_shape, loc.reshape(flow.event_shape), sc.reshape(flow.event_shape))
+        )
+        if whiten is not None:
+            layers.append(Whiten(d, 0.0, check_whitening(whiten, d)))
+        dtype = flow.dtype or torch.get_default_dtype()
+        prep = Compose(layers).to(dtype)
+        super().__init__(Compose([prep, flow.transform]), flow.base)
+        self._preset_flow = (
+            flow,
+        )  # a view of the last layer with the base, for the model file (no new parameters)
+        self.preset = str(preset).lower()
+        self.options = dict(options or {})
         self.columns = list(columns) if columns else None
+        self.support = support
+        self.kept = kept
+        self.groups = groups
+        c = flow.context_features
+        self.register_buffer("context_loc", context_vector(context_mean, c, 0.0).to(dtype))
+        self.register_buffer("context_scale", context_vector(context_scale, c, 1.0).to(dtype))
+        if not bool((self.context_scale > 0).all()):
+            raise ValueError("context_scale must be positive")
+        self.context_columns = list(context_columns) if context_columns else None
         self.history = history
         self.validation = validation
-        self.support = list(support) if support else None
-        if self.support is not None and len(self.support) != d:
-            raise ValueError(f"support lists {len(self.support)} columns but the model has {d}")
-        c = flow.context_features
-        self.context_mean = (
-            np.zeros(c) if context_mean is None else np.asarray(context_mean, float).reshape(c)
-        )
-        self.context_scale = (
-            np.ones(c) if context_scale is None else np.asarray(context_scale, float).reshape(c)
-        )
-        self.context_columns = list(context_columns) if context_columns else None
 
-    # ------------------------------------------------------------------ properties
+    # ------------------------------------------------------------------ views
     @property
-    def features(self) -> int:
-        """Number of columns of one data row."""
-        return self.flow.features
+    def flow(self) -> Flow:
+        """The preset flow (the last layers of the chain and the base), in standardised coordinates."""
+        return self._preset_flow[0]
 
     @property
-    def log_scale_sum(self) -> float:
-        """:math:`\\sum_j \\log\\sigma_j - \\sum_j \\log W_{jj}`, subtracted from the flow's log-density
-        to give the log-density in original units."""
-        w = 0.0 if self.whiten is None else float(np.log(np.diag(self.whiten)).sum())
-        return float(np.log(self.scale).sum()) - w
+    def preprocessing(self) -> Compose:
+        """The preprocessing layers (column maps, log-ratios, standardisation, whitening)."""
+        return self.transform[0]  # type: ignore[return-value]
 
-    def _to_standard(self, a: np.ndarray) -> np.ndarray:
-        """Rows (after the support map) → the flow's standardised coordinates, ``float64``."""
-        u = (np.asarray(a, dtype=np.float64) - self.mean) / self.scale
-        return u if self.whiten is None else u @ self.whiten.T
+    def _layer(self, kind: type) -> Any:
+        return next((t for t in self.preprocessing if isinstance(t, kind)), None)
 
-    def _from_standard(self, u: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`_to_standard`."""
-        if self.whiten is not None:
-            from scipy.linalg import solve_triangular
+    @property
+    def mean(self) -> np.ndarray:
+        """Standardisation location of the mapped columns (``float64``)."""
+        return self._layer(Standardize).loc.detach().double().cpu().numpy().reshape(-1)
 
-            u = solve_triangular(self.whiten, u.T, lower=True).T
-        return u * self.scale + self.mean
+    @property
+    def scale(self) -> np.ndarray:
+        """Standardisation scale of the mapped columns (``float64``)."""
+        return self._layer(Standardize).scale.detach().double().cpu().numpy().reshape(-1)
 
-    def _device(self) -> torch.device:
-        return next((p.device for p in self.flow.parameters()), torch.device("cpu"))
+    @property
+    def whiten(self) -> np.ndarray | None:
+        """The whitening matrix :math:`W` (``float64``) or ``None``."""
+        w = self._layer(Whiten)
+        return None if w is None else w.matrix.detach().double().cpu().numpy()
 
-    def _dtype(self) -> torch.dtype:
-        return self.flow.dtype or torch.get_default_dtype()
+    @property
+    def n_columns(self) -> int:
+        """Number of columns of one user row (modelled columns plus determined composition parts)."""
+        return len(self.kept) + len(self.groups)
 
-    def check_data(self, x: np.ndarray, name: str = "data") -> np.ndarray:
-        """Return ``x`` as a finite ``float64`` array of shape ``(N, features)``, or raise ``ValueError``."""
+    def _context(self, context: Tensor | None, batch_shape: tuple[int, ...] | None) -> Tensor | None:
+        ctx = super()._context(context, batch_shape)
+        return None if ctx is None else (ctx - self.context_loc) / self.context_scale
+
+    # ------------------------------------------------------------------ numpy rows
+    def check_data(self, x: Any, name: str = "data") -> np.ndarray:
+        """``x`` (array or ``DataFrame``, columns matched by name) as a finite ``float64`` array
+        ``(N, n_columns)`` in the model's column order; raises ``ValueError``/``TypeError`` naming the problem."""
+        if hasattr(x, "columns") and hasattr(x, "to_numpy"):
+            names = [str(c) for c in x.columns]
+            if self.columns is not None:
+                missing = [c for c in self.columns if c not in names]
+                unknown = [
+                    c for c in names if c not in self.columns and c not in (self.context_columns or [])
+                ]
+                if missing or unknown:
+                    raise ValueError(
+                        f"{name}: "
+                        + "; ".join(
+                            p
+                            for p in (
+                                f"missing column(s) {', '.join(missing)}" if missing else "",
+                                f"unknown column(s) {', '.join(unknown)}" if unknown else "",
+                            )
+                            if p
+                        )
+                        + f" (the model's columns: {', '.join(self.columns)})"
+                    )
+                x = x[self.columns]
+            x = x.to_numpy()
         a = np.asarray(x)
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
         a = a.astype(np.float64)
-        if a.ndim != 2 or a.shape[1] != self.features:
-            raise ValueError(f"{name} has shape {a.shape}; the model expects (rows, {self.features})")
+        if a.ndim != 2 or a.shape[1] != self.n_columns:
+            raise ValueError(f"{name} has shape {a.shape}; the model expects (rows, {self.n_columns})")
         if a.shape[0] == 0:
             raise ValueError(f"{name} has no rows")
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
-    # ------------------------------------------------------------------ density and sampling
-    def standardize(self, x: np.ndarray) -> torch.Tensor:
-        """Rows in original units → standardised tensor ``(N, *event_shape)`` on the flow's device."""
-        u = self._to_standard(x)
-        t = torch.from_numpy(u).to(self._dtype())
-        return t.reshape(-1, *self.flow.event_shape).to(self._device())
-
-    def standardize_context(self, c: np.ndarray | None, rows: int) -> torch.Tensor | None:
-        """Context rows (original units) → standardised tensor ``(rows, C)``; ``None`` for unconditional
-        models. Raises ``ValueError`` for a missing, extra or mis-shaped context."""
-        k = self.flow.context_features
+    def _context_rows(self, context: Any, rows: int | None) -> Tensor | None:
+        k = self.context_features
         if k == 0:
-            if c is not None:
+            if context is not None:
                 raise ValueError("this model is unconditional but a context was given")
             return None
-        if c is None:
-            names = ", ".join(self.context_columns or [])
-            raise ValueError(f"this model is conditional: give {k} context columns ({names})")
-        a = np.asarray(c, dtype=np.float64)
-        if a.ndim != 2 or a.shape[1] != k or a.shape[0] != rows or not np.isfinite(a).all():
-            raise ValueError(f"the context must be {rows} finite rows of {k} columns, got shape {a.shape}")
-        u = (a - self.context_mean) / self.context_scale
-        return torch.from_numpy(u).to(self._dtype()).to(self._device())
+        if context is None:
+            raise ValueError(
+                f"this model is conditional: give {k} context columns ({', '.join(self.context_columns or [])})"
+            )
+        if hasattr(context, "columns") and self.context_columns is not None:
+            missing = [c for c in self.context_columns if c not in map(str, context.columns)]
+            if missing:
+                raise ValueError(f"the context misses column(s) {', '.join(missing)}")
+            context = context[self.context_columns]
+        c = np.asarray(context, dtype=np.float64)
+        if (
+            c.ndim != 2
+            or c.shape[1] != k
+            or (rows is not None and c.shape[0] != rows)
+            or not np.isfinite(c).all()
+        ):
+            raise ValueError(
+                f"the context must be {rows if rows is not None else 'N'} finite rows of {k} columns, "
+                f"got shape {c.shape}"
+            )
+        return torch.from_numpy(c).to(self.dtype or torch.float32)
+
+    def support_violations(self, x: Any) -> list[dict]:
+        """Values of ``x`` outside their column's support, by row and column (see
+        :func:`~pushforward.data.support.support_violations`)."""
+        a = self.check_data(x)
+        return [] if self.support is None else support_violations(a, self.support, self.columns)
+
+    # ------------------------------------------------------------------ density
+    def log_prob(self, x: Any, context: Any = None, *, batch_size: int = 4096) -> Any:
+        """A tensor: the log-density of the dequantised rows (the :class:`~pushforward.Flow` contract). Rows
+        as numpy or a ``DataFrame``: :meth:`log_likelihood` (``float64`` numpy)."""
+        if isinstance(x, Tensor):
+            return super().log_prob(x, context)
+        return self.log_likelihood(x, context, batch_size=batch_size)
 
     @torch.no_grad()
-    def log_prob(
-        self, x: np.ndarray, batch_size: int = 4096, context: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Log-density of each row of ``x`` (given its ``context`` row for a conditional model) in the
-        units of the original data (``float64``, ``(N,)``)."""
+    def log_likelihood(self, x: Any, context: Any = None, *, batch_size: int = 4096) -> np.ndarray:
+        """Log-likelihood of each row on its columns' measure (nats, ``float64``, ``(N,)``): log-density for
+        continuous values, log-probability of the cell for point masses; ``-inf`` and an
+        :class:`OutOfSupportWarning` for rows outside the support."""
         a = self.check_data(x)
-        ctx = self.standardize_context(context, a.shape[0])
-        ladj = np.zeros(a.shape[0])
-        if self.support is not None:
-            from ..data.support import to_unconstrained
+        ctx = self._context_rows(context, a.shape[0])
+        out = np.full(a.shape[0], -np.inf)
+        bad = self.support_violations(a)
+        if bad:
+            shown = "; ".join(
+                f"row {v['row']} column {v['column']} = {v['value']:g} ({v['support']})" for v in bad[:5]
+            )
+            warnings.warn(
+                OutOfSupportWarning(
+                    f"{len({v['row'] for v in bad})} row(s) lie outside the model's support and score -inf: {shown}"
+                    + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""),
+                    bad,
+                ),
+                stacklevel=3,
+            )
+        ok = np.ones(a.shape[0], bool)
+        ok[[v["row"] for v in bad]] = False
+        if ok.any():
+            out[ok] = self._cell_log_prob(
+                a[ok][:, self.kept], None if ctx is None else ctx[torch.from_numpy(ok)], batch_size
+            )
+        return out
 
-            a, ladj = to_unconstrained(a, self.support)
-            a = np.where(np.isfinite(ladj)[:, None], a, self.mean)  # rows outside the support: density 0
-        self.flow.eval()
-        with np.errstate(over="ignore", invalid="ignore"):
-            u = self._to_standard(a)
-        if not np.isfinite(u).all():
-            raise ValueError("data has values too large to standardise (beyond the float64 range)")
-        lp = np.full(a.shape[0], np.nan)
-        for i in range(0, a.shape[0], batch_size):
-            t = torch.from_numpy(u[i : i + batch_size]).to(self._dtype())
-            ok = torch.isfinite(t).all(1)  # rows beyond the float32 range go the float64 way below
-            if bool(ok.any()):
-                x_ok = t[ok].reshape(-1, *self.flow.event_shape).to(self._device())
-                c_ok = ctx[i : i + batch_size][ok.to(ctx.device)] if ctx is not None else None
-                with warnings.catch_warnings():  # rows beyond float32 are rescored in float64 below
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    lp_ok = self.flow.log_prob(x_ok, c_ok)
-                lp[i : i + batch_size][ok.numpy()] = lp_ok.double().cpu().numpy()
+    def _cell_log_prob(self, v: np.ndarray, ctx: Tensor | None, batch_size: int) -> np.ndarray:
+        """Log-probability of each row's cell (log-density where it has no point mass)."""
+        sup = [self.support[j] if self.support is not None else None for j in self.kept]
+
+        def density(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            return self._density(points, None if ctx is None else ctx[torch.from_numpy(rows)], batch_size)
+
+        return cell_log_prob(v, sup, density, points=CELL_POINTS)
+
+    def _density(self, v: np.ndarray, ctx: Tensor | None, batch_size: int) -> np.ndarray:
+        """Log-density of dequantised rows (finite ``float64`` numpy), in the model's dtype and on its device,
+        with a ``float64`` retry for rows that overflow or round onto a bound in that dtype."""
+        self.eval()
+        dtype = self.dtype or torch.float32
+        dev = self.context_loc.device
+        lp = np.full(v.shape[0], -np.inf)
+        t = torch.from_numpy(v).reshape(-1, *self.event_shape)
+        for i in range(0, v.shape[0], batch_size):
+            xb = t[i : i + batch_size].to(dtype)
+            fine = torch.isfinite(xb.reshape(xb.shape[0], -1)).all(1)
+            if bool(fine.any()):
+                cb = None if ctx is None else ctx[i : i + batch_size][fine].to(dev)
+                try:
+                    out = super().log_prob(xb[fine].to(dev), cb)
+                except ValueError:  # a value rounded onto a bound in this dtype: the float64 retry below
+                    continue
+                lp[i : i + batch_size][fine.numpy()] = out.double().cpu().numpy()
         bad = ~np.isfinite(lp)
-        if bad.any() and self._dtype() != torch.float64:
-            # far from the data a float32 log-density can overflow to -inf while the float64 one is finite
-            flow64 = copy.deepcopy(self.flow).double()
-            u64 = torch.from_numpy(u[bad]).reshape(-1, *self.flow.event_shape)
-            c64 = ctx[torch.from_numpy(bad).to(ctx.device)].double() if ctx is not None else None
-            with warnings.catch_warnings():  # reported once, below
-                warnings.simplefilter("ignore", RuntimeWarning)
-                lp[bad] = flow64.log_prob(u64.to(self._device()), c64).cpu().numpy()
+        if bad.any() and dtype != torch.float64:
+            m64 = copy.deepcopy(self).double().cpu()
+            c64 = None if ctx is None else ctx[torch.from_numpy(bad)].double().cpu()
+            lp[bad] = Flow.log_prob(m64, t[torch.from_numpy(bad)], c64).numpy()
             bad = ~np.isfinite(lp)
         if bad.any():
             warnings.warn(
                 f"{int(bad.sum())} of {lp.size} rows have a non-finite log-likelihood even in float64 (far "
                 "outside the data the model was fitted on); they are reported as -inf",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
             lp[bad] = -np.inf
-        return lp - self.log_scale_sum + ladj
+        return lp
 
+    # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, n: int, seed: int | None = None, context: np.ndarray | None = None) -> np.ndarray:
-        """``n`` rows drawn from the model, in original units (``float64``, shape ``(n, features)``); for a
-        conditional model, ``n`` rows for each of the ``m`` ``context`` rows, grouped by context row
-        (shape ``(m * n, features)``)."""
+    def sample_rows(self, n: int, *, seed: int | None = None, context: Any = None) -> np.ndarray:
+        """``n`` rows in the user's units (``float64``, ``(n, n_columns)``), every value inside its column's
+        support (point masses rounded to their value, determined parts filled in); for a conditional model,
+        ``n`` rows for each of the ``m`` ``context`` rows, grouped by context row (``(m * n, n_columns)``)."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
             raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
-        self.flow.eval()
+        m64 = (
+            copy.deepcopy(self).double().cpu()
+            if self.dtype != torch.float64 or self.context_loc.is_cuda
+            else self
+        )
+        m64.eval()
+        ctx = self._context_rows(context, None)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            rows = 0 if context is None else np.asarray(context).shape[0]
-            ctx = self.standardize_context(context, rows)
             try:
-                u = self.flow.sample((int(n),), ctx)
+                v = Flow.sample(m64, (int(n),), None if ctx is None else ctx.double())
             except NotImplementedError:
                 raise ValueError(f"preset {self.preset!r} cannot sample (it has no inverse)") from None
         if ctx is not None:
-            u = u.transpose(0, 1)  # (contexts, n, ...) so that each context's rows are together
-        u = u.reshape(-1, self.features).double().cpu().numpy()
-        y = self._from_standard(u)
-        if self.support is not None:
-            from ..data.support import from_unconstrained
+            v = v.transpose(0, 1)
+        return self.rows_from_dequantised(v.reshape(-1, len(self.kept)).cpu().numpy())
 
-            y = from_unconstrained(y, self.support)
-        return y
+    def rows_from_dequantised(self, v: np.ndarray) -> np.ndarray:
+        """Dequantised modelled columns ``(N, D')`` → rows of all columns in the user's units: determined
+        composition parts filled in, every value rounded into its column's support (point masses to their
+        value)."""
+        v = np.asarray(v, dtype=np.float64).reshape(-1, len(self.kept))
+        out = np.empty((v.shape[0], self.n_columns))
+        out[:, self.kept] = v
+        for cols, total in self.groups:
+            out[:, cols[-1]] = total - out[:, cols[:-1]].sum(1)
+        if self.support is not None:
+            for j, s in enumerate(self.support):
+                out[:, j] = s.round(out[:, j])
+        return out
+
+    def sample(self, sample_shape: Any = (), context: Any = None, *, seed: int | None = None) -> Any:
+        """An ``int`` count: :meth:`sample_rows` (numpy rows in the user's units, rounded into the support);
+        a shape tuple: the :class:`~pushforward.Flow` contract (dequantised tensor rows)."""
+        if isinstance(sample_shape, (int, np.integer)) and not isinstance(sample_shape, bool):
+            return self.sample_rows(int(sample_shape), seed=seed, context=context)
+        return super().sample(sample_shape, context)
 
     # ------------------------------------------------------------------ training
+    train = _TrainMethod()
+
     @classmethod
-    def train(
-        cls,
-        x: np.ndarray,
-        preset: str,
-        *,
-        options: dict | None = None,
-        val_fraction: float = 0.1,
-        standardize: bool = True,
-        seed: int | None = 0,
-        columns: list[str] | None = None,
-        event_shape: tuple[int, ...] | None = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        support: list | None = None,
-        holdout: int | None = None,
-        context: np.ndarray | None = None,
-        context_columns: list[str] | None = None,
-        whiten: bool = False,
-        **fit_kwargs: Any,
-    ) -> FlowModel:
-        r"""Standardise, split off a validation set, build ``preset`` and fit it with :func:`pushforward.fit`.
+    def fit(cls, x: Any, preset: str, **kwargs: Any) -> FlowModel:
+        """Build and train a model on the rows ``x``: see :func:`~pushforward.tabular.training.fit_flow_model`
+        for the arguments (``FlowModel.train(x, preset, ...)`` is the same call)."""
+        from .training import fit_flow_model
 
-        Args:
-            x: Data rows, shape ``(N, D)`` (finite numbers).
-            preset: A name in :data:`pushforward.flows.PRESETS`.
-            options: Preset options (``layers``, ``hidden``, family options); JSON-style values.
-            val_fraction: Fraction of rows held out (seeded shuffle) for early stopping, best-weights restore
-                and the validation score summary used for anomaly thresholds; ``0`` disables.
-            standardize: Scale each column to zero mean and unit variance (training-split statistics).
-            whiten: Also decorrelate the standardised columns with the inverse Cholesky factor of their
-                correlation matrix, shrunk towards the identity by :func:`whitening_matrix` (tabular data
-                with ``D >= 2`` columns and a flat event shape only; needs ``standardize``).
-            seed: Seeds the split, the initial weights and the batch order.
-            columns: Column names to store in the model file.
-            event_shape: Shape of one event when rows are flattened images etc.; default ``(D,)``.
-            device, dtype: Where and in which precision to train.
-            support: Per-column :class:`~pushforward.data.support.ColumnSupport` (``None``: every column
-                real). Columns are mapped to the real line before standardisation; discrete columns are
-                dequantised afresh in every batch (the validation split once, seeded).
-            context: Conditioning rows ``(N, C)`` for a conditional model :math:`p(x \mid c)` (standardised
-                with training statistics; the flow is built with ``context=C``). context_columns: their names.
-            holdout: Use the last ``holdout`` rows as the validation split instead of a shuffled
-                ``val_fraction`` (cross-fitting passes each fold this way).
-            fit_kwargs: Passed to :func:`pushforward.fit` (``steps``, ``batch_size``, ``lr``, ``patience``,
-                ``checkpoint``, ``resume``, ``distributed``, ``diagnostics``, ``progress``, ...).
-        """
-        from ..train.fit import fit
+        return fit_flow_model(cls, x, preset, **kwargs)
 
-        a = np.asarray(x)
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"data must be numeric, got dtype {a.dtype}")
-        a = a.astype(np.float64)
-        if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
-            raise ValueError(f"data must be a non-empty 2-D array (rows, columns), got shape {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError("data contains NaN or infinite values")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        cx = None
-        if context is not None:
-            cx = np.asarray(context, dtype=np.float64)
-            if cx.ndim != 2 or cx.shape[0] != a.shape[0] or cx.shape[1] == 0 or not np.isfinite(cx).all():
-                raise ValueError(f"context must be {a.shape[0]} finite rows (N, C), got shape {cx.shape}")
-        shape = tuple(event_shape) if event_shape else (a.shape[1],)
-        if math.prod(shape) != a.shape[1]:
-            raise ValueError(
-                f"event shape {shape} has {math.prod(shape)} values but the data has {a.shape[1]}"
-            )
-        rng = np.random.default_rng(seed)
-        n_val = math.floor(val_fraction * a.shape[0])
-        if a.shape[0] - n_val < 1:
-            n_val = 0
-        perm = rng.permutation(a.shape[0])
-        tr, va = a[perm[n_val:]], (a[perm[:n_val]] if n_val else None)
-        if holdout is not None:
-            if not 0 < holdout < a.shape[0]:
-                raise ValueError(f"holdout must leave rows on both sides, got {holdout} of {a.shape[0]}")
-            tr, va = a[: a.shape[0] - holdout], a[a.shape[0] - holdout :]
-            perm = np.arange(a.shape[0] - holdout, a.shape[0]).tolist() + list(range(a.shape[0] - holdout))
-            perm, n_val = np.asarray(perm), holdout
-        tr_u, va_u = tr, va
-        if support is not None:
-            tr_u, va_u = _unconstrained_split(tr, va, support, rng)
-        if standardize:
-            mean = tr_u.mean(0)
-            scale = tr_u.std(0)
-            scale = np.where(np.isfinite(scale) & (scale > 1e-12 * np.maximum(1.0, np.abs(mean))), scale, 1.0)
-        else:
-            mean, scale = np.zeros(a.shape[1]), np.ones(a.shape[1])
-        w = None
-        if whiten:
-            if not standardize:
-                raise ValueError("whiten=True needs standardize=True")
-            if len(shape) != 1:
-                raise ValueError(f"whiten=True is for flat rows; the event shape is {shape}")
-            if a.shape[1] >= 2:
-                w = whitening_matrix((tr_u - mean) / scale)
-        opts = _json_safe(dict(options or {}), "options")
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            k = 0 if cx is None else cx.shape[1]
-            flow = build_flow(preset, shape, context=k, options=opts).to(device=device, dtype=dtype)
-            model = cls(
-                flow,
-                str(preset).lower(),
-                opts,
-                mean=mean,
-                scale=scale,
-                columns=columns,
-                support=support,
-                whiten=w,
-            )
-            if cx is not None:
-                ctr = cx[perm[n_val:]]
-                model.context_mean, model.context_columns = ctr.mean(0), context_columns
-                model.context_scale = np.where(ctr.std(0) > 1e-12, ctr.std(0), 1.0)
-            train_t = model.standardize(tr_u).cpu()
-            val_t = model.standardize(va_u).cpu() if va is not None else None
-            if torch.device(device).type != "cpu":
-                train_t = train_t.to(device)
-                val_t = val_t.to(device) if val_t is not None else None
-            c_tr = c_va = None
-            if cx is not None:
-                c_tr = model.standardize_context(cx[perm[n_val:]], len(tr)).cpu()
-                c_va = model.standardize_context(cx[perm[:n_val]], n_val).cpu() if va is not None else None
-                train_t = (train_t, c_tr.to(train_t.device))
-                val_t = (val_t, c_va.to(val_t.device)) if val_t is not None else None
-            if support is not None and any(s.discrete for s in support):
-                train_t = _dequantizing_loader(model, tr, fit_kwargs.get("batch_size", 256), seed, c_tr)
-            history = fit(flow, train_t, val_t, seed=seed, **fit_kwargs)
-        model.history = history.as_dict()
-        c_sum = None if cx is None else (cx[perm[:n_val]] if va is not None else cx[perm[n_val:]])
-        model.validation = model.score_summary(va if va is not None else tr, context=c_sum)
-        model.validation["source"] = "validation" if va is not None else "train"
-        return model
-
-    def score_summary(self, x: np.ndarray, context: np.ndarray | None = None) -> dict:
+    def score_summary(self, x: Any, context: Any = None) -> dict:
         """Mean, std, count and 1001 quantiles (levels 0, 0.001, ..., 1) of the log-likelihoods of ``x``."""
-        s = self.log_prob(x, context=context)
+        s = self.log_likelihood(x, context)
         finite = s[np.isfinite(s)]
         if finite.size == 0:
             raise ValueError("every log-likelihood is non-finite; the model is broken")
@@ -399,24 +433,25 @@ class FlowModel:
     # ------------------------------------------------------------------ files
     def config(self) -> dict:
         """The JSON config of the model file (without format fields and checksum)."""
+        w = self.whiten
         return {
             "preset": self.preset,
             "event_shape": list(self.flow.event_shape),
             "context": int(self.flow.context_features),
             "options": self.options,
-            "dtype": str(self._dtype()).replace("torch.", ""),
+            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
             "standardize": {
                 "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(),
-                **({"whiten": self.whiten.tolist()} if self.whiten is not None else {}),
+                **({"whiten": w.tolist()} if w is not None else {}),
             },
             "columns": self.columns,
             "history": _finite_history(self.history),
             "validation": self.validation,
             "support": [s.as_dict() for s in self.support] if self.support is not None else None,
             "context_standardize": {
-                "mean": self.context_mean.tolist(),
-                "scale": self.context_scale.tolist(),
+                "mean": self.context_loc.double().cpu().tolist(),
+                "scale": self.context_scale.double().cpu().tolist(),
                 "columns": self.context_columns,
             },
         }
@@ -428,141 +463,56 @@ class FlowModel:
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FlowModel:
         """Read a model file written by :meth:`save` (see :func:`pushforward.io.load_with_config`)."""
-        from ..data.support import support_from_config
-
         flow, cfg = load_with_config(path, map_location)
         if not isinstance(flow, Flow) or not isinstance(cfg.get("preset"), str):
             raise ModelFileError(f"{path}: not a tabular model file (write one with FlowModel.save)")
         std = cfg.get("standardize") or {}
-        columns = cfg.get("columns")
-        if columns is not None and (
-            len(columns) != flow.features or not all(isinstance(c, str) for c in columns)
-        ):
-            raise ModelFileError(f"{path}: columns must be {flow.features} names")
         history = cfg.get("history")
         for key in ("steps", "train_nll", "val_nll"):
-            seq = (history or {}).get(key)
+            seq = (history or {}).get(key) if isinstance(history, dict) else None
             if seq is not None and not (
                 isinstance(seq, list) and all(v is None or _is_number(v) for v in seq)
             ):
                 raise ModelFileError(f"{path}: history {key} must be a list of numbers")
         validation = cfg.get("validation")
         if validation is not None:
-            q = validation.get("quantiles")
-            numbers = (validation.get("mean"), validation.get("std"), *(q if isinstance(q, list) else []))
+            q = validation.get("quantiles") if isinstance(validation, dict) else None
+            numbers = (
+                (validation.get("mean"), validation.get("std"), *(q if isinstance(q, list) else []))
+                if q
+                else ()
+            )
             if not isinstance(q, list) or len(q) < 2 or not all(_is_number(v) for v in numbers):
                 raise ModelFileError(f"{path}: bad validation summary in the config")
+        ctx = cfg.get("context_standardize") or {}
         try:
+            for v in (
+                std.get("mean"),
+                std.get("scale"),
+                std.get("whiten"),
+                ctx.get("mean"),
+                ctx.get("scale"),
+            ):
+                if v is not None and not np.isfinite(np.asarray(v, dtype=np.float64)).all():
+                    raise ValueError("non-finite statistics")
             model = cls(
                 flow,
                 cfg["preset"],
                 cfg.get("options"),
+                columns=cfg.get("columns"),
+                support=support_from_config(cfg.get("support")),
                 mean=std.get("mean"),
                 scale=std.get("scale"),
-                columns=columns,
+                whiten=std.get("whiten"),
+                context_mean=ctx.get("mean"),
+                context_scale=ctx.get("scale"),
+                context_columns=ctx.get("columns"),
                 history=history,
                 validation=validation,
-                support=support_from_config(cfg.get("support")),
-                context_mean=(cfg.get("context_standardize") or {}).get("mean"),
-                context_scale=(cfg.get("context_standardize") or {}).get("scale"),
-                context_columns=(cfg.get("context_standardize") or {}).get("columns"),
-                whiten=std.get("whiten"),
             )
-        except (ValueError, TypeError) as e:
-            raise ModelFileError(f"{path}: bad standardisation in the config ({e})") from None
-        if not (np.isfinite(model.mean).all() and np.isfinite(model.scale).all() and (model.scale > 0).all()):
-            raise ModelFileError(f"{path}: bad standardisation in the config")
-        return model
-
-
-def whitening_matrix(u: np.ndarray, shrinkage: float | None = None) -> np.ndarray:
-    r"""The inverse Cholesky factor :math:`W = L^{-1}` of the shrunk correlation matrix of standardised rows.
-
-    With :math:`\hat C` the sample correlation of the ``(N, D)`` rows ``u``, the shrunk estimate is
-    :math:`C = (1 - \lambda)\hat C + \lambda I` with :math:`\lambda = \mathrm{clip}((D / N)^2, 10^{-3}, 0.5)`
-    unless ``shrinkage`` is given: barely shrunk for tall tables (strong linear relations between columns
-    are what whitening is for), and well conditioned for collinear or constant columns and for fewer rows
-    than columns (a shrinkage target as in Ledoit and Wolf, "A well-conditioned estimator for
-    large-dimensional covariance matrices", 2004). :math:`W C W^\top = I`; the rows :math:`W u` are
-    decorrelated.
-
-    Example:
-        >>> import numpy as np
-        >>> u = np.random.default_rng(0).normal(size=(1000, 2)) @ np.array([[1.0, 0.9], [0.0, 0.4]])
-        >>> u = (u - u.mean(0)) / u.std(0)
-        >>> w = whitening_matrix(u, shrinkage=0.0)
-        >>> bool(np.allclose(np.cov((u @ w.T).T, bias=True), np.eye(2)))
-        True
-    """
-    u = np.asarray(u, dtype=np.float64)
-    n, d = u.shape
-    lam = float(np.clip((d / n) ** 2, 1e-3, 0.5)) if shrinkage is None else float(shrinkage)
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
-    c = np.cov(u.T, bias=True).reshape(d, d)
-    s = np.sqrt(np.clip(np.diag(c), 1e-300, None))
-    c = c / s[:, None] / s[None, :]
-    c = (1.0 - lam) * c + lam * np.eye(d)
-    try:
-        low = np.linalg.cholesky(c)
-    except np.linalg.LinAlgError:
-        return np.eye(d)
-    from scipy.linalg import solve_triangular
-
-    return solve_triangular(low, np.eye(d), lower=True)
-
-
-def _check_whitening(w: Any, d: int) -> np.ndarray:
-    """``w`` as a ``(d, d)`` lower-triangular ``float64`` matrix with a finite, positive diagonal, or
-    ``ValueError``."""
-    a = np.asarray(w, dtype=np.float64)
-    if a.shape != (d, d):
-        raise ValueError(f"the whitening matrix must be ({d}, {d}), got shape {a.shape}")
-    if not np.isfinite(a).all() or not (np.diag(a) > 0).all() or np.triu(a, 1).any():
-        raise ValueError("the whitening matrix must be finite and lower-triangular with a positive diagonal")
-    return a
-
-
-def _unconstrained_split(
-    tr: np.ndarray, va: np.ndarray | None, support: list, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Train and validation rows mapped to the real line (discrete columns dequantised once, seeded)."""
-    from ..data.support import dequantize, to_unconstrained
-
-    out = []
-    for part in (tr, va):
-        if part is None:
-            out.append(None)
-            continue
-        y, ladj = to_unconstrained(dequantize(part, support, rng), support)
-        if not np.isfinite(ladj).all():
-            raise ValueError("some rows lie outside the declared column support")
-        out.append(y)
-    return out[0], out[1]
-
-
-def _dequantizing_loader(
-    model: FlowModel, rows: np.ndarray, batch_size: int, seed: int | None, context: torch.Tensor | None = None
-):
-    """A shuffling ``DataLoader`` whose batches are dequantised afresh, mapped and standardised (with their
-    standardised ``context`` rows, if given)."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from ..data.support import dequantize, to_unconstrained
-
-    rng = np.random.default_rng(None if seed is None else seed + 1)
-
-    def collate(items: list):
-        batch = torch.stack([t[0] for t in items]).numpy()
-        y, _ = to_unconstrained(dequantize(batch, model.support, rng), model.support)
-        u = model.standardize(y).cpu()
-        return (u, torch.stack([t[1] for t in items])) if context is not None else u
-
-    g = torch.Generator()
-    g.manual_seed(0 if seed is None else int(seed))
-    tensors = [torch.from_numpy(np.ascontiguousarray(rows))] + ([context] if context is not None else [])
-    ds = TensorDataset(*tensors)
-    return DataLoader(ds, batch_size=int(batch_size), shuffle=True, collate_fn=collate, generator=g)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise ModelFileError(f"{path}: bad preprocessing in the config ({e})") from None
+        return model.to(map_location).eval()
 
 
 def _is_number(v: Any) -> bool:

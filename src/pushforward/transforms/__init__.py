@@ -3,6 +3,7 @@
 from .autoregressive import MaskedAutoregressive
 from .base import Compose, Inverse, Transform
 from .block import BlockAutoregressive
+from .columns import ColumnMaps, LogRatio
 from .continuous import ContinuousFlow
 from .conv import EmergingConv, FourierConv, MaskedConv
 from .coupling import (
@@ -36,6 +37,7 @@ __all__ = [
     "BlockAutoregressive",
     "CalibrationTransform",
     "CholeskyProduct",
+    "ColumnMaps",
     "Compose",
     "ContinuousFlow",
     "Coupling",
@@ -47,6 +49,7 @@ __all__ = [
     "InvConv1x1",
     "Inverse",
     "LULinear",
+    "LogRatio",
     "Logit",
     "MaskedAutoregressive",
     "MaskedConv",
