@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import compress, decompress
+
 __all__ = ["CLIError", "build_parser", "main"]
 
 PROG = "pushforward"
@@ -384,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the available flow presets",
         description="List the flow presets 'fit --flow' accepts.",
     )
+    compress.add_parser(sub)
+    decompress.add_parser(sub)
     return p
 
 
@@ -930,6 +934,8 @@ _COMMANDS = {
     "score": _cmd_score,
     "report": _cmd_report,
     "presets": _cmd_presets,
+    "compress": compress.run,
+    "decompress": decompress.run,
 }
 
 

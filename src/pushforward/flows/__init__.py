@@ -11,6 +11,7 @@ from .autoregressive import BNAF, IAF, MAF, NAF, NSF
 from .continuous import FFJORD, AugmentedFlow, continuous_regularization
 from .core import Flow
 from .coupling import NICE, RealNVP, coupling_masks
+from .discrete import IDF, CategoricalFlow, DiscreteFlow, FactorOutPrior, IntegerDiscreteFlow
 from .image import Glow, RealNVPImage, ScaleNormal
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
 from .residual import ResidualFlow
@@ -31,20 +32,27 @@ PRESETS: dict[str, Callable[..., Flow]] = {
     "glow": Glow,
     "residual": ResidualFlow,
     "ffjord": FFJORD,
+    "idf": IDF,
+    "discrete": DiscreteFlow,
 }
 
 __all__ = [
     "BNAF",
     "FFJORD",
     "IAF",
+    "IDF",
     "MAF",
     "NAF",
     "NICE",
     "NSF",
     "PRESETS",
     "AugmentedFlow",
+    "CategoricalFlow",
+    "DiscreteFlow",
+    "FactorOutPrior",
     "Flow",
     "Glow",
+    "IntegerDiscreteFlow",
     "PlanarFlow",
     "RadialFlow",
     "RealNVP",

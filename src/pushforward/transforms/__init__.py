@@ -15,6 +15,7 @@ from .coupling import (
     random_mask,
     schedule_mask,
 )
+from .discrete import IntegerCoupling, ModularCoupling
 from .elementwise import ActNorm, Affine, BatchNorm, Logit, NormalCDF, Scale, Shift, Sigmoid, Tanh
 from .image import InvConv1x1, MultiScale, Squeeze, channel_mask, checkerboard_mask
 from .linear import LULinear, Permutation
@@ -44,12 +45,14 @@ __all__ = [
     "FourierConv",
     "GeneralizedCalibration",
     "Householder",
+    "IntegerCoupling",
     "InvConv1x1",
     "Inverse",
     "LULinear",
     "Logit",
     "MaskedAutoregressive",
     "MaskedConv",
+    "ModularCoupling",
     "MultiScale",
     "NormalCDF",
     "NormalizedAffine",
