@@ -56,7 +56,13 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     images = load_images(args.data)
     x = torch.from_numpy(images[:9000].astype(np.float32)).unsqueeze(1)
-    flow = IDF((1, 28, 28), **{k: tuple(v) if isinstance(v, list) else v for k, v in OPTIONS.items()})
+    previous = {"steps": 0, "train_cpu_s": 0.0, "log": []}
+    if args.resume:  # continue a saved run (a warm restart of the cosine schedule); CPU time adds up
+        flow, _ = load_model(args.model)
+        flow.train()
+        previous = json.loads((OUT / "training.json").read_text())
+    else:
+        flow = IDF((1, 28, 28), **{k: tuple(v) if isinstance(v, list) else v for k, v in OPTIONS.items()})
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr)
     budget, wall_budget = 60.0 * args.cpu_minutes, 60.0 * args.wall_minutes
     g = torch.Generator().manual_seed(args.seed)
@@ -93,9 +99,17 @@ def train(args: argparse.Namespace) -> None:
     flow.eval()
     train_bpd = bits_per_dim(flow, x[:2000])
     save_model(args.model, flow, meta)
+    offset = {"steps": previous["steps"], "cpu_s": previous["train_cpu_s"]}
+    log = previous["log"] + [
+        {**r, "step": r["step"] + offset["steps"], "cpu_s": r["cpu_s"] + offset["cpu_s"]} for r in log
+    ]
+    runs = previous.get(
+        "runs", [{"steps": previous["steps"], "cpu_s": previous["train_cpu_s"]}] if previous["steps"] else []
+    )
     summary = {
-        "steps": step,
-        "train_cpu_s": round(cpu, 1),
+        "steps": step + previous["steps"],
+        "train_cpu_s": round(cpu + previous["train_cpu_s"], 1),
+        "runs": [*runs, {"steps": step, "cpu_s": round(cpu, 1), "lr": args.lr}],
         "train_bpd_first2000": round(train_bpd, 4),
         "batch": args.batch,
         "lr": args.lr,
@@ -198,6 +212,7 @@ def main() -> None:
     tr.add_argument("--batch", type=int, default=64)
     tr.add_argument("--lr", type=float, default=2e-3)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue training the saved model")
     ev = sub.add_parser("evaluate")
     ev.add_argument(
         "--limit", type=int, default=0, help="evaluate on the first N of the 1,000 images (0 = all)"

@@ -315,7 +315,9 @@ def _parse(data: bytes) -> tuple[dict, list[bytes]]:
     info["dtype"] = np.dtype(_DTYPES[code])
     info["shape"] = tuple(r.varint("header") for _ in range(ndim))
     info["count"] = r.varint("header")
-    if info["count"] == 0 or info["count"] > len(data):
+    # an independent item takes at least its length byte; items of a shared stream can take far less
+    limit = len(data) if info["independent"] else 1024 * len(data)
+    if info["count"] == 0 or info["count"] > limit:
         raise CodecError("corrupted stream header (item count)")
     info["metadata"] = r.take(r.varint("header"), "metadata")
     n_payloads = info["count"] if info["independent"] else 1

@@ -205,7 +205,9 @@ class IntegerDiscreteFlow(Flow):
         return x, self.log_prob(h, ctx).reshape(out_shape)
 
 
-def _level(shape: tuple[int, ...], layers: int, hidden: Sequence[int], context: int, squeeze: bool):
+def _level(
+    shape: tuple[int, ...], layers: int, hidden: Sequence[int], context: int, squeeze: bool, scale: float
+):
     parts: list[Transform] = []
     if squeeze:
         parts.append(Squeeze(shape))
@@ -215,7 +217,7 @@ def _level(shape: tuple[int, ...], layers: int, hidden: Sequence[int], context: 
             mask = channel_mask(shape, first=i % 2 == 0)
         else:
             mask = checkerboard_mask(shape, i % 2)
-        parts.append(IntegerCoupling(mask, context=context, hidden=hidden))
+        parts.append(IntegerCoupling(mask, context=context, hidden=hidden, scale=scale))
     return Compose(parts), shape
 
 
@@ -227,6 +229,7 @@ def IDF(
     layers: int = 4,
     hidden: Sequence[int] = (64, 64),
     components: int = 4,
+    scale: float | None = None,
 ) -> IntegerDiscreteFlow:
     r"""Integer discrete flow preset for integer images ``(C, H, W)`` (8-bit pixels) or integer vectors.
 
@@ -242,6 +245,8 @@ def IDF(
         layers: Integer couplings per level.
         hidden: Conditioner widths (images: one repeated width, blocks = len - 1).
         components: Logistic mixture components of the priors.
+        scale: The data's number of levels (default 256 for images, 16 for vectors): conditioner
+            inputs are divided by it and translations and prior locations multiplied by it.
 
     Example:
         >>> flow = IDF(3, layers=2, hidden=(8,))
@@ -253,20 +258,25 @@ def IDF(
         if shape[0] < 2:
             raise ValueError("an integer flow on vectors needs at least 2 features")
         parts = [
-            IntegerCoupling(alternating_mask(shape[0], i % 2), context=context, hidden=hidden)
+            IntegerCoupling(
+                alternating_mask(shape[0], i % 2), context=context, hidden=hidden, scale=scale or 16.0
+            )
             for i in range(layers)
         ]
         t = Compose(parts)
-        prior = FactorOutPrior([shape], [], components=components, hidden=hidden, context=context, scale=16.0)
+        prior = FactorOutPrior(
+            [shape], [], components=components, hidden=hidden, context=context, scale=scale or 16.0
+        )
         return IntegerDiscreteFlow(t, prior)
     if len(shape) != 3:
         raise ValueError(f"IDF takes an image shape (C, H, W) or a number of features, got {shape}")
     if levels < 1 or layers < 1:
         raise ValueError("levels and layers must be at least 1")
+    scale = scale or 256.0
     built, kept, s = [], [], shape
     for k in range(levels):
         squeeze = s[1] % 2 == 0 and s[2] % 2 == 0
-        level, out = _level(s, layers, hidden, context, squeeze)
+        level, out = _level(s, layers, hidden, context, squeeze, scale)
         built.append(level)
         if k < levels - 1:
             if out[0] < 2:
@@ -274,7 +284,9 @@ def IDF(
             s = (out[0] - out[0] // 2, *out[1:])
             kept.append(s)
     ms = MultiScale(built)
-    prior = FactorOutPrior(ms.chunk_shapes, kept, components=components, hidden=hidden, context=context)
+    prior = FactorOutPrior(
+        ms.chunk_shapes, kept, components=components, hidden=hidden, context=context, scale=scale
+    )
     return IntegerDiscreteFlow(ms, prior)
 
 
