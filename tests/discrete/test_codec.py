@@ -100,7 +100,7 @@ def test_categorical_flow_codec_code_length():
         for layer in flow.layers:
             for p in layer.conditioner.parameters():
                 p.zero_()
-    zeros = np.zeros((5000, 4), dtype=np.int64)
+    zeros = np.zeros((1500, 4), dtype=np.int64)
     data = encode(flow, zeros, independent=False)
     assert len(data) < 100 and np.array_equal(decode(flow, data), zeros)
 
