@@ -76,9 +76,9 @@ class ModelFileError(ValueError):
 
 
 def _presets() -> dict[str, Callable[..., Flow]]:
-    from .flows import PRESETS
+    from .flows import DISCRETE_PRESETS, PRESETS
 
-    return PRESETS
+    return {**PRESETS, **DISCRETE_PRESETS}
 
 
 def _json_safe(value: Any, name: str) -> Any:

@@ -8,7 +8,7 @@ import torch
 import pushforward
 from pushforward.distributions import Categorical, DiscretizedLogisticMixture
 from pushforward.distributions.discretized import discretized_logistic_mixture_log_pmf
-from pushforward.flows import IDF, PRESETS, DiscreteFlow, IntegerDiscreteFlow
+from pushforward.flows import DISCRETE_PRESETS, IDF, PRESETS, DiscreteFlow, IntegerDiscreteFlow
 
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 
@@ -135,8 +135,11 @@ def test_discrete_distributions():
 
 
 def test_presets_registered():
-    assert PRESETS["idf"] is IDF and PRESETS["discrete"] is DiscreteFlow
-    assert isinstance(PRESETS["idf"]((1, 4, 4), levels=2, layers=1, hidden=(8,)), IntegerDiscreteFlow)
+    assert DISCRETE_PRESETS["idf"] is IDF and DISCRETE_PRESETS["discrete"] is DiscreteFlow
+    assert not set(DISCRETE_PRESETS) & set(PRESETS)  # the continuous tooling never trains them on reals
+    assert isinstance(
+        DISCRETE_PRESETS["idf"]((1, 4, 4), levels=2, layers=1, hidden=(8,)), IntegerDiscreteFlow
+    )
 
 
 @pytest.mark.parametrize("kind", ["idf", "categorical"])

@@ -32,12 +32,15 @@ PRESETS: dict[str, Callable[..., Flow]] = {
     "glow": Glow,
     "residual": ResidualFlow,
     "ffjord": FFJORD,
-    "idf": IDF,
-    "discrete": DiscreteFlow,
 }
+
+#: Discrete presets (integer and categorical data): model files name them like PRESETS; kept apart because
+#: the continuous tooling (``pushforward fit``, the estimators) trains PRESETS on real-valued data.
+DISCRETE_PRESETS: dict[str, Callable[..., Flow]] = {"idf": IDF, "discrete": DiscreteFlow}
 
 __all__ = [
     "BNAF",
+    "DISCRETE_PRESETS",
     "FFJORD",
     "IAF",
     "IDF",
