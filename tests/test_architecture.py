@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("analysis", ["analysis"]),
     ("training", ["train"]),
     ("inference", ["inference", "sbi"]),
-    ("applications", ["io", "report", "sklearn", "tabular"]),
+    ("applications", ["io", "report", "sklearn", "tabular", "codec"]),
     ("command line", ["cli", "__main__"]),
 ]
 

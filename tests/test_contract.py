@@ -60,7 +60,11 @@ def _active(case: Case, check: str) -> None:
         pytest.skip(f"{check}: {case.skip[check]}")
 
 
-CASES = [pytest.param(c, id=name, marks=[pytest.mark.slow] if c.slow else []) for name, c in REGISTRY.items()]
+CASES = [
+    pytest.param(c, id=name, marks=[pytest.mark.slow] if c.slow else [])
+    for name, c in REGISTRY.items()
+    if not c.discrete  # bijections of integers: tests/discrete/test_discrete_contract.py
+]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -44,6 +44,11 @@ class Case:
         slow: Mark the case as slow.
         skip: Names of checks that do not apply, mapped to the reason (``"roundtrip"``, ``"jacobian"``,
             ``"inverse_ladj"``, ``"gradients"``, ``"state_dict"``, ``"batch_consistency"``, ``"context"``).
+        discrete: A bijection of integers (``sampler`` draws integers): the continuous contract
+            (``tests/test_contract.py``) skips it and ``tests/discrete/test_discrete_contract.py`` runs the
+            discrete one (bit-exact round trip, ladj 0, integer/range validation).
+        support: For discrete cases, the inclusive range ``(low, high)`` of valid values, or None for all
+            integers.
     """
 
     name: str
@@ -57,6 +62,8 @@ class Case:
     batch: int = 4
     slow: bool = False
     skip: dict[str, str] = field(default_factory=dict)
+    discrete: bool = False
+    support: tuple[int, int] | None = None
 
 
 def _collect() -> dict[str, Case]:
@@ -84,6 +91,15 @@ def normal_sampler(*shape: int, scale: float = 1.0) -> Sampler:
 
     def sample(n: int, g: torch.Generator) -> Tensor:
         return scale * torch.randn(n, *shape, generator=g, dtype=torch.float64)
+
+    return sample
+
+
+def integer_sampler(low: int, high: int, *shape: int) -> Sampler:
+    """Sampler of integers uniform in ``[low, high]`` (as float64) with event shape ``shape``."""
+
+    def sample(n: int, g: torch.Generator) -> Tensor:
+        return torch.randint(low, high + 1, (n, *shape), generator=g).double()
 
     return sample
 

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import demo, fit, presets, report, sample, score
+from . import compress, decompress, demo, fit, presets, report, sample, score
 from .common import PROG, CLIError, Parser, UsageError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -31,7 +31,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: The subcommand modules, in the order ``--help`` lists them.
 #:
 #: :meta hide-value:
-COMMANDS: tuple[ModuleType, ...] = (demo, fit, sample, score, report, presets)
+COMMANDS: tuple[ModuleType, ...] = (demo, fit, sample, score, report, presets, compress, decompress)
 
 
 def build_parser(commands: Sequence[ModuleType] = COMMANDS) -> Parser:

@@ -10,6 +10,7 @@ from .autoregressive import BNAF, IAF, MAF, NAF, NSF
 from .continuous import FFJORD, AugmentedFlow, continuous_regularization
 from .core import Flow
 from .coupling import NICE, RealNVP, coupling_masks
+from .discrete import IDF, CategoricalFlow, DiscreteFlow, FactorOutPrior, IntegerDiscreteFlow
 from .image import Glow, RealNVPImage, ScaleNormal
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
 from .preset import Preset
@@ -33,18 +34,28 @@ PRESETS: dict[str, type[Preset]] = {
     "ffjord": FFJORD,
 }
 
+#: Discrete presets (integer and categorical data): model files name them like PRESETS; kept apart because
+#: the continuous tooling (``pushforward fit``, the estimators) trains PRESETS on real-valued data.
+DISCRETE_PRESETS: dict[str, Callable[..., Flow]] = {"idf": IDF, "discrete": DiscreteFlow}
+
 __all__ = [
     "BNAF",
+    "DISCRETE_PRESETS",
     "FFJORD",
     "IAF",
+    "IDF",
     "MAF",
     "NAF",
     "NICE",
     "NSF",
     "PRESETS",
     "AugmentedFlow",
+    "CategoricalFlow",
+    "DiscreteFlow",
+    "FactorOutPrior",
     "Flow",
     "Glow",
+    "IntegerDiscreteFlow",
     "PlanarFlow",
     "Preset",
     "RadialFlow",

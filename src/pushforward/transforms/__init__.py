@@ -16,6 +16,7 @@ from .coupling import (
     random_mask,
     schedule_mask,
 )
+from .discrete import IntegerCoupling, ModularCoupling
 from .elementwise import ActNorm, Affine, BatchNorm, Logit, NormalCDF, Scale, Shift, Sigmoid, Tanh
 from .image import InvConv1x1, MultiScale, Squeeze, channel_mask, checkerboard_mask
 from .linear import LULinear, Permutation
@@ -46,6 +47,7 @@ __all__ = [
     "FourierConv",
     "GeneralizedCalibration",
     "Householder",
+    "IntegerCoupling",
     "InvConv1x1",
     "Inverse",
     "LULinear",
@@ -53,6 +55,7 @@ __all__ = [
     "Logit",
     "MaskedAutoregressive",
     "MaskedConv",
+    "ModularCoupling",
     "MultiScale",
     "NormalCDF",
     "NormalizedAffine",

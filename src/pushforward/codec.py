@@ -1,0 +1,384 @@
+r"""Lossless compression with a discrete flow and an ANS entropy coder (the ``constriction`` package).
+
+A discrete flow's ``log_prob`` is an exact log-pmf, so :math:`-\log_2 P(x)` bits is a code length an
+entropy coder reaches to within a few bytes. :func:`encode` maps each integer image (or array) ``x`` to the
+latent chunks :math:`z_k` of an :class:`~pushforward.flows.IntegerDiscreteFlow` and pushes every element,
+coarsest chunk last, onto an asymmetric numeral systems (ANS) stack with the categorical table of its
+discretized logistic mixture; :func:`decode` pops the coarsest chunk first, inverts that level, predicts
+the next chunk's table from the recovered kept part, and so on down to the image (Hoogeboom et al. 2019,
+Sec. 4). A categorical discrete flow (:func:`~pushforward.flows.DiscreteFlow`) is coded the same way with
+its base's table.
+
+Tables: each element is coded over the window :math:`[c - R, c + R]` around the mixture mean
+:math:`c` (rounded), :math:`R = 255`, plus one *escape* symbol carrying the mixture's mass outside the
+window; an escaped value follows as a uniform 32-bit integer, so every integer is codable. Tables are
+computed in float64 from the model; encoder and decoder compute them from the same integers, so they agree
+on one machine and library build (see "Portability" below).
+
+Stream format (version 1), all integers little-endian::
+
+    b"PFZ" | version (1 byte) | model fingerprint (4 bytes)
+    | dtype code, +128 for one shared stream (1 byte) | ndim (1 byte)
+    | shape of one item (ndim varints) | item count (varint) | metadata length (varint) + bytes
+    | per item (one in all with independent=False): payload length (varint) + ANS payload
+      (32-bit words, the last word's high zero bytes dropped)
+    | CRC-32 of everything before it and of the original items' bytes (4 bytes)
+
+A stream made with another model (fingerprint), a truncated stream (lengths), or a corrupted one (the
+CRC, which also covers the decoded pixels) is refused with :class:`CodecError`; a wrong image is never
+returned.
+
+Portability: the tables come from floating-point network outputs, so decode on the platform and library
+versions that encoded; a different platform that rounds differently is caught by the CRC, not silently.
+
+Reference: Duda, "Asymmetric numeral systems", 2009; Bamler, "Understanding Entropy Coding With Asymmetric
+Numeral Systems (ANS): a Statistician's Perspective", 2022 (the ``constriction`` library); Hoogeboom,
+Peters, van den Berg & Welling, "Integer Discrete Flows and Lossless Compression", NeurIPS 2019.
+
+Example:
+    >>> import numpy as np
+    >>> from pushforward.flows import IDF
+    >>> flow = IDF((1, 4, 4), levels=2, layers=1, hidden=(8,), components=2)
+    >>> images = np.random.default_rng(0).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    >>> data = encode(flow, images)
+    >>> bool((decode(flow, data) == images).all())
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import weakref
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .distributions.discretized import Categorical, discretized_logistic_cdf
+from .flows.core import Flow
+from .flows.discrete import IntegerDiscreteFlow
+
+__all__ = ["CodecError", "decode", "encode", "header_size", "model_fingerprint"]
+
+MAGIC = b"PFZ"
+VERSION = 1
+RADIUS = 255
+_DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64]
+_ESCAPE_WORDS = 2  # an escaped value: two uniform 16-bit symbols
+_SHARED = 0x80  # dtype-byte flag: all items share one ANS stream
+
+
+class CodecError(ValueError):
+    """A stream that cannot be decoded: wrong format, another model, truncated or corrupted."""
+
+
+def _constriction():
+    try:
+        import constriction
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the codec needs the 'constriction' package: pip install 'pushforward[codec]'"
+        ) from None
+    return constriction
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def model_fingerprint(model: Flow) -> bytes:
+    """4 bytes of SHA-256 over the model's class, event shape and every state tensor (name, dtype, bytes)."""
+    h = hashlib.sha256(f"{type(model).__name__}|{tuple(model.event_shape)}".encode())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.digest()[:4]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise CodecError(f"truncated stream: it ends inside the {what}")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def varint(self, what: str) -> int:
+        n = shift = 0
+        while True:
+            (b,) = self.take(1, what)
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n
+            if shift > 63:
+                raise CodecError(f"corrupted stream: the {what} is not a valid number")
+
+
+def _check_model(model: Flow) -> None:
+    if isinstance(model, IntegerDiscreteFlow):
+        return
+    if isinstance(model, Flow) and isinstance(model.base, Categorical):
+        return
+    raise TypeError(
+        f"the codec takes an IntegerDiscreteFlow (pushforward.flows.IDF) or a categorical discrete flow "
+        f"(pushforward.flows.DiscreteFlow), got {type(model).__name__}"
+    )
+
+
+def _as_items(model: Flow, images: object) -> np.ndarray:
+    if isinstance(images, Tensor):
+        images = images.detach().cpu().numpy()
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a numpy array or a torch tensor, got {type(images).__name__}")
+    if images.size == 0:
+        raise ValueError("nothing to encode: the input is empty")
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all() or not (images == np.round(images)).all():
+            raise ValueError("images must hold integers (found non-integer, NaN or inf values)")
+        images = images.astype(np.int64)
+    if images.dtype.type not in _DTYPES:
+        raise TypeError(f"unsupported dtype {images.dtype}; use one of {[np.dtype(d).name for d in _DTYPES]}")
+    features = int(np.prod(model.event_shape))
+    if images.ndim < 2 or int(np.prod(images.shape[1:])) != features:
+        raise ValueError(
+            f"images must have shape (N, ...) with {features} values per item (the model's event shape "
+            f"{tuple(model.event_shape)}), got {images.shape}"
+        )
+    if isinstance(model.base, Categorical) and (images.min() < 0 or images.max() >= model.base.categories):
+        raise ValueError(f"values must lie in [0, {model.base.categories - 1}] for this categorical flow")
+    return images
+
+
+def _tables(logits: Tensor, loc: Tensor, log_scale: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, probs)``: per element the first symbol of its window and the ``(n, 2R + 2)`` table (the last
+    column is the escape's mass)."""
+    M = logits.shape[-1]
+    logits, loc, log_scale = (p.reshape(-1, M) for p in (logits, loc, log_scale))
+    center = torch.round((torch.softmax(logits, -1) * loc).sum(-1)).clamp(-(2.0**40), 2.0**40)
+    low = center - RADIUS
+    edges = low[:, None] + torch.arange(2 * RADIUS + 2, dtype=loc.dtype)[None, :]
+    cdf = discretized_logistic_cdf(edges, logits[:, None, :], loc[:, None, :], log_scale[:, None, :])
+    probs = torch.diff(cdf, dim=1).clamp_min(0.0)
+    escape = (1.0 - (cdf[:, -1] - cdf[:, 0])).clamp_min(0.0)
+    return low.numpy().astype(np.int64), torch.cat([probs, escape[:, None]], 1).numpy()
+
+
+def _chunk_params(model: Flow, k: int, kept: Tensor | None):
+    return model.base.chunk_parameters(k, kept)
+
+
+# ------------------------------------------------------------------------------------------- coding
+def _encode_item(c, coder, model: Flow, x: Tensor) -> None:
+    family = c.stream.model.Categorical(perfect=False)
+    if not isinstance(model, IntegerDiscreteFlow):
+        z = model.transform(x)[0].reshape(-1).numpy().astype(np.int32)
+        probs = torch.softmax(model.base.logits, -1).reshape(-1, model.base.categories).numpy()
+        coder.encode_reverse(z, family, probs)
+        return
+    chunks, kept = model.latents(x)
+    uniform = c.stream.model.Uniform(1 << 16)
+    for k, z in enumerate(chunks):  # finest first: the decoder pops the coarsest first
+        low, probs = _tables(*_chunk_params(model, k, kept[k] if k < len(kept) else None))
+        z = z.reshape(-1).numpy().astype(np.int64)
+        sym = z - low
+        esc = (sym < 0) | (sym > 2 * RADIUS)
+        if esc.any():
+            u = (z[esc] + (1 << 31)).astype(np.uint64)
+            if (z[esc] < -(1 << 31)).any() or (z[esc] >= (1 << 31)).any():
+                raise ValueError("a latent value exceeds the codec's 32-bit escape range")
+            raw = np.stack([u >> 16, u & 0xFFFF], 1).reshape(-1).astype(np.int32)
+            coder.encode_reverse(raw, uniform)
+        sym[esc] = 2 * RADIUS + 1
+        coder.encode_reverse(sym.astype(np.int32), family, probs)
+
+
+def _decode_item(c, coder, model: Flow) -> Tensor:
+    family = c.stream.model.Categorical(perfect=False)
+    dtype = torch.float64
+    if not isinstance(model, IntegerDiscreteFlow):
+        probs = torch.softmax(model.base.logits, -1).reshape(-1, model.base.categories).numpy()
+        z = torch.from_numpy(coder.decode(family, probs).astype(np.float64)).reshape(1, -1)
+        x = model.transform.inverse(z)[0]
+    else:
+        uniform = c.stream.model.Uniform(1 << 16)
+        top = len(model.levels) - 1
+        h: Tensor | None = None
+        for k in range(top, -1, -1):
+            low, probs = _tables(*_chunk_params(model, k, h if k < top else None))
+            sym = coder.decode(family, probs).astype(np.int64)
+            z = low + sym
+            esc = sym == 2 * RADIUS + 1
+            if esc.any():
+                raw = coder.decode(uniform, _ESCAPE_WORDS * int(esc.sum())).astype(np.int64).reshape(-1, 2)
+                z[esc] = ((raw[:, 0] << 16) | raw[:, 1]) - (1 << 31)
+            zt = torch.from_numpy(z.astype(np.float64)).reshape(1, *model.base.chunk_shapes[k]).to(dtype)
+            h = zt if k == top else torch.cat([h, zt], 1)
+            h = model.levels[k].inverse(h)[0]
+        x = h
+    return x
+
+
+# ----------------------------------------------------------------------------------------------- api
+_WORK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _working_copy(model: Flow, fingerprint: bytes) -> Flow:
+    """A float64 copy of ``model`` in eval mode, cached per model while its fingerprint is unchanged."""
+    _check_model(model)
+    cached = _WORK.get(model)
+    if cached is None or cached[0] != fingerprint:
+        cached = (fingerprint, copy.deepcopy(model).double().eval())
+        _WORK[model] = cached
+    return cached[1]
+
+
+def _words_to_bytes(words: np.ndarray) -> bytes:
+    raw = words.astype("<u4").tobytes()
+    return raw[: len(raw) - min(3, len(raw) - len(raw.rstrip(b"\0")))]  # the last word's high zero bytes
+
+
+def _bytes_to_words(payload: bytes) -> np.ndarray:
+    return np.frombuffer(payload + b"\0" * (-len(payload) % 4), dtype="<u4").astype(np.uint32)
+
+
+def encode(
+    model: Flow, images: np.ndarray | Tensor, *, independent: bool = True, metadata: bytes = b""
+) -> bytes:
+    """Compress integer ``images`` of shape ``(N, ...)`` (each item with as many values as the model's
+    event) losslessly with ``model``. Every item is modelled on its own; with ``independent=True`` each
+    also gets its own ANS payload (decodable alone), with ``independent=False`` the items share one ANS
+    stream, which saves the few bytes per item that closing a stream costs. Returns the stream (see the
+    module documentation for the format). ``metadata`` (e.g. file names) is stored verbatim, covered by
+    the checksum, and returned by :func:`decode` with ``with_metadata=True``."""
+    c = _constriction()
+    if not isinstance(metadata, bytes):
+        raise TypeError(f"metadata must be bytes, got {type(metadata).__name__}")
+    items = _as_items(model, images)
+    fingerprint = model_fingerprint(model)
+    work = _working_copy(model, fingerprint)
+    code = _DTYPES.index(items.dtype.type) | (0 if independent else _SHARED)
+    head = MAGIC + bytes([VERSION]) + fingerprint + bytes([code, items.ndim - 1])
+    head += b"".join(_varint(int(d)) for d in items.shape[1:]) + _varint(items.shape[0])
+    head += _varint(len(metadata)) + metadata
+    xs = [torch.from_numpy(item.astype(np.float64)).reshape(1, *model.event_shape) for item in items]
+    body = [head]
+    with torch.no_grad():
+        if independent:
+            for x in xs:
+                coder = c.stream.stack.AnsCoder()
+                _encode_item(c, coder, work, x)
+                payload = _words_to_bytes(coder.get_compressed())
+                body += [_varint(len(payload)), payload]
+        else:
+            coder = c.stream.stack.AnsCoder()
+            for x in reversed(xs):  # a stack: the first item is pushed last and popped first
+                _encode_item(c, coder, work, x)
+            payload = _words_to_bytes(coder.get_compressed())
+            body += [_varint(len(payload)), payload]
+    out = b"".join(body)
+    crc = zlib.crc32(items.tobytes(), zlib.crc32(out))
+    return out + crc.to_bytes(4, "little")
+
+
+def _parse(data: bytes) -> tuple[dict, list[bytes]]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise CodecError("empty stream")
+    r = _Reader(data)
+    if r.take(3, "header") != MAGIC:
+        raise CodecError("not a pushforward compressed stream (bad magic bytes)")
+    (version,) = r.take(1, "header")
+    if version != VERSION:
+        raise CodecError(f"unsupported stream format version {version} (this library reads {VERSION})")
+    info = {"fingerprint": r.take(4, "header")}
+    code, ndim = r.take(2, "header")
+    info["independent"] = not code & _SHARED
+    code &= ~_SHARED
+    if code >= len(_DTYPES) or ndim > 8:
+        raise CodecError("corrupted stream header (dtype or rank)")
+    info["dtype"] = np.dtype(_DTYPES[code])
+    info["shape"] = tuple(r.varint("header") for _ in range(ndim))
+    info["count"] = r.varint("header")
+    # an independent item takes at least its length byte; items of a shared stream can take far less
+    limit = len(data) if info["independent"] else 1024 * len(data)
+    if info["count"] == 0 or info["count"] > limit:
+        raise CodecError("corrupted stream header (item count)")
+    info["metadata"] = r.take(r.varint("header"), "metadata")
+    n_payloads = info["count"] if info["independent"] else 1
+    payloads = [r.take(r.varint("item length"), "item payload") for _ in range(n_payloads)]
+    info["crc_at"] = r.pos
+    r.take(4, "checksum")
+    if r.pos != len(data):
+        raise CodecError(f"corrupted stream: {len(data) - r.pos} unexpected bytes after the checksum")
+    info["header_bytes"] = len(data) - sum(len(p) for p in payloads) - len(info["metadata"])
+    return info, payloads
+
+
+def header_size(data: bytes) -> int:
+    """Bytes of ``data`` that are neither ANS payload nor metadata: header, lengths and the checksum."""
+    return _parse(data)[0]["header_bytes"]
+
+
+def decode(model: Flow, data: bytes, *, with_metadata: bool = False) -> np.ndarray | tuple[np.ndarray, bytes]:
+    """Decompress a stream made by :func:`encode` with the same ``model``: the items, ``(N, ...)``, in their
+    original dtype and shape (and the metadata with ``with_metadata=True``). Raises :class:`CodecError` for
+    another model's, a truncated or a corrupted stream."""
+    c = _constriction()
+    info, payloads = _parse(data)
+    _check_model(model)
+    if info["fingerprint"] != model_fingerprint(model):
+        raise CodecError("this stream was made with another model (model fingerprint mismatch)")
+    if int(np.prod(info["shape"])) != int(np.prod(model.event_shape)):
+        raise CodecError(f"corrupted stream: item shape {info['shape']} does not fit the model")
+    work = _working_copy(model, info["fingerprint"])
+    items = []
+    with torch.no_grad():
+        coders = [c.stream.stack.AnsCoder(_bytes_to_words(p)) for p in payloads]
+        for i in range(info["count"]):
+            coder = coders[i] if info["independent"] else coders[0]
+            try:
+                x = _decode_item(c, coder, work)
+            except (ValueError, RuntimeError, OverflowError) as e:
+                raise CodecError(
+                    f"corrupted stream: decoding failed ({str(e).splitlines()[0][:200]})"
+                ) from None
+            items.append(x.reshape(info["shape"]).numpy())
+            if info["independent"] and not coder.is_empty():
+                raise CodecError("corrupted stream: data left over after decoding an item")
+        if not coders[-1].is_empty():
+            raise CodecError("corrupted stream: data left over after decoding every item")
+    out = np.stack(items)
+    info_dtype = info["dtype"]
+    lim = np.iinfo(info_dtype)
+    if out.min() < lim.min or out.max() > lim.max:
+        raise CodecError("corrupted stream: decoded values do not fit the stored dtype")
+    out = out.astype(info_dtype)
+    crc = zlib.crc32(out.tobytes(), zlib.crc32(bytes(data[: info["crc_at"]])))
+    if crc.to_bytes(4, "little") != bytes(data[info["crc_at"] :]):
+        raise CodecError("corrupted stream: checksum mismatch")
+    return (out, info["metadata"]) if with_metadata else out
+
+
+def code_length_bits(model: Flow, images: Sequence) -> float:
+    """The model's ideal code length of ``images`` in bits, :math:`-\\sum \\log_2 P(x)` (for comparing the
+    stream's real size with)."""
+    items = _as_items(model, np.asarray(images))
+    x = torch.from_numpy(items.astype(np.float64)).reshape(-1, *model.event_shape)
+    with torch.no_grad():
+        return float(-_working_copy(model, model_fingerprint(model)).log_prob(x).sum() / np.log(2))
