@@ -34,9 +34,9 @@ PRESETS: dict[str, type[Preset]] = {
     "ffjord": FFJORD,
 }
 
-#: Discrete presets (integer and categorical data): model files name them like PRESETS; kept apart because
+#: Discrete presets (integer and categorical data), kept apart from PRESETS because
 #: the continuous tooling (``pushforward fit``, the estimators) trains PRESETS on real-valued data.
-DISCRETE_PRESETS: dict[str, Callable[..., Flow]] = {"idf": IDF, "discrete": DiscreteFlow}
+DISCRETE_PRESETS: dict[str, type[Preset]] = {"idf": IDF, "discrete": DiscreteFlow}
 
 __all__ = [
     "BNAF",

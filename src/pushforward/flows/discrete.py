@@ -42,6 +42,7 @@ from ..transforms.coupling import alternating_mask
 from ..transforms.discrete import IntegerCoupling, ModularCoupling, check_integers
 from ..transforms.image import MultiScale, Squeeze, channel_mask, checkerboard_mask
 from .core import Flow
+from .preset import Preset, check_count, check_number, check_sizes
 
 __all__ = ["IDF", "CategoricalFlow", "DiscreteFlow", "FactorOutPrior", "IntegerDiscreteFlow"]
 
@@ -139,7 +140,7 @@ class FactorOutPrior(Distribution):
 class IntegerDiscreteFlow(Flow):
     r"""An integer discrete flow: ``log_prob(x)`` is the exact log-pmf (nats) of integer data ``x`` (held in
     a floating tensor), so :func:`pushforward.fit` trains it by maximum likelihood and bits/dim is
-    ``-log_prob / (D ln 2)``. Build one with :func:`IDF`.
+    ``-log_prob / (D ln 2)``. Build one with :class:`IDF`.
 
     Args:
         transform: A :class:`~pushforward.transforms.MultiScale` of integer levels, or any integer
@@ -221,16 +222,7 @@ def _level(
     return Compose(parts), shape
 
 
-def IDF(
-    shape: int | Sequence[int],
-    *,
-    context: int = 0,
-    levels: int = 3,
-    layers: int = 4,
-    hidden: Sequence[int] = (64, 64),
-    components: int = 4,
-    scale: float | None = None,
-) -> IntegerDiscreteFlow:
+class IDF(Preset, IntegerDiscreteFlow):
     r"""Integer discrete flow preset for integer images ``(C, H, W)`` (8-bit pixels) or integer vectors.
 
     Images: ``levels`` levels; each squeezes when height and width are even (else keeps the resolution),
@@ -253,41 +245,62 @@ def IDF(
         >>> flow.sample((2,)).shape
         torch.Size([2, 3])
     """
-    shape = as_shape(shape)
-    if len(shape) == 1:
-        if shape[0] < 2:
-            raise ValueError("an integer flow on vectors needs at least 2 features")
-        parts = [
-            IntegerCoupling(
-                alternating_mask(shape[0], i % 2), context=context, hidden=hidden, scale=scale or 16.0
+
+    def __init__(
+        self,
+        shape: int | Sequence[int],
+        *,
+        context: int = 0,
+        levels: int = 3,
+        layers: int = 4,
+        hidden: Sequence[int] = (64, 64),
+        components: int = 4,
+        scale: float | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        shape = as_shape(shape)
+        context = check_count(owner, "context", context, low=0)
+        levels = check_count(owner, "levels", levels)
+        layers = check_count(owner, "layers", layers)
+        hidden = check_sizes(owner, "hidden", hidden)
+        components = check_count(owner, "components", components)
+        if scale is not None:
+            scale = check_number(owner, "scale", scale, low=0.0, open_low=True)
+        if len(shape) == 1:
+            if shape[0] < 2:
+                raise ValueError("an integer flow on vectors needs at least 2 features")
+            parts = [
+                IntegerCoupling(
+                    alternating_mask(shape[0], i % 2), context=context, hidden=hidden, scale=scale or 16.0
+                )
+                for i in range(layers)
+            ]
+            t = Compose(parts)
+            prior = FactorOutPrior(
+                [shape], [], components=components, hidden=hidden, context=context, scale=scale or 16.0
             )
-            for i in range(layers)
-        ]
-        t = Compose(parts)
+            IntegerDiscreteFlow.__init__(self, t, prior)
+            return
+        if len(shape) != 3:
+            raise ValueError(f"IDF takes an image shape (C, H, W) or a number of features, got {shape}")
+        if levels < 1 or layers < 1:
+            raise ValueError("levels and layers must be at least 1")
+        scale = scale or 256.0
+        built, kept, s = [], [], shape
+        for k in range(levels):
+            squeeze = s[1] % 2 == 0 and s[2] % 2 == 0
+            level, out = _level(s, layers, hidden, context, squeeze, scale)
+            built.append(level)
+            if k < levels - 1:
+                if out[0] < 2:
+                    raise ValueError(f"level {k} has one channel left: use fewer levels for shape {shape}")
+                s = (out[0] - out[0] // 2, *out[1:])
+                kept.append(s)
+        ms = MultiScale(built)
         prior = FactorOutPrior(
-            [shape], [], components=components, hidden=hidden, context=context, scale=scale or 16.0
+            ms.chunk_shapes, kept, components=components, hidden=hidden, context=context, scale=scale
         )
-        return IntegerDiscreteFlow(t, prior)
-    if len(shape) != 3:
-        raise ValueError(f"IDF takes an image shape (C, H, W) or a number of features, got {shape}")
-    if levels < 1 or layers < 1:
-        raise ValueError("levels and layers must be at least 1")
-    scale = scale or 256.0
-    built, kept, s = [], [], shape
-    for k in range(levels):
-        squeeze = s[1] % 2 == 0 and s[2] % 2 == 0
-        level, out = _level(s, layers, hidden, context, squeeze, scale)
-        built.append(level)
-        if k < levels - 1:
-            if out[0] < 2:
-                raise ValueError(f"level {k} has one channel left: use fewer levels for shape {shape}")
-            s = (out[0] - out[0] // 2, *out[1:])
-            kept.append(s)
-    ms = MultiScale(built)
-    prior = FactorOutPrior(
-        ms.chunk_shapes, kept, components=components, hidden=hidden, context=context, scale=scale
-    )
-    return IntegerDiscreteFlow(ms, prior)
+        IntegerDiscreteFlow.__init__(self, ms, prior)
 
 
 class CategoricalFlow(Flow):
@@ -296,7 +309,7 @@ class CategoricalFlow(Flow):
     ``x`` in :math:`\{0, \dots, K-1\}^D`. For training, ``log_prob`` runs the layers on one-hot vectors
     (:meth:`~pushforward.transforms.ModularCoupling.forward_onehot`) so the straight-through gradient weighs
     every candidate location and scale (Tran et al. 2019, Sec. 2.3); the value equals
-    ``base.log_prob(transform(x))``. Build one with :func:`DiscreteFlow`.
+    ``base.log_prob(transform(x))``. Build one with :class:`DiscreteFlow`.
 
     Args:
         transform: A :class:`~pushforward.transforms.Compose` of ``ModularCoupling`` layers (or one layer).
@@ -333,14 +346,7 @@ class CategoricalFlow(Flow):
         return (h * table).sum((-2, -1)).reshape(batch_shape)
 
 
-def DiscreteFlow(
-    features: int,
-    *,
-    categories: int,
-    context: int = 0,
-    layers: int = 4,
-    hidden: Sequence[int] = (64, 64),
-) -> CategoricalFlow:
+class DiscreteFlow(Preset, CategoricalFlow):
     r"""Categorical discrete flow preset: ``layers`` :class:`~pushforward.transforms.ModularCoupling` layers
     with alternating masks over a learned :class:`~pushforward.distributions.Categorical` base on
     :math:`\{0, \dots, K-1\}^D`. ``log_prob`` is the exact log-pmf (nats).
@@ -354,10 +360,24 @@ def DiscreteFlow(
         >>> round(float(flow.log_prob(grid).exp().sum()), 5)
         1.0
     """
-    if features < 2:
-        raise ValueError("a discrete flow needs at least 2 features")
-    parts = [
-        ModularCoupling(alternating_mask(features, i % 2), categories, context=context, hidden=hidden)
-        for i in range(layers)
-    ]
-    return CategoricalFlow(Compose(parts), Categorical(features, categories))
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        categories: int,
+        context: int = 0,
+        layers: int = 4,
+        hidden: Sequence[int] = (64, 64),
+    ) -> None:
+        owner = type(self).__name__
+        features = check_count(owner, "features", features, low=2)
+        categories = check_count(owner, "categories", categories, low=2)
+        context = check_count(owner, "context", context, low=0)
+        layers = check_count(owner, "layers", layers)
+        hidden = check_sizes(owner, "hidden", hidden)
+        parts = [
+            ModularCoupling(alternating_mask(features, i % 2), categories, context=context, hidden=hidden)
+            for i in range(layers)
+        ]
+        CategoricalFlow.__init__(self, Compose(parts), Categorical(features, categories))
