@@ -44,6 +44,10 @@ class Case:
         slow: Mark the case as slow.
         skip: Names of checks that do not apply, mapped to the reason (``"roundtrip"``, ``"jacobian"``,
             ``"inverse_ladj"``, ``"gradients"``, ``"state_dict"``, ``"batch_consistency"``, ``"context"``).
+        kind: ``"bijection"``; ``"exact_surjection"`` or ``"stochastic_surjection"`` for the layers of
+            :mod:`pushforward.transforms.surjective`, ``"markov"`` for the Markov-kernel layers of
+            :mod:`pushforward.transforms.stochastic`. Layers that are not bijections skip the round-trip and
+            Jacobian checks and get theirs in ``tests/test_contract_surjections.py``.
     """
 
     name: str
@@ -57,6 +61,7 @@ class Case:
     batch: int = 4
     slow: bool = False
     skip: dict[str, str] = field(default_factory=dict)
+    kind: str = "bijection"
 
 
 def _collect() -> dict[str, Case]:

@@ -25,13 +25,24 @@ from .residual import ResidualBlock
 from .reversible import ReversibleCompose
 from .simplex import CalibrationTransform, GeneralizedCalibration
 from .sphere import NormalizedAffine, NormalizedLinear, NormalizedTranslation
+from .surjective import (
+    AbsoluteValue,
+    Augment,
+    MaxPool,
+    Slice,
+    Sort,
+    VariationalDequantization,
+    is_exact,
+)
 from .sylvester import Householder, Sylvester
 
 __all__ = [
+    "AbsoluteValue",
     "ActNorm",
     "AdditiveCoupling",
     "Affine",
     "AffineCoupling",
+    "Augment",
     "BatchNorm",
     "BlockAutoregressive",
     "CalibrationTransform",
@@ -50,6 +61,7 @@ __all__ = [
     "Logit",
     "MaskedAutoregressive",
     "MaskedConv",
+    "MaxPool",
     "MultiScale",
     "NormalCDF",
     "NormalizedAffine",
@@ -63,16 +75,20 @@ __all__ = [
     "Scale",
     "Shift",
     "Sigmoid",
+    "Slice",
+    "Sort",
     "Squeeze",
     "Standardize",
     "Sylvester",
     "Tanh",
     "Transform",
+    "VariationalDequantization",
     "Whiten",
     "alternating_mask",
     "channel_mask",
     "checkerboard_mask",
     "half_mask",
+    "is_exact",
     "mask_schedule",
     "random_mask",
     "schedule_mask",
