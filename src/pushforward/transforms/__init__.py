@@ -25,6 +25,7 @@ from .residual import ResidualBlock
 from .reversible import ReversibleCompose
 from .simplex import CalibrationTransform, GeneralizedCalibration
 from .sphere import NormalizedAffine, NormalizedLinear, NormalizedTranslation
+from .stochastic import Langevin, MetropolisHastings
 from .surjective import (
     AbsoluteValue,
     Augment,
@@ -58,10 +59,12 @@ __all__ = [
     "InvConv1x1",
     "Inverse",
     "LULinear",
+    "Langevin",
     "Logit",
     "MaskedAutoregressive",
     "MaskedConv",
     "MaxPool",
+    "MetropolisHastings",
     "MultiScale",
     "NormalCDF",
     "NormalizedAffine",
