@@ -11,7 +11,9 @@ from .autoregressive import BNAF, IAF, MAF, NAF, NSF
 from .continuous import FFJORD, AugmentedFlow, continuous_regularization
 from .core import Flow
 from .coupling import NICE, RealNVP, coupling_masks
+from .graphical import GraphicalFlow, plot_adjacency
 from .image import Glow, RealNVPImage, ScaleNormal
+from .mixture import MixtureFlow, mixture_log_prob
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
 from .residual import ResidualFlow
 
@@ -45,6 +47,8 @@ __all__ = [
     "AugmentedFlow",
     "Flow",
     "Glow",
+    "GraphicalFlow",
+    "MixtureFlow",
     "PlanarFlow",
     "RadialFlow",
     "RealNVP",
@@ -54,4 +58,6 @@ __all__ = [
     "SylvesterFlow",
     "continuous_regularization",
     "coupling_masks",
+    "mixture_log_prob",
+    "plot_adjacency",
 ]
