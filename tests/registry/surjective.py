@@ -56,7 +56,7 @@ CASES = [
     ),
     Case(
         "sort_points",
-        lambda: Sort((4, 2), key=1),
+        lambda: Sort((4, 2), key=1, flatten=True),
         sampler=normal_sampler(4, 2),
         kind="exact_surjection",
         skip={**_NOT_BIJECTIVE, "gradients": "no parameters"},

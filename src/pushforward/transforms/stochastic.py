@@ -6,9 +6,9 @@ invariant and returns, in place of a log-determinant, the log **path weight**
 .. math:: \Delta S(y \to y') = \log K(y \mid y') - \log K(y' \mid y),
 
 the backward kernel being the same kernel run from :math:`y'`. Along a sampled path
-:math:`z = y_0 \to \dots \to y_T = x` (``inverse``, the sampling direction), :meth:`pushforward.Flow.
-sample_and_log_prob` returns :math:`\log q(y_0) - \sum_t \Delta S_t` (bijections contribute their
-log-determinants as usual), so the importance weight
+:math:`z = y_0 \to \dots \to y_T = x` (``inverse``, the sampling direction),
+:meth:`pushforward.Flow.sample_and_log_prob` returns :math:`\log q(y_0) - \sum_t \Delta S_t`
+(bijections contribute their log-determinants as usual), so the importance weight
 
 .. math:: \log w = \log \tilde p(x) - \log q(y_0) + \sum_t \Delta S_t
 

@@ -187,7 +187,8 @@ class Sort(Surjection):
 
     where :math:`v` maps the ordered key coordinates to :math:`(y_1, \log(y_2 - y_1), \dots)` in
     :math:`\mathbb R^N` (``unconstrained=True``; the other coordinates are unchanged). Sampling draws a
-    uniform random ordering. Any flow after it models the sorted set; the result is exchangeable.
+    uniform random ordering. Any flow after it models the sorted set; the result is exchangeable. With
+    ``flatten=True`` the latent is the flat vector of the :math:`N d` sorted values (for vector flows).
 
     Reference: Nielsen et al., "SurVAE Flows", NeurIPS 2020, section 3 (sorting surjection).
 
@@ -201,11 +202,19 @@ class Sort(Surjection):
 
     changes_size = False
 
-    def __init__(self, event_shape: int | Sequence[int], *, key: int = 0, unconstrained: bool = True) -> None:
+    def __init__(
+        self,
+        event_shape: int | Sequence[int],
+        *,
+        key: int = 0,
+        unconstrained: bool = True,
+        flatten: bool = False,
+    ) -> None:
         shape = as_shape(event_shape)
         if len(shape) not in (1, 2) or shape[0] < 1:
             raise ValueError(f"Sort takes sets of shape (N,) or (N, d), got {shape}")
-        super().__init__(shape)
+        super().__init__(shape, latent_shape=(math.prod(shape),) if flatten else None)
+        self.flatten = bool(flatten)
         points_dim = shape[1] if len(shape) == 2 else 1
         if not 0 <= key < points_dim:
             raise ValueError(f"key must index a coordinate of the points (0..{points_dim - 1}), got {key}")
@@ -214,10 +223,10 @@ class Sort(Surjection):
         self.log_orderings = math.lgamma(shape[0] + 1)
 
     def _points(self, x: Tensor) -> Tensor:
-        return x if len(self.event_shape) == 2 else x.unsqueeze(-1)
+        return x.reshape(x.shape[0], self.event_shape[0], -1)
 
-    def _event(self, points: Tensor) -> Tensor:
-        return points if len(self.event_shape) == 2 else points.squeeze(-1)
+    def _event(self, points: Tensor, shape: tuple[int, ...]) -> Tensor:
+        return points.reshape(points.shape[0], *shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         points = self._points(x)
@@ -228,7 +237,7 @@ class Sort(Surjection):
             keys, ladj = increments(points[..., self.key])
             points = torch.cat([points[..., : self.key], keys.unsqueeze(-1), points[..., self.key + 1 :]], -1)
             contribution = contribution + ladj
-        return self._event(points), contribution
+        return self._event(points, self.latent_shape), contribution
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         points = self._points(z)
@@ -239,7 +248,7 @@ class Sort(Surjection):
             ladj = ladj + logd
         order = torch.rand(points.shape[:2], device=z.device).argsort(dim=1)  # a uniform random ordering
         points = points.gather(1, order.unsqueeze(-1).expand_as(points))
-        return self._event(points), ladj
+        return self._event(points, self.event_shape), ladj
 
 
 class _Conditional(nn.Module):
