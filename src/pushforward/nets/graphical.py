@@ -41,7 +41,7 @@ def notears_acyclicity(a: Tensor) -> Tensor:
 
 def is_acyclic(structure: Tensor) -> bool:
     """Whether the binary graph ``structure[i, j] = edge i → j`` has no directed cycle (self-loops count)."""
-    s = (torch.as_tensor(structure) != 0).clone()
+    s = (torch.as_tensor(structure).detach().cpu() != 0).clone()
     remaining = torch.ones(s.shape[0], dtype=torch.bool)
     while bool(remaining.any()):
         sources = remaining & ~(s[remaining].any(0))  # no incoming edge from a remaining node
@@ -55,7 +55,7 @@ def is_acyclic(structure: Tensor) -> bool:
 def prune_to_dag(weights: Tensor, threshold: float) -> Tensor:
     """The DAG of the edges with weight above ``threshold``, added strongest first and skipped when they
     would close a cycle (a greedy maximum-weight acyclic subgraph). Returns a ``float`` 0/1 matrix."""
-    w = weights.detach().clone()
+    w = weights.detach().cpu().clone()
     w.fill_diagonal_(0.0)
     dag = torch.zeros_like(w)
     flat = w.flatten()
@@ -66,7 +66,7 @@ def prune_to_dag(weights: Tensor, threshold: float) -> Tensor:
         dag[i, j] = 1.0
         if not is_acyclic(dag):
             dag[i, j] = 0.0
-    return dag
+    return dag.to(weights.device)
 
 
 class GraphicalConditioner(nn.Module):
