@@ -1,4 +1,4 @@
-"""The discrete transform contract, over every ``discrete=True`` case of the registry.
+"""The discrete transform contract, over every ``kind="discrete"`` case of the registry.
 
 Checks, in float32 and float64 conditioners, with parameters perturbed away from the identity: the output is
 integer and the round trip bit-exact for every element at several batch sizes; ``ladj`` is exactly 0 (a
@@ -14,7 +14,7 @@ import torch
 
 from ..registry import REGISTRY, Case
 
-DISCRETE = [pytest.param(c, id=name) for name, c in REGISTRY.items() if c.discrete]
+DISCRETE = [pytest.param(c, id=name) for name, c in REGISTRY.items() if c.kind == "discrete"]
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 
 

@@ -44,9 +44,13 @@ class Case:
         slow: Mark the case as slow.
         skip: Names of checks that do not apply, mapped to the reason (``"roundtrip"``, ``"jacobian"``,
             ``"inverse_ladj"``, ``"gradients"``, ``"state_dict"``, ``"batch_consistency"``, ``"context"``).
-        discrete: A bijection of integers (``sampler`` draws integers): the continuous contract
-            (``tests/test_contract.py``) skips it and ``tests/discrete/test_discrete_contract.py`` runs the
-            discrete one (bit-exact round trip, ladj 0, integer/range validation).
+        kind: ``"bijection"``; ``"exact_surjection"`` or ``"stochastic_surjection"`` for the layers of
+            :mod:`pushforward.transforms.surjective`, ``"markov"`` for the Markov-kernel layers of
+            :mod:`pushforward.transforms.stochastic`, ``"discrete"`` for bijections of integers. Layers that are
+            not bijections skip the round-trip and Jacobian checks and get theirs in
+            ``tests/test_contract_surjections.py``; discrete ones (``sampler`` draws integers) are skipped by
+            ``tests/test_contract.py`` and checked by ``tests/discrete/test_discrete_contract.py`` (bit-exact
+            round trip, ladj 0, integer/range validation).
         support: For discrete cases, the inclusive range ``(low, high)`` of valid values, or None for all
             integers.
     """
@@ -62,7 +66,7 @@ class Case:
     batch: int = 4
     slow: bool = False
     skip: dict[str, str] = field(default_factory=dict)
-    discrete: bool = False
+    kind: str = "bijection"
     support: tuple[int, int] | None = None
 
 

@@ -11,7 +11,9 @@ from .continuous import FFJORD, AugmentedFlow, continuous_regularization
 from .core import Flow
 from .coupling import NICE, RealNVP, coupling_masks
 from .discrete import IDF, CategoricalFlow, DiscreteFlow, FactorOutPrior, IntegerDiscreteFlow
+from .graphical import GraphicalFlow, plot_adjacency
 from .image import Glow, RealNVPImage, ScaleNormal
+from .mixture import MixtureFlow, mixture_log_prob
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
 from .preset import Preset
 from .residual import ResidualFlow
@@ -55,7 +57,9 @@ __all__ = [
     "FactorOutPrior",
     "Flow",
     "Glow",
+    "GraphicalFlow",
     "IntegerDiscreteFlow",
+    "MixtureFlow",
     "PlanarFlow",
     "Preset",
     "RadialFlow",
@@ -66,4 +70,6 @@ __all__ = [
     "SylvesterFlow",
     "continuous_regularization",
     "coupling_masks",
+    "mixture_log_prob",
+    "plot_adjacency",
 ]

@@ -2,6 +2,7 @@
 
 from .conv import ConvResNet
 from .embedding import CNNEmbedding, DeepSetEmbedding, MLPEmbedding
+from .graphical import GraphicalConditioner
 from .lipschitz import LipschitzMLP, LipSwish, SpectralLinear
 from .made import MADE, MaskedLinear
 from .mlp import MLP, activation
@@ -12,6 +13,7 @@ __all__ = [
     "CNNEmbedding",
     "ConvResNet",
     "DeepSetEmbedding",
+    "GraphicalConditioner",
     "LipSwish",
     "LipschitzMLP",
     "MLPEmbedding",

@@ -27,13 +27,25 @@ from .residual import ResidualBlock
 from .reversible import ReversibleCompose
 from .simplex import CalibrationTransform, GeneralizedCalibration
 from .sphere import NormalizedAffine, NormalizedLinear, NormalizedTranslation
+from .stochastic import Langevin, MetropolisHastings
+from .surjective import (
+    AbsoluteValue,
+    Augment,
+    MaxPool,
+    Slice,
+    Sort,
+    VariationalDequantization,
+    is_exact,
+)
 from .sylvester import Householder, Sylvester
 
 __all__ = [
+    "AbsoluteValue",
     "ActNorm",
     "AdditiveCoupling",
     "Affine",
     "AffineCoupling",
+    "Augment",
     "BatchNorm",
     "BlockAutoregressive",
     "CalibrationTransform",
@@ -51,10 +63,13 @@ __all__ = [
     "InvConv1x1",
     "Inverse",
     "LULinear",
+    "Langevin",
     "LogRatio",
     "Logit",
     "MaskedAutoregressive",
     "MaskedConv",
+    "MaxPool",
+    "MetropolisHastings",
     "ModularCoupling",
     "MultiScale",
     "NormalCDF",
@@ -69,16 +84,20 @@ __all__ = [
     "Scale",
     "Shift",
     "Sigmoid",
+    "Slice",
+    "Sort",
     "Squeeze",
     "Standardize",
     "Sylvester",
     "Tanh",
     "Transform",
+    "VariationalDequantization",
     "Whiten",
     "alternating_mask",
     "channel_mask",
     "checkerboard_mask",
     "half_mask",
+    "is_exact",
     "mask_schedule",
     "random_mask",
     "schedule_mask",

@@ -173,6 +173,9 @@ class Transform(Registered, nn.Module):
     """
 
     analytic_inverse: bool = True
+    #: ``True`` for layers whose latent has a different number of scalars than the data (the dimension-changing
+    #: surjections of :mod:`pushforward.transforms.surjective`); lifts the equal-size rule of ``__init__``.
+    changes_size: bool = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         """Enforce the contract's shapes once, here: every ``forward`` a subclass defines first checks
@@ -195,7 +198,7 @@ class Transform(Registered, nn.Module):
         self.latent_shape: tuple[int, ...] = (
             self.event_shape if latent_shape is None else as_shape(latent_shape)
         )
-        if math.prod(self.latent_shape) != math.prod(self.event_shape):
+        if not self.changes_size and math.prod(self.latent_shape) != math.prod(self.event_shape):
             raise ValueError(f"latent shape {self.latent_shape} has a different size than {self.event_shape}")
         self.context_features = int(context_features)
 
@@ -248,6 +251,7 @@ class Inverse(Transform):
     """
 
     def __init__(self, transform: Transform) -> None:
+        self.changes_size = transform.changes_size
         super().__init__(transform.latent_shape, transform.context_features, transform.event_shape)
         self.transform = transform
         self.analytic_inverse = transform.analytic_inverse
@@ -295,6 +299,7 @@ class Compose(Transform):
                     f"cannot compose: {type(a).__name__} outputs shape {a.latent_shape} "
                     f"but {type(b).__name__} expects {b.event_shape}"
                 )
+        self.changes_size = any(t.changes_size for t in transforms)
         super().__init__(
             transforms[0].event_shape,
             max(t.context_features for t in transforms),
