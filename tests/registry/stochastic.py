@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pushforward.registry import Registered
 from pushforward.transforms import Affine, Compose, Langevin, MetropolisHastings
 
 from . import Case
@@ -17,7 +18,7 @@ _MARKOV = {
 }
 
 
-class Quadratic(nn.Module):
+class Quadratic(Registered, nn.Module):
     """``log p̃(x) = -½ Σ (x − 0.5)² / 0.8²``, a target for the registry's Markov layers."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registered
 from .mlp import MLP
 
 __all__ = ["GraphicalConditioner", "is_acyclic", "notears_acyclicity", "prune_to_dag"]
@@ -69,7 +70,7 @@ def prune_to_dag(weights: Tensor, threshold: float) -> Tensor:
     return dag.to(weights.device)
 
 
-class GraphicalConditioner(nn.Module):
+class GraphicalConditioner(Registered, nn.Module):
     r"""Conditioner ``(x, context) -> (batch, D, P)`` whose variable :math:`j` reads
     :math:`x \odot A_{:, j}` (see the module documentation for the maths).
 
