@@ -106,8 +106,8 @@ class Registered:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is not None and not getattr(init, "records_arguments", False):
+        init = cls.__dict__.get("__init__", cls.__init__)  # an inherited ``nn.Module.__init__`` records too
+        if not getattr(init, "records_arguments", False):
             cls.__init__ = _recording(cls, init)  # type: ignore[method-assign]
         REGISTRY[registry_key(cls)] = cls
 
