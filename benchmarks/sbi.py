@@ -55,7 +55,7 @@ def train_pushforward(task, theta, x, seed: int):
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
         return post.sample(n, x_o.reshape(-1))
 
-    info = {"epochs": len(post.history.val_nll), "best_val_nll": post.history.best_val_nll}
+    info = {"epochs": len(post.history.val_loss), "best_val_loss": post.history.best_val_loss}
     return sample, {**info, "flow": post.flow_kind, "flow_scores": post.flow_scores}
 
 

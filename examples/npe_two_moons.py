@@ -59,7 +59,7 @@ def main() -> None:
     h = posterior.history
     scores = ", ".join(f"{k} {v:.3f}" for k, v in posterior.flow_scores.items())
     print(
-        f"NPE: kept the {posterior.flow_kind.upper()} (validation NLL {scores}); {len(h.val_nll)} epochs, "
+        f"NPE: kept the {posterior.flow_kind.upper()} (validation NLL {scores}); {len(h.val_loss)} epochs, "
         f"{time.perf_counter() - start:.0f} s"
     )
 

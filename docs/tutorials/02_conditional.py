@@ -70,7 +70,7 @@ history = fit(
     progress=False,
 )
 print(
-    f"validation NLL {history.best_val_nll:.3f} nats after {history.steps[-1]} steps "
+    f"validation NLL {history.best_val_loss:.3f} nats after {history.steps[-1]} steps "
     f"({history.seconds:.0f} s)"
 )
 

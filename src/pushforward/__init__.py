@@ -9,8 +9,10 @@ from ._version import __version__ as __version__
 from .checks import set_validation
 from .flows.core import Flow
 from .inference.montecarlo import Estimate, expectation
-from .inference.vi import VIResult, fit_vi
-from .train.fit import History, fit
+from .inference.vi import fit_vi
+from .train.config import TrainConfig
+from .train.engine import History, train
+from .train.fit import fit
 from .train.step import TrainingDiverged
 
 
@@ -28,8 +30,8 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "History",
+    "TrainConfig",
     "TrainingDiverged",
-    "VIResult",
     "distributions",
     "expectation",
     "fit",
@@ -38,6 +40,7 @@ __all__ = [
     "manifolds",
     "nets",
     "set_validation",
+    "train",
     "transformers",
     "transforms",
 ]

@@ -21,7 +21,7 @@ def test_npe_returns_a_trained_posterior_on_a_box_prior():
     x = theta + 0.05 * torch.randn(400, 2, generator=g)
     post = NPE(prior, theta, x, layers=1, hidden=(16, 16), max_epochs=3, seed=0)
     assert isinstance(post, Posterior)
-    assert len(post.history.val_nll) == 3 and post.history.val_nll[-1] < post.history.val_nll[0]
+    assert len(post.history.val_loss) == 3 and post.history.val_loss[-1] < post.history.val_loss[0]
     samples = post.sample(500, torch.tensor([0.5, 0.99]))
     assert bool(((samples > 0) & (samples < 1)).all())
 
@@ -81,12 +81,12 @@ def test_npe_auto_keeps_the_candidate_with_the_lower_validation_loss():
     auto = NPE(prior, theta, x, **kw)
     assert set(auto.flow_scores) == {"maf", "nsf"}
     assert auto.flow_kind == min(auto.flow_scores, key=auto.flow_scores.get)
-    assert auto.history.best_val_nll == auto.flow_scores[auto.flow_kind]
+    assert auto.history.best_val_loss == auto.flow_scores[auto.flow_kind]
     # each candidate is trained exactly as it would be alone (same split, initialisation and shuffling)
     for kind in ("maf", "nsf"):
         alone = NPE(prior, theta, x, flow=kind, **kw)
         assert alone.flow_kind == kind and alone.flow_scores == {}
-        assert alone.history.best_val_nll == auto.flow_scores[kind]
+        assert alone.history.best_val_loss == auto.flow_scores[kind]
     chosen = NPE(prior, theta, x, flow=auto.flow_kind, **kw)
     probe, x_o = torch.randn(5, 2), torch.tensor([0.3, -0.2])
     assert torch.allclose(auto.log_prob(probe, x_o), chosen.log_prob(probe, x_o))

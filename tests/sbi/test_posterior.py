@@ -70,7 +70,7 @@ def test_z_scoring_round_trip_and_statistics(dtype):
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     assert torch.allclose(post.latent_to_theta(v), theta, atol=tol)
     h = (x - post.x_loc) / post.x_scale
-    assert torch.allclose(h.mean(0), torch.zeros(3, dtype=dtype), atol=1e-4)
+    assert torch.allclose(h.median(0).values, torch.zeros(3, dtype=dtype), atol=1e-3)  # robust: median, IQR
     # ladj is log|dv/dθ|: compare with autograd on one coordinate (the map is elementwise)
     t = theta[:5].clone().requires_grad_(True)
     vv, la = post.theta_to_latent(t)

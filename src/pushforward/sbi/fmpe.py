@@ -20,16 +20,18 @@ Generative Modeling", ICLR 2023.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from ..flows.continuous import FFJORD
 from ..flows.core import Flow
-from ..train.flow_matching import FlowMatchingHistory, fit_flow_matching
-from .posterior import Posterior, check_simulations, prepare_posterior
+from ..train.config import TrainConfig
+from ..train.engine import train
+from ..train.losses import FlowMatching
+from .posterior import Posterior, check_prior, check_simulations, prepare_posterior
 
 __all__ = ["FMPE"]
 
@@ -54,9 +56,11 @@ def FMPE(
     schedule: str | None = None,
     ema: float | None = None,
     seed: int | None = None,
+    checkpoint: str | None = None,
+    resume: bool = False,
 ) -> Posterior:
     r"""Flow-matching posterior estimation: fit :math:`q(\theta \mid x)` to simulations with
-    :func:`~pushforward.train.flow_matching.fit_flow_matching` and return a
+    :func:`pushforward.train.train` (the :class:`~pushforward.train.losses.FlowMatching` loss) and return a
     :class:`~pushforward.sbi.Posterior` (``sample(n, x)``, ``log_prob(theta, x)``, ``map(x)``).
 
     The simulations are split into training and validation sets; Adam at a constant rate runs until the
@@ -76,14 +80,17 @@ def FMPE(
         validation_fraction, batch_size, lr, max_epochs, patience, clip_grad: Training settings.
         schedule: None (constant rate) or ``"cosine"`` (annealed to 0 over ``max_epochs``).
         ema: Decay of a moving average of the weights, scored on validation and kept
-            (:func:`~pushforward.train.flow_matching.fit_flow_matching`); None keeps the raw weights.
+            (:class:`~pushforward.train.config.TrainConfig`); None keeps the raw weights.
         sigma_min, time_exponent: The path's :math:`\sigma_{\min}` and the time density's exponent
             (:func:`~pushforward.train.flow_matching.flow_matching_loss`).
         seed: Seeds the split, the initialisation, shuffling, base draws and times.
+        checkpoint, resume: Crash-safe checkpoints and resuming (:func:`pushforward.train.train`).
 
     Raises:
-        ValueError: on mismatched simulations, parameters outside the prior's support or bad settings;
-        FloatingPointError: when training diverges.
+        TypeError: a prior that is not a distribution (e.g. a string).
+        ValueError: on mismatched simulations, parameters outside the prior's support, a prior of the wrong
+            event shape or bad settings;
+        TrainingDiverged: when training diverges.
 
     Example:
         >>> import torch
@@ -99,6 +106,7 @@ def FMPE(
     if not theta.is_floating_point():
         theta = theta.to(torch.get_default_dtype())
     x = x.to(theta.dtype)
+    check_prior(prior, theta.shape[-1] if theta.dim() == 2 else None)
     check_simulations(
         theta, x, validation_fraction, batch_size=batch_size, max_epochs=max_epochs, patience=patience
     )
@@ -117,34 +125,29 @@ def FMPE(
             if context is None:
                 raise ValueError("the embedding has no out_features attribute: pass the flow explicitly")
             flow = FFJORD(d, context=int(context), hidden=hidden, trace="exact")
-    posterior, v, train_idx, val_idx = prepare_posterior(
+    posterior, _, train_idx, val_idx = prepare_posterior(
         flow, prior, embedding, theta, x, n_val=n_val, generator=generator, z_score_x=z_score_x
     )
-    with torch.no_grad():
-        x_std = (x - posterior.x_loc) / posterior.x_scale
-    train = DataLoader(
-        TensorDataset(v[train_idx], x_std[train_idx]),
+    n_train = n - n_val
+    config = TrainConfig(
+        epochs=max_epochs,
         batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
-    )
-    val = DataLoader(TensorDataset(v[val_idx], x_std[val_idx]), batch_size=max(batch_size, 1024))
-    per_epoch = len(train)
-    history: FlowMatchingHistory = fit_flow_matching(
-        flow,
-        train,
-        val,
-        steps=max_epochs * per_epoch,
         lr=lr,
         clip_grad=clip_grad,
-        schedule=schedule,
-        sigma_min=sigma_min,
-        time_exponent=time_exponent,
-        embedding=embedding,
+        schedule=schedule or "constant",
         patience=patience,
-        eval_every=per_epoch,
-        seed=seed,
+        eval_every=math.ceil(n_train / batch_size),
         ema=ema,
+        seed=seed,
+    ).validate()
+    history = train(
+        posterior,
+        FlowMatching(sigma_min=sigma_min, time_exponent=time_exponent),
+        (theta[train_idx], x[train_idx]),
+        (theta[val_idx], x[val_idx]),
+        config,
+        checkpoint=checkpoint,
+        resume=resume,
     )
     posterior.history = history
     posterior.eval()

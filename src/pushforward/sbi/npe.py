@@ -20,35 +20,15 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from ..flows.autoregressive import MAF, NSF
 from ..flows.core import Flow
-from ..train.fit import History, fit
-from .posterior import Posterior, check_simulations, prepare_posterior
+from ..train.config import TrainConfig
+from ..train.engine import History, train
+from ..train.losses import MaximumLikelihood
+from .posterior import Posterior, check_prior, check_simulations, prepare_posterior
 
 __all__ = ["NPE"]
-
-
-class _LatentObjective(nn.Module):
-    """``log q_φ(v | e(x))`` on standardised latent ``v`` and raw ``x``: what :func:`fit` maximises."""
-
-    def __init__(self, posterior: Posterior) -> None:
-        super().__init__()
-        self.posterior = posterior
-        self.event_shape = (posterior.dim,)
-        self.features = posterior.dim
-        self.context_features = posterior.flow.context_features
-
-    def log_prob(self, v: Tensor, x: Tensor) -> Tensor:
-        return self.posterior.flow.log_prob(v, self.posterior.embed(x))
-
-    def forward(self, v: Tensor, x: Tensor) -> Tensor:
-        return self.log_prob(v, x)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.posterior.theta_loc.dtype
 
 
 def _as_tensor(a: object, name: str) -> Tensor:
@@ -87,8 +67,9 @@ def NPE(
     r"""Neural posterior estimation: fit :math:`q(\theta \mid x)` to simulations and return a
     :class:`~pushforward.sbi.Posterior`.
 
-    The data are split into training and validation sets (``validation_fraction``); the flow is trained
-    by :func:`pushforward.fit` (Adam, gradient clipping, the rate annealed from ``lr`` to 0 over
+    The data are split into training and validation sets (``validation_fraction``); the posterior is
+    trained by the one engine (:func:`pushforward.train.train` with the maximum-likelihood loss on
+    :math:`\log q(\theta \mid x)`, in θ's units) (Adam, gradient clipping, the rate annealed from ``lr`` to 0 over
     ``max_epochs`` by a cosine schedule) until the validation loss has not improved for ``patience`` epochs,
     and the best weights are kept. The training history is in ``posterior.history``.
 
@@ -127,8 +108,9 @@ def NPE(
         seed: Seeds the split, the initialisation and the shuffling.
 
     Raises:
-        ValueError: on mismatched or non-finite simulations, or when training diverges (no finite
-            validation loss).
+        TypeError: a prior that is not a distribution (e.g. a string).
+        ValueError: on mismatched or non-finite simulations, a prior of the wrong event shape.
+        TrainingDiverged: when training diverges.
 
     Example:
         >>> import torch
@@ -141,6 +123,7 @@ def NPE(
     """
     theta = _as_tensor(theta, "theta")
     x = _as_tensor(x, "x").to(theta.dtype)
+    check_prior(prior, theta.shape[-1] if theta.dim() == 2 else None)
     check_simulations(
         theta, x, validation_fraction, batch_size=batch_size, max_epochs=max_epochs, patience=patience
     )
@@ -167,32 +150,32 @@ def NPE(
     else:
         raise TypeError(f"flow must be 'auto', 'nsf', 'maf' or a Flow, got {type(flow).__name__}")
 
-    def train(
+    n_train = n - n_val
+    config = TrainConfig(
+        epochs=max_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        clip_grad=clip_grad,
+        weight_decay=weight_decay,
+        schedule=schedule or "constant",
+        patience=patience,
+        eval_every=math.ceil(n_train / batch_size),
+        seed=seed,
+    ).validate()
+
+    def fit_candidate(
         flow: Flow, embedding: nn.Module | None, generator: torch.Generator
     ) -> tuple[Posterior, History]:
-        posterior, v, train_idx, val_idx = prepare_posterior(
+        posterior, _, train_idx, val_idx = prepare_posterior(
             flow, prior, embedding, theta, x, n_val=n_val, generator=generator, z_score_x=z_score_x
         )
-        train = DataLoader(
-            TensorDataset(v[train_idx], x[train_idx]),
-            batch_size=batch_size,
-            shuffle=True,
-            generator=generator,
-        )
-        val = DataLoader(TensorDataset(v[val_idx], x[val_idx]), batch_size=max(batch_size, 1024))
-        history: History = fit(
-            _LatentObjective(posterior),  # type: ignore[arg-type]  (duck-typed: log_prob(v, x), forward)
-            train,
-            val,
-            epochs=max_epochs,
-            lr=lr,
-            clip_grad=clip_grad,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            patience=patience,
-            eval_every=len(train),
+        history = train(
+            posterior,
+            MaximumLikelihood(),
+            (theta[train_idx], x[train_idx]),
+            (theta[val_idx], x[val_idx]),
+            config,
             progress=progress,
-            seed=seed,
         )
         return posterior, history
 
@@ -210,13 +193,11 @@ def NPE(
             candidate = MAF(d, context=int(context), layers=layers, hidden=hidden)  # type: ignore[arg-type]
         else:
             candidate = kind
-        posterior, history = train(candidate, emb, generator)
+        posterior, history = fit_candidate(candidate, emb, generator)
         results[kind if isinstance(kind, str) else "custom"] = (posterior, history, emb)
-    scores = {name: r[1].best_val_nll for name, r in results.items()}
+    scores = {name: r[1].best_val_loss for name, r in results.items()}
     best = min(scores, key=lambda k: (scores[k], k != "nsf"))  # a tie keeps the spline flow
     posterior, history, emb = results[best]
-    if not math.isfinite(history.best_val_nll):
-        raise ValueError("NPE training diverged: no finite validation loss (check the simulations' scale)")
     if embedding is not None and emb is not embedding:
         embedding.load_state_dict(emb.state_dict())  # type: ignore[union-attr]
         posterior.embedding = embedding

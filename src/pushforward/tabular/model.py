@@ -433,7 +433,7 @@ class FlowModel:
         ):
             raise ModelFileError(f"{path}: columns must be {flow.features} names")
         history = cfg.get("history")
-        for key in ("steps", "train_nll", "val_nll"):
+        for key in ("steps", "train_loss", "val_loss"):
             seq = (history or {}).get(key)
             if seq is not None and not (
                 isinstance(seq, list) and all(v is None or _is_number(v) for v in seq)
