@@ -52,7 +52,8 @@ def main() -> None:
     flow = RealNVP(args.dim, layers=8, hidden=(64, 64), mask="half")
     vi = fit_vi(flow, log_p, steps=args.vi_steps, samples=256, lr=1e-3, eval_samples=20_000, seed=args.seed)
     print(
-        f"VI: ELBO {vi.extras['final_elbo']:.3f}, log Z {vi.extras['log_z']:.3f} ± {vi.extras['log_z_stderr']:.3f} (true 0), "
+        f"VI: ELBO {vi.extras['final_elbo']:.3f}, log Z {vi.extras['log_z']:.3f} "
+        f"± {vi.extras['log_z_stderr']:.3f} (true 0), "
         f"ESS {100 * vi.extras['ess_fraction']:.1f}%, {vi.seconds:.0f}s",
         flush=True,
     )

@@ -54,9 +54,8 @@ print(result.message or "converged")
 print(f"final ELBO       {result.extras['final_elbo']:.4f} ± {result.extras['elbo_stderr']:.4f}")
 print(f"log Z (IS)       {result.extras['log_z']:.4f} ± {result.extras['log_z_stderr']:.4f}")
 print(f"log Z quadrature {ENERGY_LOG_Z['u2']:.4f}")
-print(
-    f"ESS              {result.extras['ess']:.0f} of {result.extras['eval_samples']} draws ({result.extras['ess_fraction']:.0%})"
-)
+r = result.extras
+print(f"ESS              {r['ess']:.0f} of {r['eval_samples']} draws ({r['ess_fraction']:.0%})")
 
 # %%
 # The ELBO lies below :math:`\log Z` by :math:`\mathrm{KL}(q\|p)`; the importance-sampled estimate removes
