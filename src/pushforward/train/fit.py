@@ -27,7 +27,7 @@ def evaluate_nll(flow: nn.Module, data: Data, batch_size: int = 1024) -> float:
 
     Example:
         >>> from pushforward.flows import RealNVP
-        >>> round(evaluate_nll(RealNVP(1, layers=1, hidden=(4,)), torch.zeros(5, 1)), 2) > 0
+        >>> evaluate_nll(RealNVP(2, layers=1, hidden=(4,)), torch.zeros(5, 2)) > 0
         True
     """
     was_training = flow.training

@@ -9,7 +9,7 @@ work) and ``max_worsening(model)`` (the divergence margin); see :mod:`pushforwar
   model defines one), in nats per row;
 - :class:`FlowMatching`: the conditional flow-matching loss of
   :func:`~pushforward.train.flow_matching.flow_matching_loss` (optimal-transport path);
-- :class:`BitsPerDim`: the dequantization bound of a :class:`~pushforward.flows.DequantizedFlow` in bits per
+- :class:`BitsPerDim`: the dequantization bound of a :class:`~pushforward.flows.dequantization.DequantizedFlow` in bits per
   dimension.
 
 The reverse-KL (ELBO) loss of variational inference is :class:`pushforward.inference.vi.ReverseKL`.
@@ -139,12 +139,13 @@ class FlowMatching:
 
 
 class BitsPerDim:
-    r"""Bits per dimension of a :class:`~pushforward.flows.DequantizedFlow` (uniform or variational
+    r"""Bits per dimension of a :class:`~pushforward.flows.dequantization.DequantizedFlow` (uniform or variational
     dequantization): :math:`-\log_2 P(x) / D` from the dequantization bound; batches are ``(pixels,)`` or
     ``(pixels, context)`` with integer-valued pixels in ``[0, levels)``.
 
     Example:
-        >>> from pushforward.flows import DequantizedFlow, Glow
+        >>> from pushforward.flows import Glow
+        >>> from pushforward.flows.dequantization import DequantizedFlow
         >>> model = DequantizedFlow(Glow((1, 4, 4), levels=1, steps=1, hidden=(8,)), levels=4)
         >>> BitsPerDim()(model, (torch.randint(0, 4, (2, 1, 4, 4)).float(),)).shape
         torch.Size([])
