@@ -116,7 +116,8 @@ def make_loader(
     name = "train" if shuffle else "val"
     dataset = _dataset(data, model, name)
     if not shuffle:
-        return DataLoader(dataset, batch_size=max(cfg.batch_size, 1024), shuffle=False), None
+        own = torch.Generator().manual_seed(0)  # iterating must not draw from the global RNG (exact resume)
+        return DataLoader(dataset, batch_size=max(cfg.batch_size, 1024), shuffle=False, generator=own), None
     if cfg.seed is not None:
         base_seed = int(cfg.seed)
     else:
@@ -128,7 +129,13 @@ def make_loader(
             dist.broadcast(t, 0)
             base_seed = int(t)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=base_seed)
-    return DataLoader(dataset, batch_size=cfg.batch_size // world, sampler=sampler, drop_last=False), sampler
+    own = torch.Generator().manual_seed(
+        base_seed
+    )  # iterating must not draw from the global RNG (exact resume)
+    loader = DataLoader(
+        dataset, batch_size=cfg.batch_size // world, sampler=sampler, drop_last=False, generator=own
+    )
+    return loader, sampler
 
 
 def unpack(batch: object, device: torch.device | None) -> tuple[Tensor, ...]:

@@ -9,8 +9,8 @@ work) and ``max_worsening(model)`` (the divergence margin); see :mod:`pushforwar
   model defines one), in nats per row;
 - :class:`FlowMatching`: the conditional flow-matching loss of
   :func:`~pushforward.train.flow_matching.flow_matching_loss` (optimal-transport path);
-- :class:`BitsPerDim`: the dequantization bound of a :class:`~pushforward.flows.dequantization.DequantizedFlow` in bits per
-  dimension.
+- :class:`BitsPerDim`: the dequantization bound of a
+  :class:`~pushforward.flows.dequantization.DequantizedFlow` in bits per dimension.
 
 The reverse-KL (ELBO) loss of variational inference is :class:`pushforward.inference.vi.ReverseKL`.
 
