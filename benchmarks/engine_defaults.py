@@ -35,12 +35,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from conditional_toy import conditional_moons  # noqa: E402
+from conditional_toy import conditional_moons
 
-from pushforward import fit  # noqa: E402
-from pushforward.data import toy  # noqa: E402
-from pushforward.flows import NSF  # noqa: E402
-from pushforward.train.fit import evaluate_nll  # noqa: E402
+from pushforward import fit
+from pushforward.data import toy
+from pushforward.flows import NSF
+from pushforward.train.fit import evaluate_nll
 
 TASKS = ("cond_moons", "checkerboard", "8gaussians")
 
@@ -94,8 +94,14 @@ def run(task: str, variant: str, seed: int, steps: int) -> dict:
         fit(flow, train, steps=steps, seed=seed, progress=False, **parse_variant(variant))
     seconds = time.perf_counter() - start
     flow.eval()
-    return {"task": task, "variant": variant, "seed": seed, "steps": steps, "seconds": seconds,
-            "test_loglik": -evaluate_nll(flow, test)}
+    return {
+        "task": task,
+        "variant": variant,
+        "seed": seed,
+        "steps": steps,
+        "seconds": seconds,
+        "test_loglik": -evaluate_nll(flow, test),
+    }
 
 
 def main() -> None:

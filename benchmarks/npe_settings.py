@@ -62,8 +62,12 @@ def main() -> None:
     if kind is not None:
         torch.manual_seed(args.seed)
         kwargs["flow"] = {"maf": MAF, "nsf": NSF}[kind](theta.shape[1], context=x.shape[1], **flow_kwargs)
+    if "max_epochs" in kwargs:  # the settings files of issue 16 predate TrainConfig's names
+        kwargs["epochs"] = kwargs.pop("max_epochs")
+    if "schedule" in kwargs and kwargs["schedule"] is None:
+        kwargs["schedule"] = "constant"
     start = time.process_time()
-    post = NPE(task.get_prior_dist(), theta, x, seed=args.seed, **kwargs)
+    post = NPE(task.get_prior_dist(), seed=args.seed, **kwargs).fit(theta, x)
     cpu = time.process_time() - start
     with torch.no_grad():
         lp = torch.cat(

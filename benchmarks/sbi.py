@@ -50,7 +50,7 @@ def simulate(task, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def train_pushforward(task, theta, x, seed: int):
     from pushforward.sbi import NPE
 
-    post = NPE(task.get_prior_dist(), theta, x, seed=seed)
+    post = NPE(task.get_prior_dist(), seed=seed).fit(theta, x)
 
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
         return post.sample(n, x_o.reshape(-1))
@@ -62,7 +62,7 @@ def train_pushforward(task, theta, x, seed: int):
 def train_fmpe(task, theta, x, seed: int):
     from pushforward.sbi import FMPE
 
-    post = FMPE(task.get_prior_dist(), theta, x, seed=seed)
+    post = FMPE(task.get_prior_dist(), seed=seed).fit(theta, x)
 
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
         return post.sample(n, x_o.reshape(-1))

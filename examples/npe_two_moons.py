@@ -55,7 +55,7 @@ def main() -> None:
     theta = -1 + 2 * torch.rand(args.simulations, 2, generator=g)
     x = two_moons(theta, g)
     start = time.perf_counter()
-    posterior = NPE(prior, theta, x, seed=args.seed)
+    posterior = NPE(prior, seed=args.seed).fit(theta, x)
     h = posterior.history
     scores = ", ".join(f"{k} {v:.3f}" for k, v in posterior.flow_scores.items())
     print(

@@ -132,3 +132,21 @@ def test_constructor_rejects_bad_flows():
     post = Posterior(NSF(2, context=3, layers=1, hidden=(8, 8)), None)
     with pytest.raises(ValueError, match="positive"):
         post.set_standardization(theta_scale=torch.tensor([1.0, 0.0]))
+
+
+def test_one_extreme_simulation_does_not_flatten_the_x_scale_and_far_observations_warn():
+    from pushforward.sbi import NPE
+
+    g = torch.Generator().manual_seed(0)
+    theta = torch.rand(300, 1, generator=g) * 2 - 1
+    x = theta + 0.1 * torch.randn(300, 1, generator=g)
+    x[7] = 1e38
+    prior = BoxUniform(-torch.ones(1), torch.ones(1))
+    post = NPE(prior, flow="maf", layers=1, hidden=(8,), epochs=2, seed=0).fit(theta, x)
+    assert float(post.x_scale) < 1.0  # the mean/std scale would be about 6e35
+    with pytest.warns(RuntimeWarning, match="outside the range of the simulations"):
+        post.sample(5, torch.tensor([-1e30]))
+    with pytest.raises(TypeError, match="number of samples"):
+        post.sample("12", torch.tensor([0.3]))
+    with pytest.raises(TypeError, match="number of samples"):
+        post.sample(True, torch.tensor([0.3]))

@@ -346,7 +346,7 @@ class Posterior(nn.Module):
         x = x.to(self.theta_loc)
         check_finite(x, "x")
         batch = tuple(x.shape[: x.dim() - k])
-        margin = 0.1 * (self.x_high - self.x_low)
+        margin = 0.5 * self.x_scale  # half a (robust) standard deviation beyond the simulations
         outside = (x < self.x_low - margin) | (x > self.x_high + margin)
         if bool(outside.any()):
             warnings.warn(
