@@ -150,3 +150,21 @@ def test_one_extreme_simulation_does_not_flatten_the_x_scale_and_far_observation
         post.sample("12", torch.tensor([0.3]))
     with pytest.raises(TypeError, match="number of samples"):
         post.sample(True, torch.tensor([0.3]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_boundary_is_minus_infinity_and_an_extreme_row_does_not_spoil_the_batch(dtype):
+    post, low, high = _box_posterior(dtype)
+    theta = torch.stack([low, high, (low + high) / 2])
+    lp = post.log_prob(theta, torch.zeros(3, dtype=dtype))
+    lp = lp.detach()
+    assert lp[:2].tolist() == [-math.inf, -math.inf] and math.isfinite(float(lp[2]))
+    huge = torch.finfo(dtype).max / 4
+    x = torch.tensor([[0.1, 0.2, 0.3], [huge, -huge, huge], [0.0, 0.0, 0.0]], dtype=dtype)
+    with pytest.warns(RuntimeWarning, match="outside the range"):
+        post.set_standardization(
+            x_loc=torch.zeros(3, dtype=dtype), x_scale=torch.full((3,), 1e-3, dtype=dtype)
+        )
+        post.x_low, post.x_high = torch.full((3,), -1.0, dtype=dtype), torch.ones(3, dtype=dtype)
+        lp = post.log_prob(torch.full((3, 2), 0.5, dtype=dtype) * (low + high), x)
+    assert lp[1] == -math.inf and torch.isfinite(lp[[0, 2]]).all()

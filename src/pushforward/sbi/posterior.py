@@ -360,15 +360,19 @@ class Posterior(nn.Module):
 
     # ------------------------------------------------------------------ density and sampling
     def in_support(self, theta: Tensor) -> Tensor:
-        """Boolean ``(batch,)``: whether each ``theta`` lies in the prior's support."""
+        """Boolean ``(batch,)``: whether each ``theta`` lies in the prior's support, strictly inside an
+        interval support (its boundary maps to infinity in the unconstrained space)."""
         ok = self.support.check(theta)
-        return ok.all(-1) if ok.dim() == theta.dim() else ok
+        ok = ok.all(-1) if ok.dim() == theta.dim() else ok
+        return ok & ((theta > self._lower) & (theta < self._upper)).all(-1)
 
     def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
         r""":math:`\log q(\theta \mid x)` for ``theta (*batch, d)``; ``x`` one observation or one per row.
 
         Parameters outside the prior's support (or on its boundary, where the bijection is singular) get
-        :math:`-\infty`.
+        :math:`-\infty`; so do rows whose density cannot be computed in floating point (an observation so
+        far outside the simulations that its embedding or the flow overflows), without affecting the other
+        rows (observations outside the simulations' range also raise a ``RuntimeWarning``).
         """
         if not isinstance(theta, Tensor) or theta.dim() < 1 or theta.shape[-1] != self.dim:
             raise ValueError(
@@ -386,12 +390,16 @@ class Posterior(nn.Module):
         v = torch.where(inside[:, None], v, torch.zeros_like(v))
         xb, xbatch = self._prepare_x(x)
         context = self.embed(xb)
+        usable = torch.isfinite(context).all(-1)  # (m,): rows whose embedding did not overflow
+        context = torch.where(usable[:, None], context, torch.zeros_like(context))
         if xbatch == ():
-            context = context[0]
+            context, inside = context[0], inside & usable[0]
         elif math.prod(xbatch) != theta.shape[0]:
             raise ValueError(f"x has batch shape {xbatch}, theta {tuple(batch)}: give one x or one per theta")
+        else:
+            inside = inside & usable
         lp = self.flow.log_prob(v, context) + ladj
-        lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
+        lp = torch.where(inside & ~torch.isnan(lp), lp, torch.full_like(lp, -math.inf))
         return lp.reshape(batch)
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
