@@ -10,6 +10,10 @@ flow.
 
 Reference: Lueckmann, Boelts, Greenberg, Gonçalves & Macke, "Benchmarking Simulation-Based Inference",
 AISTATS 2021 (the training protocol: a validation split, early stopping on its loss).
+
+Example:
+    >>> SBI_DEFAULTS.batch_size, SBI_DEFAULTS.schedule, SBI_DEFAULTS.patience
+    (200, 'cosine', 30)
 """
 
 from __future__ import annotations
