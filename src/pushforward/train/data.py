@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ..checks import check_input
@@ -132,10 +132,9 @@ def make_loader(
     own = torch.Generator().manual_seed(
         base_seed
     )  # iterating must not draw from the global RNG (exact resume)
-    loader = DataLoader(
-        dataset, batch_size=cfg.batch_size // world, sampler=sampler, drop_last=False, generator=own
-    )
-    return loader, sampler
+    # whole batches of indices: the tensors are indexed once per batch (not once per row, then collated)
+    batches = BatchSampler(sampler, batch_size=cfg.batch_size // world, drop_last=False)
+    return DataLoader(dataset, sampler=batches, batch_size=None, generator=own), sampler
 
 
 def unpack(batch: object, device: torch.device | None) -> tuple[Tensor, ...]:
