@@ -21,8 +21,8 @@ import torch
 
 from pushforward.data import ENTROPY, toy
 from pushforward.flows import FFJORD
+from pushforward.train import fit_flow_matching
 from pushforward.train.fit import evaluate_nll
-from pushforward.train.flow_matching import fit_flow_matching
 from pushforward.transforms import ContinuousFlow
 
 #: The maximum-likelihood FFJORD reference (issue 5 acceptance run, same data seeds and test set).

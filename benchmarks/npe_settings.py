@@ -62,8 +62,12 @@ def main() -> None:
     if kind is not None:
         torch.manual_seed(args.seed)
         kwargs["flow"] = {"maf": MAF, "nsf": NSF}[kind](theta.shape[1], context=x.shape[1], **flow_kwargs)
+    if "max_epochs" in kwargs:  # the settings files of issue 16 predate TrainConfig's names
+        kwargs["epochs"] = kwargs.pop("max_epochs")
+    if "schedule" in kwargs and kwargs["schedule"] is None:
+        kwargs["schedule"] = "constant"
     start = time.process_time()
-    post = NPE(task.get_prior_dist(), theta, x, seed=args.seed, **kwargs)
+    post = NPE(task.get_prior_dist(), seed=args.seed, **kwargs).fit(theta, x)
     cpu = time.process_time() - start
     with torch.no_grad():
         lp = torch.cat(
@@ -79,9 +83,9 @@ def main() -> None:
                 "task": args.task,
                 "seed": args.seed,
                 "settings": settings,
-                "epochs": len(h.val_nll),
+                "epochs": len(h.val_loss),
                 "best_epoch": h.best_step // max(1, h.steps[0]) if h.steps else None,
-                "best_val_nll": h.best_val_nll,
+                "best_val_loss": h.best_val_loss,
                 "heldout_nll": -float(lp.mean()),
                 "flow_kind": getattr(post, "flow_kind", None),
                 "flow_scores": getattr(post, "flow_scores", None),

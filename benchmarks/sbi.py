@@ -50,19 +50,19 @@ def simulate(task, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def train_pushforward(task, theta, x, seed: int):
     from pushforward.sbi import NPE
 
-    post = NPE(task.get_prior_dist(), theta, x, seed=seed)
+    post = NPE(task.get_prior_dist(), seed=seed).fit(theta, x)
 
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
         return post.sample(n, x_o.reshape(-1))
 
-    info = {"epochs": len(post.history.val_nll), "best_val_nll": post.history.best_val_nll}
+    info = {"epochs": len(post.history.val_loss), "best_val_loss": post.history.best_val_loss}
     return sample, {**info, "flow": post.flow_kind, "flow_scores": post.flow_scores}
 
 
 def train_fmpe(task, theta, x, seed: int):
     from pushforward.sbi import FMPE
 
-    post = FMPE(task.get_prior_dist(), theta, x, seed=seed)
+    post = FMPE(task.get_prior_dist(), seed=seed).fit(theta, x)
 
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
         return post.sample(n, x_o.reshape(-1))

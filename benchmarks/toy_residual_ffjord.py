@@ -129,7 +129,7 @@ def main() -> None:
         "test_nll": nll,
         "entropy": entropy,
         "gap": None if entropy is None else nll - entropy,
-        "final_train_nll": history.train_nll[-1] if history.train_nll else None,
+        "final_train_nll": history.train_loss[-1] if history.train_loss else None,
         "train_seconds": train_seconds,
         "train_cpu_seconds": train_cpu_seconds,
         "seconds_per_step": train_seconds / args.steps,

@@ -53,7 +53,7 @@ def main() -> None:
         model.bits_per_dim(x_tr[:256], c_tr[:256])  # ActNorm initialisation on a large batch
     t0 = time.perf_counter()
     hist = fit_images(model, x_tr, c_tr, max_seconds=args.budget, batch_size=64, lr=2e-3)
-    print(f"trained {hist['steps']} steps in {time.perf_counter() - t0:.0f}s")
+    print(f"trained {hist.steps[-1]} steps in {time.perf_counter() - t0:.0f}s")
     print(f"held-out bits/dim (variational bound, 4 draws): {model.evaluate(x_te, c_te, samples=4):.3f}")
 
     flow.eval()

@@ -52,8 +52,9 @@ def main() -> None:
     flow = RealNVP(args.dim, layers=8, hidden=(64, 64), mask="half")
     vi = fit_vi(flow, log_p, steps=args.vi_steps, samples=256, lr=1e-3, eval_samples=20_000, seed=args.seed)
     print(
-        f"VI: ELBO {vi.final_elbo:.3f}, log Z {vi.log_z:.3f} ± {vi.log_z_stderr:.3f} (true 0), "
-        f"ESS {100 * vi.ess_fraction:.1f}%, {vi.seconds:.0f}s",
+        f"VI: ELBO {vi.extras['final_elbo']:.3f}, log Z {vi.extras['log_z']:.3f} "
+        f"± {vi.extras['log_z_stderr']:.3f} (true 0), "
+        f"ESS {100 * vi.extras['ess_fraction']:.1f}%, {vi.seconds:.0f}s",
         flush=True,
     )
 
@@ -61,9 +62,9 @@ def main() -> None:
     nt = neutra(flow, log_p, num_samples=args.num_samples, warmup=args.warmup, seed=args.seed)
     numbers = {
         "vi": {
-            "elbo": vi.final_elbo,
-            "log_z": vi.log_z,
-            "ess_fraction": vi.ess_fraction,
+            "elbo": vi.extras["final_elbo"],
+            "log_z": vi.extras["log_z"],
+            "ess_fraction": vi.extras["ess_fraction"],
             "seconds": vi.seconds,
         }
     }

@@ -55,11 +55,11 @@ def main() -> None:
     theta = -1 + 2 * torch.rand(args.simulations, 2, generator=g)
     x = two_moons(theta, g)
     start = time.perf_counter()
-    posterior = NPE(prior, theta, x, seed=args.seed)
+    posterior = NPE(prior, seed=args.seed).fit(theta, x)
     h = posterior.history
     scores = ", ".join(f"{k} {v:.3f}" for k, v in posterior.flow_scores.items())
     print(
-        f"NPE: kept the {posterior.flow_kind.upper()} (validation NLL {scores}); {len(h.val_nll)} epochs, "
+        f"NPE: kept the {posterior.flow_kind.upper()} (validation NLL {scores}); {len(h.val_loss)} epochs, "
         f"{time.perf_counter() - start:.0f} s"
     )
 

@@ -66,18 +66,18 @@ def main() -> None:
                 eval_samples=50_000,
                 seed=args.seed,
             )
-            err = res.log_z - ENERGY_LOG_Z[name]
+            err = res.extras["log_z"] - ENERGY_LOG_Z[name]
             print(
-                f"{name} K={k:2d}: log Z = {res.log_z:.4f} ± {res.log_z_stderr:.4f} (quadrature "
-                f"{ENERGY_LOG_Z[name]:.4f}, error {err:+.4f}), ELBO {res.final_elbo:.4f}, "
-                f"ESS {100 * res.ess_fraction:.1f}%, {res.seconds:.0f}s",
+                f"{name} K={k:2d}: log Z = {res.extras['log_z']:.4f} ± {res.extras['log_z_stderr']:.4f} (quadrature "
+                f"{ENERGY_LOG_Z[name]:.4f}, error {err:+.4f}), ELBO {res.extras['final_elbo']:.4f}, "
+                f"ESS {100 * res.extras['ess_fraction']:.1f}%, {res.seconds:.0f}s",
                 flush=True,
             )
             numbers[name][f"K={k}"] = {
-                "log_z": res.log_z,
-                "log_z_stderr": res.log_z_stderr,
-                "elbo": res.final_elbo,
-                "ess_fraction": res.ess_fraction,
+                "log_z": res.extras["log_z"],
+                "log_z_stderr": res.extras["log_z_stderr"],
+                "elbo": res.extras["final_elbo"],
+                "ess_fraction": res.extras["ess_fraction"],
                 "diverged": res.diverged,
             }
             with torch.no_grad():

@@ -44,7 +44,7 @@ def _base_file(tmp_path, preset):
         "dtype": "float32",
         "standardize": {"mean": [0.0] * features, "scale": [1.0] * features},
         "columns": [f"c{i}" for i in range(features)],
-        "history": {"steps": [1], "train_nll": [1.0], "val_nll": [1.0]},
+        "history": {"steps": [1], "train_loss": [1.0], "val_loss": [1.0]},
         "validation": {"quantiles": list(np.linspace(-3, 0, 1001)), "mean": -1.0, "std": 0.5, "n": 10},
     }
     p = tmp_path / f"{preset}.safetensors"
@@ -98,7 +98,7 @@ NAMED = {
     "context_negative": ("realnvp", _set("context", -1)),
     "options_list": ("realnvp", _set("options", [1, 2])),
     "history_string": ("realnvp", _set("history", "abc")),
-    "history_steps_string": ("realnvp", _set("history", {"steps": "abc", "train_nll": [1.0]})),
+    "history_steps_string": ("realnvp", _set("history", {"steps": "abc", "train_loss": [1.0]})),
     "validation_string": ("realnvp", _set("validation", "abc")),
     "validation_bad_quantiles": ("realnvp", _set("validation", {"quantiles": "x", "mean": 1, "std": 1})),
     "columns_wrong_length": ("realnvp", _set("columns", ["a"])),

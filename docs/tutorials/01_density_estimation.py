@@ -162,7 +162,7 @@ mu, sd = train.mean(0), train.std(0)
 to_tensor = lambda a: torch.as_tensor((a - mu) / sd, dtype=torch.float32)  # noqa: E731
 flow = RealNVP(10, layers=2, hidden=(32, 32))
 history = fit(flow, to_tensor(train), to_tensor(calib), steps=400, lr=2e-3, progress=False)
-print(f"best validation NLL {history.best_val_nll:.2f} nats at step {history.best_step}")
+print(f"best validation NLL {history.best_val_loss:.2f} nats at step {history.best_step}")
 with torch.no_grad():
     # log-density of the standardised data; subtract sum(log sd) for the density in the original units
     print(f"benign test log p: {flow.log_prob(to_tensor(test)).mean() - np.log(sd).sum():.1f} nats")

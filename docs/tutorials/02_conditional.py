@@ -70,7 +70,7 @@ history = fit(
     progress=False,
 )
 print(
-    f"validation NLL {history.best_val_nll:.3f} nats after {history.steps[-1]} steps "
+    f"validation NLL {history.best_val_loss:.3f} nats after {history.steps[-1]} steps "
     f"({history.seconds:.0f} s)"
 )
 
@@ -133,7 +133,7 @@ print(f"KL(exact posterior || flow) ≈ {kl:.3f} nats for x_o = {x_o.tolist()}")
 #
 #     from pushforward.sbi import NPE, sbc_ranks, expected_coverage, plot_calibration
 #
-#     posterior = NPE(prior, theta, x, seed=0)       # any torch.distributions prior, e.g. a box uniform
+#     posterior = NPE(prior, seed=0).fit(theta, x)   # any torch.distributions prior, e.g. a box uniform
 #     draws = posterior.sample(1000, x_o)            # (1000, d), all inside the prior's support
 #     log_q = posterior.log_prob(draws, x_o)         # exact log-density of the amortised posterior
 #     theta_map = posterior.map(x_o)

@@ -51,10 +51,11 @@ log_p = target_log_density("u2")
 flow = PlanarFlow(2, layers=16)
 result = fit_vi(flow, log_p, steps=800, samples=256, lr=5e-3, anneal=300, eval_samples=20000, seed=0)
 print(result.message or "converged")
-print(f"final ELBO       {result.final_elbo:.4f} ± {result.elbo_stderr:.4f}")
-print(f"log Z (IS)       {result.log_z:.4f} ± {result.log_z_stderr:.4f}")
+print(f"final ELBO       {result.extras['final_elbo']:.4f} ± {result.extras['elbo_stderr']:.4f}")
+print(f"log Z (IS)       {result.extras['log_z']:.4f} ± {result.extras['log_z_stderr']:.4f}")
 print(f"log Z quadrature {ENERGY_LOG_Z['u2']:.4f}")
-print(f"ESS              {result.ess:.0f} of {result.eval_samples} draws ({result.ess_fraction:.0%})")
+r = result.extras
+print(f"ESS              {r['ess']:.0f} of {r['eval_samples']} draws ({r['ess_fraction']:.0%})")
 
 # %%
 # The ELBO lies below :math:`\log Z` by :math:`\mathrm{KL}(q\|p)`; the importance-sampled estimate removes
@@ -73,7 +74,7 @@ with torch.no_grad():
     )
 axes[0].set_title("target exp(-U2)")
 axes[1].set_title("fitted flow q")
-axes[2].plot(result.elbo, lw=0.5)
+axes[2].plot(result.extras["elbo"], lw=0.5)
 axes[2].axhline(ENERGY_LOG_Z["u2"], color="k", ls="--", label="log Z")
 axes[2].set_ylim(ENERGY_LOG_Z["u2"] - 3, ENERGY_LOG_Z["u2"] + 0.5)
 axes[2].set_xlabel("step")

@@ -61,7 +61,7 @@ with torch.no_grad():
     model.bits_per_dim(x_train[:256])  # the first batch initialises ActNorm (data-dependent init)
 print(f"test bits/dim before training: {model.evaluate(x_test):.3f}")
 hist = fit_images(model, x_train, steps=300, batch_size=64, lr=2e-3)
-print(f"test bits/dim after {hist['steps']} steps ({hist['seconds']:.0f} s): {model.evaluate(x_test):.3f}")
+print(f"test bits/dim after {hist.steps[-1]} steps ({hist.seconds:.0f} s): {model.evaluate(x_test):.3f}")
 
 # %%
 # Samples

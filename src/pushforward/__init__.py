@@ -20,9 +20,9 @@ _LAZY = {
     "Estimate": (".inference.montecarlo", "Estimate"),
     "Flow": (".flows.core", "Flow"),
     "FlowDensity": (".sklearn", "FlowDensity"),  # needs scikit-learn
-    "History": (".train.fit", "History"),
+    "History": (".train.engine", "History"),
+    "TrainConfig": (".train.config", "TrainConfig"),
     "TrainingDiverged": (".train.step", "TrainingDiverged"),
-    "VIResult": (".inference.vi", "VIResult"),
     "distributions": (".distributions", None),
     "expectation": (".inference.montecarlo", "expectation"),
     "fit": (".train.fit", "fit"),
@@ -41,8 +41,8 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "History",
+    "TrainConfig",
     "TrainingDiverged",
-    "VIResult",
     "distributions",
     "expectation",
     "fit",
@@ -61,9 +61,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from .checks import set_max_memory, set_validation
     from .flows.core import Flow
     from .inference.montecarlo import Estimate, expectation
-    from .inference.vi import VIResult, fit_vi
+    from .inference.vi import fit_vi
     from .sklearn import FlowDensity
-    from .train.fit import History, fit
+    from .train.config import TrainConfig
+    from .train.engine import History
+    from .train.fit import fit
     from .train.step import TrainingDiverged
 
 

@@ -76,7 +76,7 @@ def test_fit_writes_model_with_standardisation_and_columns(model_file, data_dir)
     assert model.preset == "realnvp"
     np.testing.assert_allclose(model.mean, x.mean(0), atol=0.3)
     assert model.validation["source"] == "validation" and len(model.validation["quantiles"]) == 1001
-    assert len(model.history["train_nll"]) >= 1
+    assert len(model.history["train_loss"]) >= 1
     # log-likelihood in original units: roughly the Gaussian entropy of the data (not of standardised data)
     cov = np.cov(x.T)
     gauss_ll = -0.5 * (2 * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + 2)

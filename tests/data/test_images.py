@@ -131,7 +131,7 @@ def test_dequantized_flow_bound_and_training(tmp_path):
         assert bpd.shape == (4,) and torch.isfinite(bpd).all()
         before = model.evaluate(x)
         hist = fit_images(model, x, steps=40, batch_size=32, lr=3e-3, warmup=5)
-        assert hist["steps"] == 40 and hist["skipped"] == 0
+        assert hist.steps[-1] == 40 and hist.skipped_batches == 0 and hist.units == "bits/dim"
         assert model.evaluate(x) < before
     with pytest.raises(ValueError):
         DequantizedFlow(model.flow, levels=256, dequantizer=VariationalDequantizer((1, 8, 8), levels=17))

@@ -23,7 +23,7 @@ def test_recovers_a_conjugate_gaussian_posterior():
     prior = Independent(Normal(torch.zeros(1), torch.ones(1)), 1)
     theta = prior.sample((4000,))
     x = theta + NOISE * torch.randn_like(theta)
-    post = FMPE(prior, theta, x, hidden=(64, 64), batch_size=256, max_epochs=40, patience=8, seed=0)
+    post = FMPE(prior, hidden=(64, 64), batch_size=256, epochs=40, patience=8, seed=0).fit(theta, x)
     assert post.history.best_step > 0
     for x0 in (torch.tensor([0.5]), torch.tensor([-1.5])):
         mean, sd = conjugate_posterior(x0)
@@ -44,7 +44,7 @@ def test_bounded_prior_keeps_every_sample_inside_and_trains_an_embedding():
     embedding = nn.Linear(2, 3)
     embedding.out_features = 3
     before = embedding.weight.detach().clone()
-    post = FMPE(prior, theta, x, embedding=embedding, hidden=(16,), max_epochs=3, seed=0)
+    post = FMPE(prior, embedding=embedding, hidden=(16,), epochs=3, seed=0).fit(theta, x)
     assert not torch.equal(before, post.embedding.weight)
     draws = post.sample(500, torch.tensor([0.9, 0.8]))
     assert bool(((draws > -1) & (draws < 1)).all())
@@ -55,12 +55,12 @@ def test_bad_input():
     prior = Independent(Uniform(-torch.ones(1), torch.ones(1)), 1)
     theta, x = torch.rand(50, 1) * 2 - 1, torch.randn(50, 1)
     with pytest.raises(ValueError, match="outside the prior"):
-        FMPE(prior, theta * 3, x, max_epochs=1)
+        FMPE(prior, epochs=1).fit(theta * 3, x)
     with pytest.raises(ValueError, match="rows"):
-        FMPE(prior, theta, x[:10], max_epochs=1)
+        FMPE(prior, epochs=1).fit(theta, x[:10])
     with pytest.raises(ValueError, match="validation_fraction"):
-        FMPE(prior, theta, x, validation_fraction=1.0)
+        FMPE(prior, validation_fraction=1.0).fit(theta, x)
     with pytest.raises(ValueError, match="embedding"):
-        FMPE(prior, theta, torch.randn(50, 2, 2), max_epochs=1)
+        FMPE(prior, epochs=1).fit(theta, torch.randn(50, 2, 2))
     with pytest.raises(TypeError, match="tensors"):
-        FMPE(prior, theta.numpy(), x)
+        FMPE(prior).fit(theta.numpy(), x)

@@ -69,7 +69,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     flow = new_flow(seed=99)  # different initial weights: everything must come from the checkpoint
     h = fit(flow, X, V, checkpoint=tmp_path / "c.ckpt", resume=True, **KW)
     assert h.resumed_from_step == 35
-    assert h.train_nll == h_ref.train_nll and h.val_nll == h_ref.val_nll
+    assert h.train_loss == h_ref.train_loss and h.val_loss == h_ref.val_loss
     for a, b in zip(ref.parameters(), flow.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -90,7 +90,7 @@ def test_resume_after_kill_9(tmp_path):
                 os.kill(os.getpid(), signal.SIGKILL)
         h = fit(flow, toy("moons", 1000, seed=0), toy("moons", 200, seed=1), steps=60, batch_size=64, seed=3,
                 progress=False, checkpoint_every=7, checkpoint=sys.argv[2], resume=True, callback=die)
-        print(repr(h.val_nll[-1]), repr(h.train_nll[-1]))
+        print(repr(h.val_loss[-1]), repr(h.train_loss[-1]))
     """)
     )
     killed = subprocess.run(
@@ -108,7 +108,7 @@ def test_resume_after_kill_9(tmp_path):
     torch.manual_seed(0)
     flow = RealNVP(2, layers=2, hidden=(16,))
     h = fit(flow, X, V, checkpoint=tmp_path / "ref.ckpt", **KW)
-    assert resumed.stdout.split() == [repr(h.val_nll[-1]), repr(h.train_nll[-1])]
+    assert resumed.stdout.split() == [repr(h.val_loss[-1]), repr(h.train_loss[-1])]
 
 
 def test_cli_resume(tmp_path, capsys):

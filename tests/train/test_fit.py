@@ -18,7 +18,7 @@ def test_fit_reaches_entropy_of_8gaussians():
     train, val, test = (toy("8gaussians", n, seed=s) for n, s in ((20000, 0), (2000, 1), (10000, 2)))
     history = fit(flow, train, val, steps=3000, batch_size=512, lr=2e-3, progress=False, seed=0)
     nll = evaluate_nll(flow, test)
-    assert history.val_nll and history.best_step > 0
+    assert history.val_loss and history.best_step > 0
     assert abs(nll - ENTROPY["8gaussians"]) < 0.1, nll
 
 
@@ -27,11 +27,11 @@ def test_fit_accepts_numpy_tuples_and_loaders():
     for data in (x.numpy(), x, DataLoader(TensorDataset(x), batch_size=64)):
         flow = RealNVP(2, layers=2, hidden=(8,))
         h = fit(flow, data, steps=20, progress=False)
-        assert len(h.train_nll) >= 1 and np.isfinite(h.train_nll[-1])
+        assert len(h.train_loss) >= 1 and np.isfinite(h.train_loss[-1])
     cond = RealNVP(2, layers=2, hidden=(8,), context=1)
     c = torch.randn(512, 1)
     h = fit(cond, (x, c), (x[:100], c[:100]), steps=20, progress=False)
-    assert np.isfinite(h.val_nll[-1])
+    assert np.isfinite(h.val_loss[-1])
 
 
 def test_fit_improves_and_restores_best_weights():
@@ -42,7 +42,7 @@ def test_fit_improves_and_restores_best_weights():
     h = fit(flow, x[500:], x[:500], steps=400, eval_every=50, lr=3e-3, progress=False, seed=0)
     after = evaluate_nll(flow, x[:500])
     assert after < before - 0.5
-    assert after == pytest.approx(h.best_val_nll, abs=1e-6)
+    assert after == pytest.approx(h.best_val_loss, abs=1e-6)
 
 
 def test_early_stopping_triggers():

@@ -96,6 +96,13 @@ class DequantizedFlow(Registered, nn.Module):
         self.flow = flow
         self.levels = int(levels)
         self.dequantizer = dequantizer
+        self.event_shape: tuple[int, ...] = tuple(flow.event_shape)
+        self.context_features: int = flow.context_features
+
+    @property
+    def features(self) -> int:
+        """Number of pixels (scalar dimensions) of one image."""
+        return math.prod(self.event_shape)
 
     def log_likelihood_bound(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """One-sample estimate of the lower bound on ``log P(x)`` (nats) per image."""

@@ -2,6 +2,6 @@
 (:func:`expectation`) and NeuTra MCMC (:mod:`pushforward.inference.mcmc`, needs Pyro)."""
 
 from .montecarlo import Estimate, expectation
-from .vi import VIResult, fit_vi
+from .vi import ReverseKL, fit_vi
 
-__all__ = ["Estimate", "VIResult", "expectation", "fit_vi"]
+__all__ = ["Estimate", "ReverseKL", "expectation", "fit_vi"]

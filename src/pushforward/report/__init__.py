@@ -102,8 +102,8 @@ def _curve_units(model) -> str:
 def _curves(history: dict | None, units: str = "flow space"):
     fig, ax = standalone_subplots(figsize=(11, 3.6), layout="constrained")
     steps = (history or {}).get("steps") or []
-    tr = [math.nan if v is None else v for v in (history or {}).get("train_nll") or []]
-    va = [math.nan if v is None else v for v in (history or {}).get("val_nll") or []]
+    tr = [math.nan if v is None else v for v in (history or {}).get("train_loss") or []]
+    va = [math.nan if v is None else v for v in (history or {}).get("val_loss") or []]
     if steps and tr:
         ax.plot(steps[: len(tr)], tr, label="train")
     if steps and va:

@@ -22,130 +22,82 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch import nn
 
 from ..flows.continuous import FFJORD
 from ..flows.core import Flow
-from ..train.flow_matching import FlowMatchingHistory, fit_flow_matching
-from .posterior import Posterior, check_simulations, prepare_posterior
+from ..train.config import TrainConfig
+from ..train.losses import FlowMatching
+from .estimator import PosteriorEstimator
 
 __all__ = ["FMPE"]
 
 
-def FMPE(
-    prior: object | None,
-    theta: Tensor,
-    x: Tensor,
-    *,
-    flow: Flow | None = None,
-    embedding: nn.Module | None = None,
-    hidden: Sequence[int] = (64, 64, 64),
-    z_score_x: str | None = "auto",
-    validation_fraction: float = 0.1,
-    batch_size: int = 200,
-    lr: float = 1e-3,
-    max_epochs: int = 500,
-    patience: int = 20,
-    sigma_min: float = 1e-4,
-    time_exponent: float = 0.0,
-    clip_grad: float | None = 5.0,
-    schedule: str | None = None,
-    ema: float | None = None,
-    seed: int | None = None,
-) -> Posterior:
-    r"""Flow-matching posterior estimation: fit :math:`q(\theta \mid x)` to simulations with
-    :func:`~pushforward.train.flow_matching.fit_flow_matching` and return a
-    :class:`~pushforward.sbi.Posterior` (``sample(n, x)``, ``log_prob(theta, x)``, ``map(x)``).
-
-    The simulations are split into training and validation sets; Adam at a constant rate runs until the
-    validation flow-matching loss has not improved for ``patience`` epochs (at most ``max_epochs``) and the
-    best weights are kept. The history is in ``posterior.history``.
+class FMPE(PosteriorEstimator):
+    r"""Flow-matching posterior estimation: ``FMPE(prior, ...).fit(theta, x)`` fits
+    :math:`q(\theta \mid x)` by flow matching and returns the same :class:`~pushforward.sbi.Posterior` as
+    :class:`~pushforward.sbi.NPE`, trained by the same engine under the same defaults
+    (:data:`~pushforward.sbi.estimator.SBI_DEFAULTS`), with the
+    :class:`~pushforward.train.losses.FlowMatching` loss in place of maximum likelihood (so it also gets
+    checkpoints, ``resume`` and divergence detection).
 
     Args:
         prior: The prior (``torch.distributions`` distribution, :class:`pushforward.distributions.BoxUniform`
             or ``None``); only its support is used.
-        theta: Parameters ``(n, d)`` drawn from the prior.
-        x: Observations ``(n, *x_shape)``.
-        flow: A conditional flow of :class:`~pushforward.transforms.ContinuousFlow` layers on ``(d,)``;
-            default ``FFJORD(d, context=k, hidden=hidden, trace="exact")``.
-        embedding: Optional network ``(batch, *x_shape) → (batch, k)``, trained jointly; needed when ``x`` is
-            not a vector (it must then have an ``out_features`` attribute unless ``flow`` is given).
-        z_score_x: See :meth:`Posterior.fit_standardization`.
-        validation_fraction, batch_size, lr, max_epochs, patience, clip_grad: Training settings.
-        schedule: None (constant rate) or ``"cosine"`` (annealed to 0 over ``max_epochs``).
-        ema: Decay of a moving average of the weights, scored on validation and kept
-            (:func:`~pushforward.train.flow_matching.fit_flow_matching`); None keeps the raw weights.
+        flow: ``"auto"`` (``FFJORD(d, context=k, hidden=hidden, trace="exact")``) or a conditional flow of
+            :class:`~pushforward.transforms.ContinuousFlow` layers on ``(d,)``.
+        embedding: Optional network ``(batch, *x_shape) → (batch, k)``, trained jointly.
+        hidden: Hidden widths of the default flow's velocity network.
         sigma_min, time_exponent: The path's :math:`\sigma_{\min}` and the time density's exponent
             (:func:`~pushforward.train.flow_matching.flow_matching_loss`).
-        seed: Seeds the split, the initialisation, shuffling, base draws and times.
-
-    Raises:
-        ValueError: on mismatched simulations, parameters outside the prior's support or bad settings;
-        FloatingPointError: when training diverges.
+        z_score_x, validation_fraction, config, progress, settings: See
+            :class:`~pushforward.sbi.estimator.PosteriorEstimator` (e.g. ``epochs=50, ema=0.999, seed=0``).
 
     Example:
         >>> import torch
         >>> prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(1), 1.0), 1)
         >>> theta = prior.sample((400,))
         >>> x = theta + 0.5 * torch.randn(400, 1)
-        >>> post = FMPE(prior, theta, x, hidden=(16, 16), max_epochs=2, seed=0)
+        >>> post = FMPE(prior, hidden=(16, 16), epochs=2, seed=0).fit(theta, x)
         >>> post.sample(10, torch.tensor([0.3])).shape
         torch.Size([10, 1])
     """
-    if not isinstance(theta, Tensor) or not isinstance(x, Tensor):
-        raise TypeError("theta and x must be torch tensors")
-    if not theta.is_floating_point():
-        theta = theta.to(torch.get_default_dtype())
-    x = x.to(theta.dtype)
-    check_simulations(
-        theta, x, validation_fraction, batch_size=batch_size, max_epochs=max_epochs, patience=patience
-    )
-    if embedding is None and x.dim() > 2:
-        raise ValueError(f"x has shape {tuple(x.shape[1:])} per observation: pass an embedding net")
-    n, d = theta.shape
-    n_val = max(1, round(validation_fraction * n))
-    if n - n_val < 2:
-        raise ValueError(f"{n} simulations are too few: need at least 2 for training after the split")
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        if flow is None:
-            context = getattr(embedding, "out_features", None) if embedding is not None else x.shape[1]
-            if context is None:
-                raise ValueError("the embedding has no out_features attribute: pass the flow explicitly")
-            flow = FFJORD(d, context=int(context), hidden=hidden, trace="exact")
-    posterior, v, train_idx, val_idx = prepare_posterior(
-        flow, prior, embedding, theta, x, n_val=n_val, generator=generator, z_score_x=z_score_x
-    )
-    with torch.no_grad():
-        x_std = (x - posterior.x_loc) / posterior.x_scale
-    train = DataLoader(
-        TensorDataset(v[train_idx], x_std[train_idx]),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
-    )
-    val = DataLoader(TensorDataset(v[val_idx], x_std[val_idx]), batch_size=max(batch_size, 1024))
-    per_epoch = len(train)
-    history: FlowMatchingHistory = fit_flow_matching(
-        flow,
-        train,
-        val,
-        steps=max_epochs * per_epoch,
-        lr=lr,
-        clip_grad=clip_grad,
-        schedule=schedule,
-        sigma_min=sigma_min,
-        time_exponent=time_exponent,
-        embedding=embedding,
-        patience=patience,
-        eval_every=per_epoch,
-        seed=seed,
-        ema=ema,
-    )
-    posterior.history = history
-    posterior.eval()
-    return posterior
+
+    def __init__(
+        self,
+        prior: object | None,
+        *,
+        flow: Flow | str = "auto",
+        embedding: nn.Module | None = None,
+        hidden: Sequence[int] = (64, 64, 64),
+        sigma_min: float = 1e-4,
+        time_exponent: float = 0.0,
+        z_score_x: str | None = "auto",
+        validation_fraction: float = 0.1,
+        config: TrainConfig | None = None,
+        progress: bool = False,
+        **settings: object,
+    ) -> None:
+        if not (flow == "auto" or isinstance(flow, nn.Module)):
+            raise ValueError(f"flow must be 'auto' or a Flow of continuous layers, got {flow!r}")
+        self.loss_object = FlowMatching(sigma_min=sigma_min, time_exponent=time_exponent)  # validates them
+        super().__init__(
+            prior,
+            flow=flow,
+            embedding=embedding,
+            z_score_x=z_score_x,
+            validation_fraction=validation_fraction,
+            config=config,
+            progress=progress,
+            **settings,
+        )
+        self.hidden = tuple(hidden)
+
+    def flow_kinds(self) -> list[str]:
+        return ["ffjord"]
+
+    def make_flow(self, kind: str, d: int, context: int) -> Flow:
+        return FFJORD(d, context=context, hidden=self.hidden, trace="exact")
+
+    def make_loss(self) -> FlowMatching:
+        return self.loss_object

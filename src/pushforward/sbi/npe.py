@@ -14,83 +14,28 @@ Simulation-Based Inference", AISTATS 2021.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch import nn
 
 from ..flows.autoregressive import MAF, NSF
 from ..flows.core import Flow
-from ..train.fit import History, fit
-from .posterior import Posterior, check_simulations, prepare_posterior
+from ..train.config import TrainConfig
+from ..train.losses import MaximumLikelihood
+from .estimator import PosteriorEstimator
 
 __all__ = ["NPE"]
 
 
-class _LatentObjective(nn.Module):
-    """``log q_φ(v | e(x))`` on standardised latent ``v`` and raw ``x``: what :func:`fit` maximises."""
-
-    def __init__(self, posterior: Posterior) -> None:
-        super().__init__()
-        self.posterior = posterior
-        self.event_shape = (posterior.dim,)
-        self.features = posterior.dim
-        self.context_features = posterior.flow.context_features
-
-    def log_prob(self, v: Tensor, x: Tensor) -> Tensor:
-        return self.posterior.flow.log_prob(v, self.posterior.embed(x))
-
-    def forward(self, v: Tensor, x: Tensor) -> Tensor:
-        return self.log_prob(v, x)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.posterior.theta_loc.dtype
-
-
-def _as_tensor(a: object, name: str) -> Tensor:
-    if not isinstance(a, Tensor):
-        try:
-            a = torch.as_tensor(a)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"{name} must be a tensor or an array, got {type(a).__name__}") from None
-    if not a.is_floating_point():
-        a = a.to(torch.get_default_dtype())
-    return a
-
-
-def NPE(
-    prior: object | None,
-    theta: Tensor,
-    x: Tensor,
-    *,
-    flow: Flow | str = "auto",
-    embedding: nn.Module | None = None,
-    layers: int = 5,
-    hidden: Sequence[int] = (64, 64),
-    bins: int = 8,
-    z_score_x: str | None = "auto",
-    validation_fraction: float = 0.1,
-    batch_size: int = 200,
-    lr: float = 1e-3,
-    max_epochs: int = 200,
-    patience: int = 30,
-    clip_grad: float | None = 5.0,
-    weight_decay: float = 0.0,
-    schedule: str | None = "cosine",
-    seed: int | None = None,
-    progress: bool = False,
-) -> Posterior:
+class NPE(PosteriorEstimator):
     r"""Neural posterior estimation: fit :math:`q(\theta \mid x)` to simulations and return a
     :class:`~pushforward.sbi.Posterior`.
 
-    The data are split into training and validation sets (``validation_fraction``); the flow is trained
-    by :func:`pushforward.fit` (Adam, gradient clipping, the rate annealed from ``lr`` to 0 over
-    ``max_epochs`` by a cosine schedule) until the validation loss has not improved for ``patience`` epochs,
-    and the best weights are kept. The training history is in ``posterior.history``.
+    ``NPE(prior, ...).fit(theta, x)`` splits the simulations into training and validation sets
+    (``validation_fraction``) and trains the posterior with the one engine (:func:`pushforward.train.train`,
+    maximum likelihood of :math:`q(\theta \mid x)` in θ's units) under :data:`~pushforward.sbi.estimator.SBI_DEFAULTS`
+    (Adam, clipping, the rate annealed to 0 by a cosine) until the validation loss has not improved for
+    ``patience`` epochs; the best weights are kept and the history is ``posterior.history``.
 
     By default (``flow="auto"``) two flows are trained on the same split, an affine MAF and a neural spline
     flow, and the one with the lower validation loss is kept (``posterior.flow_scores`` holds both losses,
@@ -109,8 +54,6 @@ def NPE(
         prior: The prior (``torch.distributions`` distribution, a
             :class:`pushforward.distributions.BoxUniform`, or ``None`` for an unbounded parameter); only
             its support is used, so bounded priors give posteriors with all their mass inside it.
-        theta: Parameters ``(n, d)``, drawn from the prior.
-        x: Simulated observations ``(n, *x_shape)``.
         flow: ``"auto"`` (default: train both below, keep the better on validation), ``"nsf"``
             (``NSF(d, context=k, layers=layers, hidden=hidden, bins=bins)``), ``"maf"``
             (``MAF(d, context=k, layers=layers, hidden=hidden)``), or a conditional flow on ``(d,)`` with
@@ -118,110 +61,63 @@ def NPE(
         embedding: Optional network ``(batch, *x_shape) → (batch, k)`` (see :mod:`pushforward.nets.embedding`),
             trained jointly (with ``flow="auto"``, each candidate trains its own copy and the winner's weights
             are loaded into this module); needed when ``x`` is not a vector.
-        z_score_x: ``"auto"``, ``"independent"``, ``"structured"`` or None (see
-            :meth:`Posterior.fit_standardization`).
-        validation_fraction, batch_size, lr, max_epochs, patience, clip_grad, weight_decay: Training
-            settings (batch 200, 10 % validation, peak rate 1e-3, at most 200 epochs, stop after 30 epochs
-            without improvement).
-        schedule: ``"cosine"`` (anneal the rate to 0 over ``max_epochs``) or None (constant rate).
-        seed: Seeds the split, the initialisation and the shuffling.
+        z_score_x, validation_fraction, config, progress, settings: See
+            :class:`~pushforward.sbi.estimator.PosteriorEstimator` (e.g. ``epochs=50, seed=0``).
 
     Raises:
-        ValueError: on mismatched or non-finite simulations, or when training diverges (no finite
-            validation loss).
+        TypeError: a prior that is not a distribution (e.g. a string).
+        ValueError: on mismatched or non-finite simulations, a prior of the wrong event shape.
+        TrainingDiverged: when training diverges.
 
     Example:
         >>> import torch
         >>> prior = torch.distributions.Independent(torch.distributions.Uniform(-torch.ones(1), torch.ones(1)), 1)
         >>> theta = prior.sample((500,))
         >>> x = theta + 0.1 * torch.randn(500, 1)
-        >>> post = NPE(prior, theta, x, layers=1, hidden=(16, 16), max_epochs=2, seed=0)
+        >>> npe = NPE(prior, layers=1, hidden=(16, 16), epochs=2, seed=0)
+        >>> post = npe.fit(theta, x)
         >>> post.sample(10, torch.tensor([0.3])).shape
         torch.Size([10, 1])
     """
-    theta = _as_tensor(theta, "theta")
-    x = _as_tensor(x, "x").to(theta.dtype)
-    check_simulations(
-        theta, x, validation_fraction, batch_size=batch_size, max_epochs=max_epochs, patience=patience
-    )
-    n, d = theta.shape
-    n_val = max(1, round(validation_fraction * n))
-    if n - n_val < 2:
-        raise ValueError(
-            f"{n} simulations are too few: need at least 2 for training after the validation split"
-        )
-    if embedding is None and x.dim() > 2:
-        raise ValueError(
-            f"x has shape {tuple(x.shape[1:])} per observation: pass an embedding net (e.g. "
-            "pushforward.nets.embedding.CNNEmbedding or DeepSetEmbedding) that maps it to a vector"
-        )
-    context = getattr(embedding, "out_features", None) if embedding is not None else x.shape[1]
-    if isinstance(flow, str):
-        if flow not in ("auto", "nsf", "maf"):
+
+    def __init__(
+        self,
+        prior: object | None,
+        *,
+        flow: Flow | str = "auto",
+        embedding: nn.Module | None = None,
+        layers: int = 5,
+        hidden: Sequence[int] = (64, 64),
+        bins: int = 8,
+        z_score_x: str | None = "auto",
+        validation_fraction: float = 0.1,
+        config: TrainConfig | None = None,
+        progress: bool = False,
+        **settings: object,
+    ) -> None:
+        if isinstance(flow, str) and flow not in ("auto", "nsf", "maf"):
             raise ValueError(f"flow must be 'auto', 'nsf', 'maf' or a Flow, got {flow!r}")
-        if context is None:
-            raise ValueError("the embedding has no out_features attribute: pass the flow explicitly")
-        kinds = ["maf", "nsf"] if flow == "auto" else [flow]
-    elif isinstance(flow, nn.Module):
-        kinds = [flow]
-    else:
-        raise TypeError(f"flow must be 'auto', 'nsf', 'maf' or a Flow, got {type(flow).__name__}")
-
-    def train(
-        flow: Flow, embedding: nn.Module | None, generator: torch.Generator
-    ) -> tuple[Posterior, History]:
-        posterior, v, train_idx, val_idx = prepare_posterior(
-            flow, prior, embedding, theta, x, n_val=n_val, generator=generator, z_score_x=z_score_x
-        )
-        train = DataLoader(
-            TensorDataset(v[train_idx], x[train_idx]),
-            batch_size=batch_size,
-            shuffle=True,
-            generator=generator,
-        )
-        val = DataLoader(TensorDataset(v[val_idx], x[val_idx]), batch_size=max(batch_size, 1024))
-        history: History = fit(
-            _LatentObjective(posterior),  # type: ignore[arg-type]  (duck-typed: log_prob(v, x), forward)
-            train,
-            val,
-            epochs=max_epochs,
-            lr=lr,
-            clip_grad=clip_grad,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            patience=patience,
-            eval_every=len(train),
+        if not isinstance(flow, (str, nn.Module)):
+            raise TypeError(f"flow must be 'auto', 'nsf', 'maf' or a Flow, got {type(flow).__name__}")
+        super().__init__(
+            prior,
+            flow=flow,
+            embedding=embedding,
+            z_score_x=z_score_x,
+            validation_fraction=validation_fraction,
+            config=config,
             progress=progress,
-            seed=seed,
+            **settings,
         )
-        return posterior, history
+        self.layers, self.hidden, self.bins = layers, tuple(hidden), bins
 
-    # every candidate sees the same split (and, with a seed, the same initial state as when trained alone)
-    split_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()))
-    results: dict[str, tuple[Posterior, History, nn.Module | None]] = {}
-    for kind in kinds:
-        generator = torch.Generator().manual_seed(split_seed)
-        if seed is not None:
-            torch.manual_seed(seed)
-        emb = copy.deepcopy(embedding) if embedding is not None and len(kinds) > 1 else embedding
+    def flow_kinds(self) -> list[str]:
+        return ["maf", "nsf"] if self.flow == "auto" else [str(self.flow)]
+
+    def make_flow(self, kind: str, d: int, context: int) -> Flow:
         if kind == "nsf":
-            candidate = NSF(d, context=int(context), layers=layers, hidden=hidden, bins=bins)  # type: ignore[arg-type]
-        elif kind == "maf":
-            candidate = MAF(d, context=int(context), layers=layers, hidden=hidden)  # type: ignore[arg-type]
-        else:
-            candidate = kind
-        posterior, history = train(candidate, emb, generator)
-        results[kind if isinstance(kind, str) else "custom"] = (posterior, history, emb)
-    scores = {name: r[1].best_val_nll for name, r in results.items()}
-    best = min(scores, key=lambda k: (scores[k], k != "nsf"))  # a tie keeps the spline flow
-    posterior, history, emb = results[best]
-    if not math.isfinite(history.best_val_nll):
-        raise ValueError("NPE training diverged: no finite validation loss (check the simulations' scale)")
-    if embedding is not None and emb is not embedding:
-        embedding.load_state_dict(emb.state_dict())  # type: ignore[union-attr]
-        posterior.embedding = embedding
-    posterior.history = history
-    posterior.flow_kind = best
-    posterior.flow_scores = scores if len(scores) > 1 else {}
-    posterior.eval()
-    return posterior
+            return NSF(d, context=context, layers=self.layers, hidden=self.hidden, bins=self.bins)
+        return MAF(d, context=context, layers=self.layers, hidden=self.hidden)
+
+    def make_loss(self) -> MaximumLikelihood:
+        return MaximumLikelihood()

@@ -23,6 +23,7 @@ for Likelihood-Free Inference", ICML 2019.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -36,6 +37,7 @@ from ..flows.core import Flow
 
 __all__ = [
     "Posterior",
+    "check_prior",
     "check_simulations",
     "prepare_posterior",
     "prior_support",
@@ -76,19 +78,68 @@ def _interval_bounds(support: constraints.Constraint) -> tuple[Tensor | float | 
     return getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
 
 
-def z_score_stats(a: Tensor, structured: bool = False, min_scale: float = 1e-8) -> tuple[Tensor, Tensor]:
-    r"""Mean and standard deviation of ``a`` (shape ``(n, *event)``) over the batch, per element, or one
-    scalar pair over everything when ``structured`` (images, sets). Scales below ``min_scale`` (constant
-    entries) are set to 1, so standardising never divides by zero."""
+def z_score_stats(
+    a: Tensor, structured: bool = False, min_scale: float = 1e-8, *, robust: bool = False
+) -> tuple[Tensor, Tensor]:
+    r"""Location and scale of ``a`` (shape ``(n, *event)``) over the batch, per element, or one scalar pair
+    over everything when ``structured`` (images, sets): mean and standard deviation, or with ``robust`` the
+    median and :math:`\mathrm{IQR}/1.349` (the standard deviation for a Gaussian, but one simulation at
+    1e38 cannot inflate it; where the IQR is 0, e.g. a mostly constant entry, the standard deviation of the
+    rows inside the 1-99 % quantiles). Scales below ``min_scale`` (constant entries) are set to 1, so
+    standardising never divides by zero.
+
+    Example:
+        >>> a = torch.cat([torch.randn(999, 1), torch.full((1, 1), 1e38)])
+        >>> bool(z_score_stats(a, robust=True)[1] < 2)
+        True
+    """
     if a.dim() < 2 or a.shape[0] < 2:
         raise ValueError(f"z-scoring needs at least 2 rows of shape (n, ...), got {tuple(a.shape)}")
     check_finite(a, "z-scoring data")
-    if structured:
-        loc, scale = a.mean().expand(a.shape[1:]), a.std().expand(a.shape[1:])
+    flat = a.reshape(-1, 1) if structured else a.reshape(a.shape[0], -1)
+    if robust:
+        d = flat.double()
+        q = torch.quantile(d, torch.tensor([0.01, 0.25, 0.5, 0.75, 0.99], dtype=d.dtype), dim=0)
+        loc, scale = q[2], (q[3] - q[1]) / 1.349
+        inside = torch.where((d >= q[0]) & (d <= q[4]), d, torch.full_like(d, math.nan))
+        spread = (inside - inside.nanmean(0)).pow(2).nanmean(0).sqrt()
+        scale = torch.where(scale > min_scale, scale, spread).to(a.dtype)
+        loc = loc.to(a.dtype)
     else:
-        loc, scale = a.mean(0), a.std(0)
-    scale = torch.where(scale < min_scale, torch.ones_like(scale), scale)
-    return loc.clone(), scale.clone()
+        loc, scale = flat.mean(0), flat.std(0)
+    scale = torch.where((scale < min_scale) | ~torch.isfinite(scale), torch.ones_like(scale), scale)
+    shape = a.shape[1:]
+    return loc.expand(shape).clone() if structured else loc.reshape(shape).clone(), (
+        scale.expand(shape).clone() if structured else scale.reshape(shape).clone()
+    )
+
+
+def check_prior(prior: object, dim: int | None = None) -> None:
+    """``TypeError`` unless ``prior`` is ``None``, a ``torch.distributions.Distribution`` or a
+    :class:`pushforward.distributions.BoxUniform`; ``ValueError`` when its event shape is not ``(dim,)`` or
+    its support's bijection changes the dimension (a Dirichlet prior lives on a simplex of dimension
+    ``d - 1``: reparametrise θ first)."""
+    from ..distributions.base import BoxUniform
+
+    if prior is None:
+        return
+    if not isinstance(prior, (torch.distributions.Distribution, BoxUniform)):
+        raise TypeError(
+            f"prior must be a torch.distributions distribution, a BoxUniform or None, got {type(prior).__name__}"
+        )
+    if dim is None:
+        return
+    event = tuple(getattr(prior, "batch_shape", ())) + tuple(getattr(prior, "event_shape", ()))
+    if event != (dim,):  # an Independent prior, or d independent coordinates (batch shape (d,))
+        raise ValueError(
+            f"the prior's (batch + event) shape is {event}, but theta has {dim} entries: expected ({dim},)"
+        )
+    b = support_bijection(prior)
+    if tuple(b.inverse_shape((dim,))) != (dim,):
+        raise ValueError(
+            f"the prior's support ({prior_support(prior)}) has no bijection from R^{dim}: "
+            "reparametrise theta (e.g. drop one coordinate of a Dirichlet draw) and use a prior on the result"
+        )
 
 
 class Posterior(nn.Module):
@@ -144,10 +195,13 @@ class Posterior(nn.Module):
             raise ValueError("the flow must be conditional (context_features ≥ 1): it models θ given x")
         if embedding is not None and not isinstance(embedding, nn.Module):
             raise TypeError(f"embedding must be an nn.Module, got {type(embedding).__name__}")
+        self.dim = event_shape[0]
+        check_prior(prior, self.dim)
         self.flow = flow
         self.prior = prior
         self.embedding = embedding
-        self.dim = event_shape[0]
+        self.event_shape: tuple[int, ...] = (self.dim,)
+        self.context_features = context
         if x_shape is None and embedding is None:
             x_shape = (context,)
         self.x_shape: tuple[int, ...] | None = tuple(int(s) for s in x_shape) if x_shape is not None else None
@@ -162,6 +216,29 @@ class Posterior(nn.Module):
         xs = self.x_shape if self.x_shape is not None else ()
         self.register_buffer("x_loc", torch.zeros(xs))
         self.register_buffer("x_scale", torch.ones(xs))
+        self.register_buffer("x_low", torch.full(xs, -math.inf))
+        self.register_buffer("x_high", torch.full(xs, math.inf))
+
+    # ------------------------------------------------------------------ what the training engine reads
+    @property
+    def features(self) -> int:
+        """Number of parameters ``d``."""
+        return self.dim
+
+    @property
+    def context_shape(self) -> tuple[int, ...] | None:
+        """Shape of one observation ``x`` (the engine's context)."""
+        return self.x_shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.theta_loc.dtype
+
+    def flow_inputs(self, theta: Tensor, x: Tensor) -> tuple[Flow, Tensor, Tensor]:
+        """``(flow, v, context)``: the flow, its standardised unconstrained parameters and the embedded
+        observations, for losses that work in the flow's space (flow matching)."""
+        v, _ = self.theta_to_latent(self.clamp_to_support(theta))
+        return self.flow, v, self.embed(x)
 
     # ------------------------------------------------------------------ standardisation
     def set_standardization(
@@ -189,6 +266,9 @@ class Posterior(nn.Module):
             setattr(self, name, value.clone())
         if x_loc is not None and self.x_shape is None:
             self.x_shape = tuple(self.x_loc.shape)
+        if x_loc is not None and self.x_low.shape != self.x_loc.shape:
+            self.x_low = torch.full_like(self.x_loc, -math.inf)
+            self.x_high = torch.full_like(self.x_loc, math.inf)
 
     @torch.no_grad()
     def fit_standardization(
@@ -219,7 +299,8 @@ class Posterior(nn.Module):
             self.x_loc, self.x_scale = torch.zeros_like(x[0]), torch.ones_like(x[0])
         else:
             structured = z_score_x == "structured" or (z_score_x == "auto" and x.dim() > 2)
-            self.x_loc, self.x_scale = z_score_stats(x, structured=structured)
+            self.x_loc, self.x_scale = z_score_stats(x, structured=structured, robust=True)
+        self.x_low, self.x_high = x.amin(0).clone(), x.amax(0).clone()
 
     # ------------------------------------------------------------------ maps
     def clamp_to_support(self, theta: Tensor) -> Tensor:
@@ -265,19 +346,33 @@ class Posterior(nn.Module):
         x = x.to(self.theta_loc)
         check_finite(x, "x")
         batch = tuple(x.shape[: x.dim() - k])
+        margin = 0.5 * self.x_scale  # half a (robust) standard deviation beyond the simulations
+        outside = (x < self.x_low - margin) | (x > self.x_high + margin)
+        if bool(outside.any()):
+            warnings.warn(
+                f"{int(outside.reshape(-1, *self.x_shape).flatten(1).any(1).sum())} observation(s) lie outside "
+                "the range of the simulations the posterior was trained on: its answer there is an "
+                "extrapolation and cannot be trusted",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return x.reshape(-1, *self.x_shape), batch
 
     # ------------------------------------------------------------------ density and sampling
     def in_support(self, theta: Tensor) -> Tensor:
-        """Boolean ``(batch,)``: whether each ``theta`` lies in the prior's support."""
+        """Boolean ``(batch,)``: whether each ``theta`` lies in the prior's support, strictly inside an
+        interval support (its boundary maps to infinity in the unconstrained space)."""
         ok = self.support.check(theta)
-        return ok.all(-1) if ok.dim() == theta.dim() else ok
+        ok = ok.all(-1) if ok.dim() == theta.dim() else ok
+        return ok & ((theta > self._lower) & (theta < self._upper)).all(-1)
 
     def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
         r""":math:`\log q(\theta \mid x)` for ``theta (*batch, d)``; ``x`` one observation or one per row.
 
         Parameters outside the prior's support (or on its boundary, where the bijection is singular) get
-        :math:`-\infty`.
+        :math:`-\infty`; so do rows whose density cannot be computed in floating point (an observation so
+        far outside the simulations that its embedding or the flow overflows), without affecting the other
+        rows (observations outside the simulations' range also raise a ``RuntimeWarning``).
         """
         if not isinstance(theta, Tensor) or theta.dim() < 1 or theta.shape[-1] != self.dim:
             raise ValueError(
@@ -295,12 +390,16 @@ class Posterior(nn.Module):
         v = torch.where(inside[:, None], v, torch.zeros_like(v))
         xb, xbatch = self._prepare_x(x)
         context = self.embed(xb)
+        usable = torch.isfinite(context).all(-1)  # (m,): rows whose embedding did not overflow
+        context = torch.where(usable[:, None], context, torch.zeros_like(context))
         if xbatch == ():
-            context = context[0]
+            context, inside = context[0], inside & usable[0]
         elif math.prod(xbatch) != theta.shape[0]:
             raise ValueError(f"x has batch shape {xbatch}, theta {tuple(batch)}: give one x or one per theta")
+        else:
+            inside = inside & usable
         lp = self.flow.log_prob(v, context) + ladj
-        lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
+        lp = torch.where(inside & ~torch.isnan(lp), lp, torch.full_like(lp, -math.inf))
         return lp.reshape(batch)
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
@@ -311,7 +410,15 @@ class Posterior(nn.Module):
     def sample(self, n: int | Sequence[int], x: Tensor) -> Tensor:
         """``n`` samples of θ for one observation (shape ``(n, d)``) or for each of a batch of ``B``
         observations (shape ``(n, B, d)``). Every sample lies in the prior's support."""
-        shape = (int(n),) if isinstance(n, int) else tuple(int(s) for s in n)
+        if isinstance(n, bool) or not (
+            isinstance(n, int)
+            or (
+                isinstance(n, (tuple, list, torch.Size))
+                and all(isinstance(s, int) and not isinstance(s, bool) for s in n)
+            )
+        ):
+            raise TypeError(f"the number of samples must be an int or a tuple of ints, got {n!r}")
+        shape = (n,) if isinstance(n, int) else tuple(n)
         if math.prod(shape) < 1:
             raise ValueError(f"the number of samples must be positive, got {n}")
         xb, xbatch = self._prepare_x(x)
@@ -405,6 +512,7 @@ def prepare_posterior(
     perm = torch.randperm(n, generator=generator)
     train_idx, val_idx = perm[n_val:], perm[:n_val]
     posterior.fit_standardization(theta[train_idx], x[train_idx], z_score_x=z_score_x)
+    posterior.x_low, posterior.x_high = x.amin(0).clone(), x.amax(0).clone()  # the range of every simulation
     with torch.no_grad():
         v, _ = posterior.theta_to_latent(posterior.clamp_to_support(theta))
     if not bool(torch.isfinite(v).all()):

@@ -468,7 +468,7 @@ class FlowModel(Flow):
             raise ModelFileError(f"{path}: not a tabular model file (write one with FlowModel.save)")
         std = cfg.get("standardize") or {}
         history = cfg.get("history")
-        for key in ("steps", "train_nll", "val_nll"):
+        for key in ("steps", "train_loss", "val_loss"):
             seq = (history or {}).get(key) if isinstance(history, dict) else None
             if seq is not None and not (
                 isinstance(seq, list) and all(v is None or _is_number(v) for v in seq)

@@ -2,8 +2,9 @@ r"""The one guarded optimisation step shared by every training loop, and the err
 
 A step computes :math:`\nabla_\theta L`, clips it to a maximum norm and applies the optimizer, unless the
 loss or the gradient norm is not finite: such a step is *skipped* (the gradients are cleared and the
-parameters left as they were). A run that skips most of its steps has diverged; :func:`pushforward.fit`
-then raises :class:`TrainingDiverged` instead of returning a model that only looks trained.
+parameters left as they were). A run that skips most of its steps has diverged; the training engine
+(:func:`pushforward.train.train`) then raises :class:`TrainingDiverged` instead of returning a model that
+only looks trained.
 
 Gradient clipping by global norm follows Pascanu, Mikolov & Bengio, "On the difficulty of training
 recurrent neural networks", ICML 2013.
@@ -35,7 +36,7 @@ class TrainingDiverged(RuntimeError):
     Attributes:
         skipped: Number of skipped steps.
         steps: Number of steps run.
-        best_val_nll: Best validation NLL seen (``inf`` when none was finite, ``nan`` without validation).
+        best_val_loss: Best validation loss seen (``inf`` when none was finite, ``nan`` without validation).
         history: The training history up to the failure (a :class:`pushforward.History`), or ``None``.
 
     Example:
@@ -47,10 +48,10 @@ class TrainingDiverged(RuntimeError):
     """
 
     def __init__(
-        self, message: str, *, skipped: int, steps: int, best_val_nll: float = math.nan, history=None
+        self, message: str, *, skipped: int, steps: int, best_val_loss: float = math.nan, history=None
     ) -> None:
         super().__init__(message)
-        self.skipped, self.steps, self.best_val_nll, self.history = skipped, steps, best_val_nll, history
+        self.skipped, self.steps, self.best_val_loss, self.history = skipped, steps, best_val_loss, history
 
 
 def skip_nonfinite_step(
