@@ -12,19 +12,25 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used, so that --help stays light
+    import numpy as np
+
 
 __all__ = ["add_parser", "read_item", "run"]
 
 _IMAGE_SUFFIXES = {".png": "PNG", ".pgm": "PPM"}
-_MODES = {"L": np.uint8, "I;16": np.uint16, "RGB": np.uint8}
+_MODES = {"L": "uint8", "I;16": "uint16", "RGB": "uint8"}
+
+
+NAME = "compress"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``compress`` subcommand."""
     p = subparsers.add_parser(
-        "compress",
+        NAME,
         help="compress images (PNG/PGM) or integer .npy arrays losslessly with a discrete flow model",
         description="Compress each input losslessly with a discrete flow (IDF) model file into one stream.",
     )
@@ -43,6 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def read_item(path: Path, features: int) -> tuple[np.ndarray, dict]:
     """``(items (n, features), manifest entry)`` of one input file."""
+    import numpy as np
+
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
@@ -80,6 +88,8 @@ def _load(model_path: str):
 
 def run(args: argparse.Namespace) -> int:
     """Compress ``args.inputs`` into ``args.out``; prints one summary line."""
+    import numpy as np
+
     from ..codec import encode
 
     flow = _load(args.model)

@@ -148,28 +148,6 @@ def train_config(a: argparse.Namespace, sized: dict):
 
 
 def train_settings(config) -> dict:
-    """``config`` as the keyword settings of :meth:`FlowModel.train <pushforward.tabular.FlowModel.train>`:
-    ``{"config": config}`` where it takes one, else the arguments of :func:`pushforward.fit` (until the
-    training engine takes the config whole). A setting the training loop cannot honour is refused."""
-    import inspect
-
-    from ..tabular import FlowModel
-    from ..train.config import TrainConfig
-    from ..train.fit import fit
-
-    if "config" in inspect.signature(FlowModel.train).parameters:
-        return {"config": config}
-    accepted = inspect.signature(fit).parameters
-    out = {"seed": config.seed}
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(config, field.name)
-        if field.name == "seed":
-            continue
-        if field.name == "schedule":
-            out["schedule"] = None if value == "constant" else value
-        elif field.name in accepted:
-            out[field.name] = value
-        elif value != field.default:
-            flag = "--" + field.name.replace("_", "-")
-            raise CLIError(f"{flag} is not supported by this version's training loop; leave it out")
-    return out
+    """``config`` (a :class:`~pushforward.train.config.TrainConfig`) as the keyword settings of
+    :meth:`FlowModel.fit <pushforward.tabular.FlowModel.fit>`, which hands them to the training engine."""
+    return dataclasses.asdict(config)

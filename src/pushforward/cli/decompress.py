@@ -6,16 +6,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used, so that --help stays light
+    import numpy as np
+
 
 __all__ = ["add_parser", "run"]
+
+
+NAME = "decompress"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``decompress`` subcommand."""
     p = subparsers.add_parser(
-        "decompress",
+        NAME,
         help="restore the files of a 'pushforward compress' stream",
         description="Decode a stream with the model that made it and write every original file into DIR.",
     )
@@ -41,6 +47,8 @@ def _manifest(meta: bytes) -> list[dict]:
 
 
 def _write(path: Path, entry: dict, flat: np.ndarray) -> None:
+    import numpy as np
+
     dtype = np.dtype(entry["dtype"])
     shape = tuple(int(s) for s in entry["shape"])
     if entry["kind"] == "npy":
