@@ -78,7 +78,7 @@ def main() -> None:
                 "log_z_stderr": res.extras["log_z_stderr"],
                 "elbo": res.extras["final_elbo"],
                 "ess_fraction": res.extras["ess_fraction"],
-                "diverged": res.diverged,
+                "skipped_steps": res.skipped_batches,
             }
             with torch.no_grad():
                 x = flow.sample((20_000,))

@@ -50,7 +50,7 @@ log_p = target_log_density("u2")
 # cheap in the sampling direction, which is the only direction VI needs.
 flow = PlanarFlow(2, layers=16)
 result = fit_vi(flow, log_p, steps=800, samples=256, lr=5e-3, anneal=300, eval_samples=20000, seed=0)
-print(result.message or "converged")
+print(f"stopped after {result.steps[-1]} steps ({result.stop_reason}), {result.skipped_batches} skipped")
 print(f"final ELBO       {result.extras['final_elbo']:.4f} ± {result.extras['elbo_stderr']:.4f}")
 print(f"log Z (IS)       {result.extras['log_z']:.4f} ± {result.extras['log_z_stderr']:.4f}")
 print(f"log Z quadrature {ENERGY_LOG_Z['u2']:.4f}")

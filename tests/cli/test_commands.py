@@ -107,7 +107,18 @@ def test_every_trainconfig_option_reaches_the_engine(tmp_path, capsys):
     """Options the old loop could not honour (weight averaging, warm-up, a time budget) now train."""
     np.savetxt(tmp_path / "d.csv", np.random.default_rng(0).normal(size=(50, 2)), delimiter=",")
     out = tmp_path / "m.safetensors"
-    argv = ["fit", str(tmp_path / "d.csv"), "--ema", "0.99", "--warmup", "2", "--steps", "4", "--out", str(out)]
+    argv = [
+        "fit",
+        str(tmp_path / "d.csv"),
+        "--ema",
+        "0.99",
+        "--warmup",
+        "2",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+    ]
     rc = main([*argv, "--max-seconds", "600", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0, err
