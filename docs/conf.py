@@ -133,6 +133,11 @@ def generate_api_pages() -> None:
         package = __import__(full, fromlist=["_"])
         subs = [i.name for i in pkgutil.iter_modules(package.__path__) if not i.name.startswith("_")]
         text = [_title(full), f".. automodule:: {full}\n   :no-members:\n"]
+        for attr in sorted(getattr(package, "__all__", [])):  # what the package's own __init__ defines
+            obj = getattr(package, attr, None)
+            if getattr(obj, "__module__", None) == full and callable(obj):
+                kind = "autoclass" if isinstance(obj, type) else "autofunction"
+                text.append(f"\n.. {kind}:: {full}.{attr}\n")
         for sub in sorted(subs):
             text.append(f"\n{_title(f'{full}.{sub}', '-')}\n.. automodule:: {full}.{sub}\n")
         _write(out / f"{full}.rst", "".join(text))

@@ -26,6 +26,7 @@ table of categorical columns with a categorical discrete flow (Tran, Vafa, Agraw
 # identity). :func:`~pushforward.flows.IDF` stacks couplings in a multi-scale architecture; each factored-out
 # half gets a prior predicted from the half that is kept.
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -106,9 +107,13 @@ save(flow, workdir / "digits.safetensors")
 for i in range(5):
     Image.fromarray(pixels[i, 0]).save(workdir / f"digit{i}.png")
 files = [str(workdir / f"digit{i}.png") for i in range(5)]
-model_file = str(workdir / "digits.safetensors")
-cli_main(["compress", model_file, *files, "-o", str(workdir / "digits.pfz")])
-cli_main(["decompress", model_file, str(workdir / "digits.pfz"), "-o", str(workdir / "out")])
+here = Path.cwd()
+os.chdir(workdir)  # the command line prints the paths it writes: keep them relative to the scratch folder
+try:
+    cli_main(["compress", "digits.safetensors", *[Path(f).name for f in files], "-o", "digits.pfz"])
+    cli_main(["decompress", "digits.safetensors", "digits.pfz", "-o", "out"])
+finally:
+    os.chdir(here)
 for i in range(5):
     assert np.array_equal(np.asarray(Image.open(workdir / "out" / f"digit{i}.png")), pixels[i, 0])
 

@@ -91,11 +91,13 @@ class FlowDensity(DensityMixin, BaseEstimator):
         progress: Show a progress bar.
 
     Attributes:
-        flow_: The resolved preset. ``models_``: the fitted :class:`~pushforward.tabular.FlowModel` s; ``model_``
-        the first. ``support_``: the column supports. ``history_``: the first flow's training history.
-        ``oof_scores_``: out-of-fold log-likelihood of each training row (``ensemble > 1``).
-        ``whiten_``: whether the columns were whitened. ``conditional_``: whether the fit models
-        :math:`p(y \mid x)`.
+        flow_: The resolved preset.
+        models_: The fitted :class:`~pushforward.tabular.FlowModel` objects (``model_``: the first).
+        support_: The column supports.
+        history_: The first flow's training history.
+        oof_scores_: Out-of-fold log-likelihood of each training row (``ensemble > 1``).
+        whiten_: Whether the columns were whitened.
+        conditional_: Whether the fit models the conditional density of ``y`` given ``X``.
 
     Reference: Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference", JMLR 2021;
     Durkan et al., "Neural Spline Flows", NeurIPS 2019.

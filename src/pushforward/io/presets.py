@@ -56,8 +56,8 @@ def build_flow(
     """Build ``PRESETS[preset]`` for data of ``event_shape`` (an int for vectors) with JSON-style options.
 
     Lists in ``options`` become tuples (e.g. ``hidden``). Raises ``ValueError`` naming the problem for an
-    unknown preset or options the preset does not accept (``TypeError``s of the preset's checks become
-    ``ValueError``s naming the preset).
+    unknown preset or options the preset does not accept (the type errors of the preset's checks become
+    ``ValueError`` exceptions naming the preset).
 
     Example:
         >>> flow = build_flow("maf", 3, options={"layers": 2, "hidden": [8]})
