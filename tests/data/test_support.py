@@ -168,3 +168,11 @@ def test_config_round_trip_and_hostile_configs():
     ):
         with pytest.raises((ValueError, TypeError)):
             support_from_config(bad)
+
+
+def test_integers_beyond_unit_bins_in_float64_are_continuous():
+    """At 2**52 a unit bin around an integer rounds away in float64: such a column is not dequantised."""
+    big = np.array([[0.0], [2.0**52 + 2], [1.0], [1.0], [3.0]])
+    small = np.array([[0.0], [5.0], [1.0], [1.0], [3.0]])
+    assert detect_support(big)[0].kind not in ("count", "integer", "categorical")
+    assert detect_support(small)[0].kind in ("count", "integer", "categorical")

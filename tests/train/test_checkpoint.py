@@ -53,6 +53,13 @@ def test_damaged_checkpoint(tmp_path):
         load_checkpoint(p)
 
 
+def test_empty_checkpoint_file_is_refused_with_a_clear_error(tmp_path):
+    p = tmp_path / "empty.ckpt"
+    p.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(p)
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     ref = new_flow()
     h_ref = fit(ref, X, V, checkpoint=tmp_path / "ref.ckpt", **KW)

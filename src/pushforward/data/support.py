@@ -298,7 +298,14 @@ class ColumnSupport:
 
 
 # ---------------------------------------------------------------------------------- detection
+#: Integers at or beyond 2**52 have no room for a unit-width bin in float64 (v ± 1/2 rounds onto v's
+#: neighbours), so a column holding one is detected as continuous, not as integers or counts.
+_LARGEST_BINNED_INTEGER = 2.0**52
+
+
 def _integer_valued(col: np.ndarray) -> bool:
+    if col.size and float(np.max(np.abs(col))) >= _LARGEST_BINNED_INTEGER:
+        return False
     return bool(np.all(np.abs(col - np.round(col)) <= _TOL * np.maximum(1.0, np.abs(col))))
 
 

@@ -70,11 +70,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such checkpoint")
+    if not p.is_file() or p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: not a checkpoint (an empty file or not a regular file)")
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for damaged archives
         raise CheckpointError(
-            f"{p}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
+            f"{p}: not a readable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != "pushforward-checkpoint":
         raise CheckpointError(f"{p}: not a pushforward checkpoint")
