@@ -23,26 +23,10 @@ from hypothesis import strategies as st
 
 from pushforward.flows import PRESETS
 
+from .small_presets import IMAGE, SMALL
+
 CLEAN = (ValueError, TypeError, NotImplementedError)  # library errors (ConvergenceError, ...) are ValueErrors
 
-IMAGE = {
-    "glow": {"levels": 1, "steps": 1, "hidden": [8]},
-    "realnvp_image": {"scales": 1, "layers": 1, "hidden": [8]},
-}
-SMALL = {
-    "nice": {"layers": 2, "hidden": [8]},
-    "realnvp": {"layers": 2, "hidden": [8]},
-    "maf": {"layers": 2, "hidden": [8]},
-    "iaf": {"layers": 2, "hidden": [8]},
-    "nsf": {"layers": 1, "hidden": [8]},
-    "naf": {"layers": 1, "hidden": [8]},
-    "bnaf": {"layers": 1},
-    "planar": {"layers": 2},
-    "radial": {"layers": 2},
-    "sylvester": {"layers": 2},
-    "residual": {"layers": 1, "hidden": [8]},
-    "ffjord": {"layers": 1, "hidden": [8]},
-}
 CONDITIONAL = ("realnvp", "maf", "nsf", "glow")
 DENSITY = ("log_prob", "call", "forward", "inverse")
 SAMPLING = ("sample", "sample_and_log_prob")
