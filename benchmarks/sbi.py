@@ -53,7 +53,7 @@ def train_pushforward(task, theta, x, seed: int):
     post = NPE(task.get_prior_dist(), seed=seed).fit(theta, x)
 
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
-        return post.sample(n, x_o.reshape(-1))
+        return post.sample((n,), x_o.reshape(-1))
 
     info = {"epochs": len(post.history.val_loss), "best_val_loss": post.history.best_val_loss}
     return sample, {**info, "flow": post.flow_kind, "flow_scores": post.flow_scores}
@@ -65,7 +65,7 @@ def train_fmpe(task, theta, x, seed: int):
     post = FMPE(task.get_prior_dist(), seed=seed).fit(theta, x)
 
     def sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
-        return post.sample(n, x_o.reshape(-1))
+        return post.sample((n,), x_o.reshape(-1))
 
     return sample, {"evaluations": len(post.history.val_loss), "best_val_fm_loss": post.history.best_val_loss}
 

@@ -64,7 +64,7 @@ def main() -> None:
     )
 
     x_o = torch.zeros(2)
-    samples = posterior.sample(10_000, x_o)
+    samples = posterior.sample((10_000,), x_o)
     theta_map = posterior.map(x_o)
     print(f"MAP at x_o = (0, 0): {theta_map.tolist()}")
 

@@ -133,11 +133,18 @@ print(f"KL(exact posterior || flow) ≈ {kl:.3f} nats for x_o = {x_o.tolist()}")
 #
 #     from pushforward.sbi import NPE, sbc_ranks, expected_coverage, plot_calibration
 #
-#     posterior = NPE(prior, seed=0).fit(theta, x)   # any torch.distributions prior, e.g. a box uniform
-#     draws = posterior.sample(1000, x_o)            # (1000, d), all inside the prior's support
-#     log_q = posterior.log_prob(draws, x_o)         # exact log-density of the amortised posterior
+#     posterior = NPE(prior, seed=0).fit(theta, x)    # any torch.distributions prior, e.g. a box uniform
+#     draws = posterior.sample((1000,), x_o)          # (1000, d), all inside the prior's support
+#     log_q = posterior.log_prob(draws, context=x_o)  # exact log-density of the amortised posterior
 #     theta_map = posterior.map(x_o)
+#     pushforward.io.save(posterior, "posterior.safetensors")  # one file: flow, support, z-scoring, embedding
 #
-# :func:`pushforward.sbi.FMPE` trains a continuous flow by flow matching instead of maximum likelihood and
-# returns the same kind of posterior. ``examples/npe_two_moons.py`` runs the whole workflow, calibration plots
+# The posterior is a :class:`~pushforward.Flow` like the one above, whose chain starts with the map of the
+# prior's support and the z-scoring of :math:`\theta`, and whose context (the observation) is z-scored and
+# embedded before the flow sees it; it follows the same calling convention (a batch of ``B`` observations
+# gives ``(n, B, d)`` samples), and its file works on the command line:
+# ``pushforward sample posterior.safetensors -n 1000 --context observations.csv`` draws 1,000 parameter
+# vectors per observation row, ``pushforward score posterior.safetensors theta.csv --context observations.csv``
+# scores them. :func:`pushforward.sbi.FMPE` trains a continuous flow by flow matching instead of maximum
+# likelihood and returns the same kind of posterior. ``examples/npe_two_moons.py`` runs the whole workflow, calibration plots
 # included, and ``benchmarks/sbi.py`` scores both against reference posteriors.

@@ -14,11 +14,12 @@ class GaussianPosterior:
     def __init__(self, scale: float = 0.5**0.5, shift: float = 0.0) -> None:
         self.scale, self.shift = scale, shift
 
-    def sample(self, n, x):
-        return x / 2 + self.shift + self.scale * torch.randn(n, *x.shape, dtype=x.dtype)
+    def sample(self, sample_shape, context=None):
+        x = context
+        return x / 2 + self.shift + self.scale * torch.randn(*sample_shape, *x.shape, dtype=x.dtype)
 
-    def log_prob(self, theta, x):
-        z = (theta - x / 2 - self.shift) / self.scale
+    def log_prob(self, theta, context=None):
+        z = (theta - context / 2 - self.shift) / self.scale
         return (-0.5 * z**2 - math.log(self.scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 

@@ -27,7 +27,7 @@ def test_recovers_a_conjugate_gaussian_posterior():
     assert post.history.best_step > 0
     for x0 in (torch.tensor([0.5]), torch.tensor([-1.5])):
         mean, sd = conjugate_posterior(x0)
-        draws = post.sample(4000, x0)
+        draws = post.sample((4000,), x0)
         points = mean + sd * torch.tensor([[0.0], [1.0], [-1.5]])
         with torch.no_grad():
             log_q = post.log_prob(points, x0)
@@ -45,8 +45,8 @@ def test_bounded_prior_keeps_every_sample_inside_and_trains_an_embedding():
     embedding.out_features = 3
     before = embedding.weight.detach().clone()
     post = FMPE(prior, embedding=embedding, hidden=(16,), epochs=3, seed=0).fit(theta, x)
-    assert not torch.equal(before, post.embedding.weight)
-    draws = post.sample(500, torch.tensor([0.9, 0.8]))
+    assert not torch.equal(before, post.embedding.net.weight)
+    draws = post.sample((500,), torch.tensor([0.9, 0.8]))
     assert bool(((draws > -1) & (draws < 1)).all())
     assert torch.isfinite(post.log_prob(draws, torch.tensor([0.9, 0.8]))).all()
 

@@ -53,14 +53,14 @@ def _simulations():
 
 def _npe():
     prior, theta, x = _simulations()
-    post = Posterior(MAF(1, context=1, layers=1, hidden=(8,)), prior)
+    post = Posterior.from_prior(MAF(1, context=1, layers=1, hidden=(8,)), prior)
     post.fit_standardization(theta, x)
     return post, MaximumLikelihood(), (theta, x), (theta[:32], x[:32])
 
 
 def _fmpe():
     prior, theta, x = _simulations()
-    post = Posterior(FFJORD(1, context=1, hidden=(8,), trace="exact"), prior)
+    post = Posterior.from_prior(FFJORD(1, context=1, hidden=(8,), trace="exact"), prior)
     post.fit_standardization(theta, x)
     return post, FlowMatching(), (theta, x), (theta[:32], x[:32])
 

@@ -19,7 +19,13 @@ __all__ = [
     "UsageError",
     "add_context_arguments",
     "context_for_rows",
+    "flow_columns",
+    "flow_context",
+    "flow_rows",
+    "flow_samples",
+    "flow_scores",
     "ints",
+    "is_tabular",
     "load_data",
     "load_model",
     "model_rows",
@@ -205,10 +211,19 @@ def load_data(path: str, delimiter: str | None = None):
 
 
 def load_model(path: str):
-    """The :class:`~pushforward.tabular.FlowModel` in a model file."""
+    """The model in a model file, by what the file holds: a :class:`~pushforward.tabular.FlowModel` for a
+    tabular model file (``pushforward fit``), else the flow :func:`pushforward.io.load` rebuilds (a
+    :class:`~pushforward.sbi.Posterior`, a preset, a hand-built :class:`~pushforward.Flow`)."""
+    from ..flows.core import Flow
+    from ..io import load_with_config
     from ..tabular import FlowModel
 
-    return FlowModel.load(path)
+    model, cfg = load_with_config(path)
+    if isinstance(cfg.get("preset"), str):  # preset fields: a tabular model file (columns, supports, scores)
+        return FlowModel.load(path)
+    if not isinstance(model, Flow):
+        raise CLIError(f"{path} holds a {type(model).__name__}, not a flow: sample and score take flows")
+    return model
 
 
 def check_output_dir(path: Path) -> None:
@@ -352,3 +367,139 @@ def context_for_rows(model, path: str, delimiter: str | None, rows: int | None, 
     if rows is not None and c.shape[0] != rows:
         raise CLIError(f"{path} has {c.shape[0]} context rows but the data has {rows}")
     return c
+
+
+# ---------------------------------------------------------------------------------------------- flow files
+def is_tabular(model) -> bool:
+    """Whether ``model`` is a tabular model (columns, supports and scores in the user's units)."""
+    from ..tabular import FlowModel
+
+    return isinstance(model, FlowModel)
+
+
+def flow_columns(model) -> list[str]:
+    """Names of the modelled columns of a flow file: ``theta_0, ...`` for a posterior, ``x0, ...`` else."""
+    from ..sbi.posterior import Posterior
+
+    prefix = "theta_" if isinstance(model, Posterior) else "x"
+    return [f"{prefix}{j}" for j in range(model.features)]
+
+
+def _context_hint_flow(model, what: str) -> str:
+    kind = "observation" if type(model).__name__ == "Posterior" else "context"
+    return (
+        f"the model is conditional on one {kind} of {model.context_features} values per row (shape "
+        f"{model.context_shape}): {what}"
+    )
+
+
+def flow_context(model, path: str, delimiter: str | None, rows: int | None, spec: str | None = None):
+    """The context rows in file ``path`` for a flow (``spec`` picks its columns), one context of
+    ``model.context_features`` values per row, as ``float64`` ``(m, context_features)``; ``rows`` checks
+    their number."""
+    c, columns = load_data(path, delimiter)
+    if spec:
+        picked = _pick(spec, columns or [str(j) for j in range(c.shape[1])], "--context-columns")
+        c = c[:, picked]
+    if c.shape[1] != model.context_features:
+        raise CLIError(
+            f"{path} has {c.shape[1]} context columns but "
+            + _context_hint_flow(model, "give one per value, in order")
+        )
+    if rows is not None and c.shape[0] != rows:
+        raise CLIError(f"{path} has {c.shape[0]} context rows but the data has {rows}")
+    return c
+
+
+def flow_rows(model, path: str, a: argparse.Namespace):
+    """The data rows and context rows of ``path`` for a flow file (``score``): the context comes from
+    ``--context-columns`` (columns of the same file) or ``--context FILE``, as for tabular models."""
+    table, columns = load_data(path, getattr(a, "delimiter", None))
+    spec = getattr(a, "context_columns", None)
+    if spec and a.context:
+        raise CLIError("give --context-columns or --context, not both")
+    conditional = model.context_shape is not None
+    if not conditional and (spec or a.context):
+        raise CLIError("the model is unconditional: drop --context-columns / --context")
+    x, _, context, _ = split_columns(table, columns, spec)
+    if conditional and context is None and not a.context:
+        raise CLIError(
+            _context_hint_flow(model, f"pass --context FILE or --context-columns naming them in {path}")
+        )
+    if x.shape[1] != model.features:
+        raise CLIError(f"{path} has {x.shape[1]} columns but the model has {model.features}")
+    if context is not None and context.shape[1] != model.context_features:
+        hint = _context_hint_flow(model, "name them all")
+        raise CLIError(f"--context-columns gives {context.shape[1]} columns; {hint}")
+    if a.context:
+        context = flow_context(model, a.context, getattr(a, "delimiter", None), x.shape[0])
+    return x, context
+
+
+def _as_context(model, context):
+    """``float64`` context rows as a tensor of the model's dtype and context shape (None stays None)."""
+    import torch
+
+    if context is None:
+        return None
+    c = torch.from_numpy(context).to(model.dtype or torch.float32)
+    return c.reshape(c.shape[0], *model.context_shape)
+
+
+def flow_scores(model, x, context=None, batch_size: int = 4096):
+    """``log_prob`` of the rows ``x`` given ``context`` (``float64`` numpy), in batches, with the non-finite
+    rows described: ``(scores, rows)``, ``rows`` as :func:`~pushforward.report.checks.nonfinite_rows` gives
+    them (the parameters outside a posterior's support named). Other warnings are printed as one line."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    dtype = model.dtype or torch.float32
+    c_all = _as_context(model, context)
+    out = []
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        for i in range(0, x.shape[0], batch_size):
+            xb = torch.from_numpy(x[i : i + batch_size]).to(dtype)
+            cb = None if c_all is None else c_all[i : i + batch_size]
+            out.append(model.log_prob(xb, cb).double().numpy())
+    for w in caught:
+        if "reported as -inf" not in str(w.message):
+            print(f"warning: {w.message}", file=sys.stderr)
+    scores = np.concatenate(out) if out else np.zeros(0)
+    return scores, _flow_nonfinite(model, x, scores)
+
+
+def _flow_nonfinite(model, x, scores) -> list[dict]:
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(scores))
+    bounds = getattr(model, "_bounds", None)
+    names = flow_columns(model)
+    rows = []
+    for i in bad:
+        cols = []
+        if bounds is not None:
+            lower, upper = (b.double().numpy() for b in bounds())
+            for j in np.flatnonzero(~((x[i] > lower) & (x[i] < upper))):
+                cols.append(
+                    {"column": names[j], "value": float(x[i, j]), "support": f"({lower[j]:g}, {upper[j]:g})"}
+                )
+        rows.append({"row": int(i), "score": float(scores[i]), "columns": cols})
+    return rows
+
+
+def flow_samples(model, n: int, seed: int | None, context=None):
+    """``n`` draws of a flow (``float64`` numpy ``(n, features)``), or ``n`` for each of the ``m`` context rows,
+    grouped by context row (``(m * n, features)``)."""
+    import torch
+
+    c = _as_context(model, context)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        draws = model.sample((n,), c)
+    if c is not None:
+        draws = draws.transpose(0, 1)
+    return draws.reshape(-1, model.features).double().cpu().numpy()

@@ -1,7 +1,10 @@
 """``pushforward sample MODEL -n N``: draw rows from a model file, in the units of the training data.
 
 For a conditional model ``-n`` rows are drawn for each context row of ``--context FILE``; every output row
-starts with ``context_row`` (the 0-based row of the context file) and that row's context values.
+starts with ``context_row`` (the 0-based row of the context file) and that row's context values. A posterior
+file (:func:`pushforward.io.save` of a :class:`~pushforward.sbi.Posterior`) is a conditional model whose
+context is the observation: ``pushforward sample POSTERIOR -n N --context OBS_FILE`` draws ``N`` parameter
+vectors ``theta_0, ...`` per observation row (an observation of shape ``x_shape`` flattened into one row).
 """
 
 from __future__ import annotations
@@ -9,7 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_context_arguments, context_for_rows, load_model, n_columns, positive_int, write_rows
+from .common import (
+    add_context_arguments,
+    context_for_rows,
+    flow_columns,
+    flow_context,
+    flow_samples,
+    is_tabular,
+    load_model,
+    n_columns,
+    positive_int,
+    write_rows,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -24,7 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Draw rows from a fitted model, in the units of the training data. For a conditional "
         "model, -n rows per context row of --context FILE, each labelled with its context row.",
     )
-    s.add_argument("model", help="model file written by 'pushforward fit'")
+    s.add_argument(
+        "model", help="model file written by 'pushforward fit' or pushforward.io.save (a posterior, a flow)"
+    )
     s.add_argument("-n", "--num", type=positive_int, required=True, help="rows to draw (per context row)")
     s.add_argument("--out", default=None, help=".csv/.tsv/.npy output (default: CSV on stdout)")
     s.add_argument("--seed", type=int, default=None, help="random seed")
@@ -42,6 +58,8 @@ def run(a: argparse.Namespace) -> int:
     from .common import CLIError
 
     model = load_model(a.model)
+    if not is_tabular(model):
+        return _run_flow(model, a)
     k = model.flow.context_features
     if k == 0 and (a.context or a.context_columns):
         raise CLIError("the model is unconditional: drop --context / --context-columns")
@@ -59,6 +77,36 @@ def run(a: argparse.Namespace) -> int:
         x = np.hstack([row, np.repeat(context, a.num, axis=0), x])
         context_names = list(model.context_columns or [f"context_{j}" for j in range(k)])
         names = ["context_row", *context_names, *(names or [f"x{j}" for j in range(n_columns(model))])]
+    write_rows(a.out, x, names)
+    per = f" for each of {context.shape[0]} context rows ({x.shape[0]} rows)" if context is not None else ""
+    if a.out:
+        print(f"wrote {a.num} samples{per} to {a.out}", file=sys.stderr)
+    elif per:
+        print(f"{a.num} samples{per}", file=sys.stderr)
+    return 0
+
+
+def _run_flow(model, a: argparse.Namespace) -> int:
+    """``sample`` for a flow file (a posterior, a preset, a hand-built flow): the same rows and labels."""
+    import numpy as np
+
+    from .common import CLIError
+
+    conditional = model.context_shape is not None
+    if not conditional and (a.context or a.context_columns):
+        raise CLIError("the model is unconditional: drop --context / --context-columns")
+    if conditional and not a.context:
+        raise CLIError(
+            f"the model is conditional on one observation of {model.context_features} values per row (shape "
+            f"{model.context_shape}): pass --context FILE with one observation per row"
+        )
+    context = flow_context(model, a.context, a.delimiter, None, a.context_columns) if conditional else None
+    x = flow_samples(model, a.num, a.seed, context)
+    names = flow_columns(model)
+    if context is not None:
+        row = np.repeat(np.arange(context.shape[0], dtype=np.float64), a.num)[:, None]
+        x = np.hstack([row, np.repeat(context, a.num, axis=0), x])
+        names = ["context_row", *[f"context_{j}" for j in range(context.shape[1])], *names]
     write_rows(a.out, x, names)
     per = f" for each of {context.shape[0]} context rows ({x.shape[0]} rows)" if context is not None else ""
     if a.out:

@@ -1,7 +1,10 @@
 """``pushforward score MODEL DATA``: the log-likelihood of every row, in nats, in the units of the data.
 
 Rows that score ``-inf`` are named on stderr with the columns that lie outside the model's support (or with
-the reason when none does); the mean over the finite rows is printed next to the overall mean.
+the reason when none does); the mean over the finite rows is printed next to the overall mean. A posterior
+file scores parameter rows given observations: ``pushforward score POSTERIOR THETA_FILE --context OBS_FILE``
+(one observation per row) or ``--context-columns`` naming the observation columns of ``THETA_FILE``, the
+convention of conditional tabular models.
 """
 
 from __future__ import annotations
@@ -9,7 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_context_arguments, load_model, model_rows, quantile, scored, write_rows
+from .common import (
+    CLIError,
+    add_context_arguments,
+    flow_rows,
+    flow_scores,
+    is_tabular,
+    load_model,
+    model_rows,
+    quantile,
+    scored,
+    write_rows,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -27,7 +41,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "are flagged (about a fraction Q of normal rows will be). With --typicality, rows whose "
         "log-likelihood is atypically high or low (Nalisnick et al. 2019) are flagged too.",
     )
-    c.add_argument("model", help="model file written by 'pushforward fit'")
+    c.add_argument(
+        "model", help="model file written by 'pushforward fit' or pushforward.io.save (a posterior, a flow)"
+    )
     c.add_argument("data", help="data file (.csv/.tsv/.txt/.npy) with the training columns")
     c.add_argument(
         "--anomalies",
@@ -50,6 +66,8 @@ def run(a: argparse.Namespace) -> int:
     from ..report.checks import nonfinite_rows
 
     model = load_model(a.model)
+    if not is_tabular(model):
+        return _run_flow(model, a)
     x, context = model_rows(model, a.data, a)
     scores = scored(model, x, context)  # non-finite rows are explained below, row by row
     cols, names = [scores], ["log_likelihood"]
@@ -80,6 +98,22 @@ def run(a: argparse.Namespace) -> int:
     for line in describe_nonfinite(nonfinite_rows(model, x, scores), a.data):
         print(line, file=sys.stderr)
     write_rows(a.out, np.stack(cols, 1), names)
+    return 0
+
+
+def _run_flow(model, a: argparse.Namespace) -> int:
+    """``score`` for a flow file (a posterior, a preset, a hand-built flow)."""
+    if a.anomalies is not None or a.typicality:
+        raise CLIError(
+            "--anomalies and --typicality need the validation scores a tabular model file stores ('pushforward "
+            "fit'); this file holds a flow without them"
+        )
+    x, context = flow_rows(model, a.data, a)
+    scores, bad = flow_scores(model, x, context)
+    print(_mean_line(scores), file=sys.stderr)
+    for line in describe_nonfinite(bad, a.data):
+        print(line, file=sys.stderr)
+    write_rows(a.out, scores[:, None], ["log_likelihood"])
     return 0
 
 

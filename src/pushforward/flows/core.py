@@ -31,8 +31,12 @@ class Flow(Registered, nn.Module):
     r"""A normalizing flow: a :class:`~pushforward.transforms.Transform` ``f`` (data → latent) and a base
     distribution :math:`p_Z`.
 
-    .. math:: \log p_X(x \mid c) = \log p_Z(f(x; c)) + \log\left|\det \frac{\partial f(x; c)}{\partial x}\right|,
-        \qquad x = f^{-1}(z; c),\ z \sim p_Z.
+    .. math:: \log p_X(x \mid c) = \log p_Z(f(x; e(c))) + \log\left|\det \frac{\partial f(x; e(c))}{\partial x}\right|,
+        \qquad x = f^{-1}(z; e(c)),\ z \sim p_Z,
+
+    where :math:`e` is the optional context embedding (the identity without one): a network applied to each
+    context before the transform sees it, trained with the flow (Radev et al., "BayesFlow: Learning complex
+    stochastic models with invertible neural networks", IEEE TNNLS 2020, learn it jointly with the flow).
 
     Shapes follow ``torch.distributions``: ``log_prob`` takes ``(*batch, *event_shape)`` and returns
     ``batch``; ``sample((n,))`` returns ``(n, *event_shape)``, and with a context of batch shape ``(B,)``,
@@ -43,6 +47,14 @@ class Flow(Registered, nn.Module):
     Args:
         transform: The bijection, mapping data to latent.
         base: The base distribution; default a standard normal on the transform's event shape.
+        embedding: Optional module mapping contexts ``(m, *context_shape)`` to ``(m, K)``, ``K`` the
+            transform's ``context_features``; every conditional flow takes its context through it. To save
+            the flow, it must be built from registered classes (e.g. :mod:`pushforward.nets.embedding`).
+        context_shape: Shape of one context the embedding takes (default: the embedding's ``in_shape``).
+
+    Attributes:
+        context_shape: Shape of one context as the caller passes it (None for an unconditional flow).
+        context_features: Number of scalars in it (0 for an unconditional flow).
 
     Reference: Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015; Papamakarios et
     al., "Normalizing Flows for Probabilistic Modeling and Inference", JMLR 2021.
@@ -55,9 +67,20 @@ class Flow(Registered, nn.Module):
         torch.Size([10])
         >>> flow.sample((4,)).shape
         torch.Size([4, 2])
+        >>> from pushforward.nets.embedding import MLPEmbedding
+        >>> g = Flow(Compose([AffineCoupling(half_mask(2), context=3)]), embedding=MLPEmbedding((5,), 3))
+        >>> g.sample((4,), torch.randn(6, 5)).shape, g.context_shape
+        (torch.Size([4, 6, 2]), (5,))
     """
 
-    def __init__(self, transform: Transform, base: Distribution | None = None) -> None:
+    def __init__(
+        self,
+        transform: Transform,
+        base: Distribution | None = None,
+        *,
+        embedding: nn.Module | None = None,
+        context_shape: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(transform, Transform):
             raise TypeError(f"transform must be a Transform, got {type(transform).__name__}")
@@ -69,9 +92,16 @@ class Flow(Registered, nn.Module):
                 f"{transform.latent_shape}"
             )
         self.event_shape: tuple[int, ...] = transform.event_shape
-        self.context_features: int = transform.context_features
-        # ``flow.transform(x)`` is public (data → latent): validate its arguments like log_prob's.
-        transform.register_forward_pre_hook(self._check_transform_args, with_kwargs=True)
+        self.embedding = embedding
+        #: Shape of one context as the caller passes it (None: unconditional); with an embedding, its input.
+        self.context_shape: tuple[int, ...] | None = _context_shape(transform, embedding, context_shape)
+        #: Number of scalars of one context as the caller passes it (0: unconditional).
+        self.context_features: int = math.prod(self.context_shape) if self.context_shape else 0
+        # ``flow.transform(x)`` is public (data → latent): validate its arguments like log_prob's. A flow that
+        # takes this transform into a longer chain removes the hook (its own hook validates the chain's input).
+        self.transform_hook = transform.register_forward_pre_hook(
+            self._check_transform_args, with_kwargs=True
+        )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -93,30 +123,76 @@ class Flow(Registered, nn.Module):
         """The device of the flow's parameters and buffers (None for a flow with none); inputs must be on it."""
         return module_dtype_device(self)[1]
 
-    def _context(self, context: Tensor | None, batch_shape: tuple[int, ...] | None) -> Tensor | None:
-        if not self.context_features:
+    def _caller_context(self, context: Tensor | None) -> tuple[Tensor | None, tuple[int, ...]]:
+        """The caller's context validated (shape, dtype, device, finite) as rows ``(m, *context_shape)``, and
+        its batch shape (``()`` for one context); ``(None, ())`` for an unconditional flow."""
+        if self.context_shape is None:
             if context is not None:
                 raise ValueError("this flow is unconditional (context_features=0) but a context was given")
-            return None
+            return None, ()
         if context is None:
-            raise ValueError(f"this flow is conditional: pass a context of {self.context_features} features")
-        if isinstance(context, Tensor) and context.dim() == 1:
+            if self.embedding is None:
+                raise ValueError(
+                    f"this flow is conditional: pass a context of {self.context_features} features"
+                )
+            raise ValueError(f"this flow is conditional: pass a context of shape {self.context_shape}")
+        k = len(self.context_shape)
+        single = isinstance(context, Tensor) and context.dim() == k
+        if single:
             context = context.unsqueeze(0)  # one context for the whole batch
         context = check_input(
-            context, (self.context_features,), name="context", dtype=self.dtype, device=self.device
+            context, self.context_shape, name="context", dtype=self.dtype, device=self.device
         )
+        cb = () if single else tuple(context.shape[: context.dim() - k])
+        return context.reshape(-1, *self.context_shape), cb
+
+    def _embed(self, rows: Tensor) -> Tensor:
+        """The embedding of context rows ``(m, *context_shape)``: ``(m, K)`` with ``K`` the transform's
+        context features (a ``ValueError`` for any other shape)."""
+        out = self.embedding(rows)  # type: ignore[misc]
+        k = self.transform.context_features
+        if not isinstance(out, Tensor) or tuple(out.shape) != (rows.shape[0], k):
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"the embedding maps {rows.shape[0]} contexts of shape {self.context_shape} to {got}; the "
+                f"transform takes ({rows.shape[0]}, {k})"
+            )
+        return out
+
+    def _context(self, context: Tensor | None, batch_shape: tuple[int, ...] | None) -> Tensor | None:
+        """The context rows the transform sees (embedded when the flow has an embedding): ``(m, K)`` for the
+        ``m`` contexts given, or expanded to ``batch_shape`` and flattened when it is given. Each context is
+        embedded once, before any expansion."""
+        rows, cb = self._caller_context(context)
+        if rows is None:
+            return None
+        if self.embedding is not None:
+            rows = self._embed(rows)
+        k = rows.shape[-1]
+        rows = rows.reshape(*cb, k)
         if batch_shape is not None:
             try:
-                context = context.expand(*batch_shape, self.context_features)
+                rows = rows.expand(*batch_shape, k)
             except RuntimeError:
                 raise ValueError(
-                    f"context batch shape {tuple(context.shape[:-1])} does not match the input's {batch_shape}"
+                    f"context batch shape {cb} does not match the input's {batch_shape}"
                 ) from None
-        return context.reshape(-1, self.context_features)
+        return rows.reshape(-1, k)
+
+    def _caller_rows(self, context: Tensor | None, batch_shape: tuple[int, ...]) -> Tensor | None:
+        """The caller's (already validated) context, one row per input row: ``(prod(batch_shape),
+        *context_shape)``, an expanded view (nothing is copied)."""
+        if context is None or self.context_shape is None:
+            return None
+        k = len(self.context_shape)
+        if context.dim() == k:
+            context = context.unsqueeze(0)
+        return context.expand(*batch_shape, *self.context_shape).reshape(-1, *self.context_shape)
 
     def _check_transform_args(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Forward pre-hook of ``self.transform``: ``x`` must be ``(batch, *event_shape)``, finite, of the
-        flow's dtype, and ``context`` must fit it (see :func:`~pushforward.checks.check_input`)."""
+        flow's dtype, and ``context`` (what the transform sees: after the embedding, if any) must fit it (see
+        :func:`~pushforward.checks.check_input`)."""
         x = args[0] if args else kwargs.get("x")
         context = args[1] if len(args) > 1 else kwargs.get("context")
         event = tuple(getattr(module, "event_shape", self.event_shape))  # AugmentedFlow: wider than the data
@@ -125,10 +201,18 @@ class Flow(Registered, nn.Module):
             raise ValueError(
                 f"x has shape {tuple(x.shape)}; the transform takes (batch, {', '.join(map(str, event))})"
             )
-        if self.context_features or context is not None:
-            ctx = self._context(context, None)
-            if ctx is not None and ctx.shape[0] != x.shape[0]:
-                raise ValueError(f"context has {ctx.shape[0]} rows but x has {x.shape[0]}")
+        k = int(getattr(module, "context_features", self.transform.context_features))
+        if not k and context is not None:
+            raise ValueError("this flow is unconditional (context_features=0) but a context was given")
+        if k:
+            if context is None:
+                raise ValueError(f"this flow is conditional: pass a context of {k} features")
+            if isinstance(context, Tensor) and context.dim() == 1:
+                context = context.unsqueeze(0)
+            ctx = check_input(context, (k,), name="context", dtype=self.dtype, device=self.device)
+            rows = ctx.reshape(-1, k).shape[0]
+            if rows != x.shape[0]:
+                raise ValueError(f"context has {rows} rows but x has {x.shape[0]}")
 
     # ------------------------------------------------------------------ density
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -136,14 +220,22 @@ class Flow(Registered, nn.Module):
         x = check_input(x, self.event_shape, dtype=self.dtype, device=self.device)
         batch_shape = tuple(x.shape[: x.dim() - len(self.event_shape)])
         ctx = self._context(context, batch_shape)
+        raw = self._caller_rows(context, batch_shape)  # what a float64 rescoring passes again
         flat = x.reshape(-1, *self.event_shape)
         step = chunk_rows(flat.shape[0], self._row_bytes(), self.device)  # bounded working memory
         lps = []
         for i in range(0, flat.shape[0], step):
             xi, ci = flat[i : i + step], None if ctx is None else ctx[i : i + step]
+            lost = None
+            if self.embedding is not None and validation_enabled():  # an embedding that overflowed
+                lost = ~torch.isfinite(ci).all(-1)  # type: ignore[union-attr]
+                ci = torch.where(lost[:, None], torch.zeros_like(ci), ci)  # type: ignore[arg-type]
             with rowwise_outputs():  # overflowing rows are rescored, or -inf, one by one
                 z, ladj = self.transform.forward(xi, ci)  # validated above
-            lps.append(_rescore_overflow(self, self.base.log_prob(z) + ladj, xi, ci))
+            lp = self.base.log_prob(z) + ladj
+            if lost is not None:
+                lp = torch.where(lost, torch.full_like(lp, -math.inf), lp)
+            lps.append(_rescore_overflow(self, lp, xi, None if raw is None else raw[i : i + step]))
         return (lps[0] if len(lps) == 1 else torch.cat(lps)).reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -157,7 +249,8 @@ class Flow(Registered, nn.Module):
     def _row_bytes(self) -> int:
         """Estimated working bytes of one event while the flow maps it (:data:`~pushforward.checks.WORK_PER_VALUE`
         per scalar): sets chunk sizes."""
-        return WORK_PER_VALUE * max(self.features, self.context_features, 1) * self._itemsize()
+        width = max(self.features, self.context_features, self.transform.context_features, 1)
+        return WORK_PER_VALUE * width * self._itemsize()
 
     def _check_count(self, count: int) -> None:
         """Refuse, before allocating, draws beyond :data:`~pushforward.checks.MAX_SAMPLE_VALUES` scalars or whose
@@ -182,14 +275,22 @@ class Flow(Registered, nn.Module):
         shape = check_sample_shape(sample_shape)
         n = math.prod(shape)
         ctx = self._context(context, None)  # raises when a conditional flow has no context (or vice versa)
-        cb = tuple(context.shape[:-1]) if self.context_features else ()  # type: ignore[union-attr]
+        cb = ()
+        if ctx is not None:
+            cb = tuple(context.shape[: context.dim() - len(self.context_shape)])  # type: ignore[union-attr,arg-type]
+            if self.embedding is not None and not bool(torch.isfinite(ctx).all()):
+                raise ValueError(
+                    "the embedding of the context is not finite (a context far outside the data the flow was "
+                    "trained on): no samples can be drawn for it"
+                )
         m = ctx.shape[0] if ctx is not None else 1
         count = n * m
         if count == 0:
             raise ValueError("sample_shape has zero samples")
         self._check_count(count)  # before anything of that size is allocated
         if ctx is not None:
-            ctx = ctx.unsqueeze(0).expand(n, m, self.context_features).reshape(count, self.context_features)
+            k = ctx.shape[-1]
+            ctx = ctx.unsqueeze(0).expand(n, m, k).reshape(count, k)
         return ctx, shape + cb, count
 
     def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
@@ -226,6 +327,30 @@ class Flow(Registered, nn.Module):
         r"""Reparameterised samples and their log-density in one inverse pass:
         :math:`\log p_X(x) = \log p_Z(z) - \log|\det \partial x / \partial z|`."""
         return self._draw(sample_shape, context, True)
+
+
+def _context_shape(
+    transform: Transform, embedding: nn.Module | None, context_shape: Sequence[int] | None
+) -> tuple[int, ...] | None:
+    """The shape of one context a flow takes: ``(K,)`` for a transform of ``K`` context features, the input
+    shape of the embedding when there is one (``context_shape``, else the embedding's ``in_shape``), None for
+    an unconditional flow. Checks that an embedding comes with a conditional transform."""
+    if embedding is None:
+        if context_shape is not None:
+            raise ValueError("context_shape is the input shape of an embedding: give it with embedding=")
+        return (transform.context_features,) if transform.context_features else None
+    if not isinstance(embedding, nn.Module):
+        raise TypeError(f"embedding must be an nn.Module, got {type(embedding).__name__}")
+    if not transform.context_features:
+        raise ValueError("an embedding needs a conditional transform (context_features >= 1)")
+    if context_shape is None:
+        context_shape = getattr(embedding, "in_shape", None)
+    if context_shape is None:
+        raise ValueError("give context_shape=, the shape of one context the embedding takes")
+    shape = tuple(context_shape)
+    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise ValueError(f"context_shape must be a non-empty tuple of positive ints, got {context_shape!r}")
+    return shape
 
 
 def _rescore_overflow(model: nn.Module, lp: Tensor, x: Tensor, ctx: Tensor | None) -> Tensor:

@@ -1,8 +1,9 @@
 """Simulation-based inference: amortised posteriors from simulations (neural posterior estimation).
 
-:class:`Posterior` wraps any conditional flow with z-scoring, an embedding network and a bijection onto the
-prior's support; :class:`NPE` trains one on simulations by maximum likelihood, :class:`FMPE` by flow
-matching (one estimator shape, :class:`PosteriorEstimator`, and one engine);
+:class:`Posterior` is a conditional flow on θ whose chain starts with the map of the prior's support and the
+z-scoring of θ, and whose context path z-scores the observations before an optional embedding network (it
+saves with :func:`pushforward.io.save`); :class:`NPE` trains one on simulations by maximum likelihood,
+:class:`FMPE` by flow matching (one estimator shape, :class:`PosteriorEstimator`, and one engine);
 :mod:`~pushforward.sbi.diagnostics` checks its calibration (SBC ranks, expected coverage). pushforward does not
 depend on the ``sbi`` package.
 """
@@ -18,13 +19,14 @@ from .diagnostics import (
 from .estimator import SBI_DEFAULTS, PosteriorEstimator
 from .fmpe import FMPE
 from .npe import NPE
-from .posterior import Posterior, prior_support, support_bijection, z_score_stats
+from .posterior import ObservationEmbedding, Posterior, prior_support, support_map, z_score_stats
 
 __all__ = [
     "FMPE",
     "NPE",
     "SBI_DEFAULTS",
     "CoverageResult",
+    "ObservationEmbedding",
     "Posterior",
     "PosteriorEstimator",
     "SBCResult",
@@ -33,6 +35,6 @@ __all__ = [
     "prior_support",
     "rank_uniformity",
     "sbc_ranks",
-    "support_bijection",
+    "support_map",
     "z_score_stats",
 ]

@@ -37,7 +37,7 @@ __all__ = [
 
 
 class _Sampler(Protocol):
-    def sample(self, n: int, x: Tensor) -> Tensor: ...
+    def sample(self, sample_shape: tuple[int, ...], context: Tensor | None = None) -> Tensor: ...
 
 
 @dataclass
@@ -72,10 +72,11 @@ def _batches(theta: Tensor, x: Tensor, batch: int):
 
 def _posterior_draws(posterior: _Sampler, n: int, x: Tensor) -> Tensor:
     """``(n, B, d)`` samples for a batch of ``B`` observations."""
-    draws = posterior.sample(n, x)
+    draws = posterior.sample((n,), context=x)
     if draws.dim() != 3 or draws.shape[:2] != (n, x.shape[0]):
         raise ValueError(
-            f"posterior.sample(n, x) for {x.shape[0]} observations returned shape {tuple(draws.shape)}"
+            f"posterior.sample((n,), context=x) for {x.shape[0]} observations returned shape "
+            f"{tuple(draws.shape)}"
         )
     return draws
 
@@ -111,13 +112,13 @@ def sbc_ranks(
     posterior: _Sampler, theta: Tensor, x: Tensor, num_posterior_samples: int = 100, batch: int = 100
 ) -> SBCResult:
     r"""Simulation-based calibration ranks of ``theta (N, d)`` (drawn from the prior) among
-    ``num_posterior_samples`` draws of ``posterior.sample(L, x_batch) -> (L, B, d)`` for their simulations
-    ``x (N, ...)``.
+    ``num_posterior_samples`` draws of ``posterior.sample((L,), context=x_batch) -> (L, B, d)`` (the
+    :class:`~pushforward.sbi.Posterior` convention) for their simulations ``x (N, ...)``.
 
     Example:
         >>> class Exact:  # N(0, 1) prior, x = θ + N(0, 1): posterior N(x / 2, 1 / 2)
-        ...     def sample(self, n, x):
-        ...         return x / 2 + 0.5**0.5 * torch.randn(n, *x.shape)
+        ...     def sample(self, sample_shape, context=None):
+        ...         return context / 2 + 0.5**0.5 * torch.randn(*sample_shape, *context.shape)
         >>> theta = torch.randn(200, 1)
         >>> result = sbc_ranks(Exact(), theta, theta + torch.randn(200, 1), num_posterior_samples=50)
         >>> result.ranks.shape
@@ -144,8 +145,9 @@ def expected_coverage(
 ) -> CoverageResult:
     r"""Expected coverage of the highest-posterior-density regions (see the module documentation).
 
-    ``posterior`` needs ``sample(L, x_batch) -> (L, B, d)`` and ``log_prob(theta, x)`` (one ``x`` per row
-    of ``theta``). Returns the coverage at ``levels`` (default 0, 0.05, ..., 1).
+    ``posterior`` needs ``sample((L,), context=x_batch) -> (L, B, d)`` and ``log_prob(theta, context=x)``
+    (``theta (L, B, d)`` scored against ``x (B, ...)``, broadcast as a :class:`~pushforward.Flow` does).
+    Returns the coverage at ``levels`` (default 0, 0.05, ..., 1).
     """
     if levels is None:
         levels = torch.linspace(0, 1, 21, dtype=torch.float64)
@@ -153,10 +155,8 @@ def expected_coverage(
     for th, xb in _batches(theta, x, batch):
         draws = _posterior_draws(posterior, num_posterior_samples, xb)  # (L, B, d)
         th = th.to(draws)
-        L, B, d = draws.shape
-        x_rep = xb.unsqueeze(0).expand(L, *xb.shape).reshape(L * B, *xb.shape[1:])
-        lp_draws = posterior.log_prob(draws.reshape(L * B, d), x_rep).reshape(L, B)
-        lp_true = posterior.log_prob(th, xb)
+        lp_draws = posterior.log_prob(draws, context=xb)  # (L, B): each observation embedded once
+        lp_true = posterior.log_prob(th, context=xb)
         alphas.append((lp_draws > lp_true).double().mean(0))
     alpha = torch.cat(alphas)
     coverage = (alpha[None, :] <= levels.to(alpha)[:, None]).double().mean(1)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..flows.core import Flow
 from ..train.config import TrainConfig
 from ..train.engine import History, train
-from .posterior import Posterior, check_prior, check_simulations, prepare_posterior
+from .posterior import Posterior, check_prior
 
 __all__ = ["SBI_DEFAULTS", "PosteriorEstimator"]
 
@@ -186,7 +186,7 @@ class PosteriorEstimator:
         posterior, history, embedding = results[best]
         if self.embedding is not None and embedding is not self.embedding:
             self.embedding.load_state_dict(embedding.state_dict())  # type: ignore[union-attr]
-            posterior.embedding = self.embedding
+            posterior.embedding.net = self.embedding
         posterior.history = history
         posterior.flow_kind = best
         posterior.flow_scores = scores if len(scores) > 1 else {}
@@ -205,6 +205,60 @@ class PosteriorEstimator:
         score = getattr(loss, "validation", loss)
         with torch.no_grad():
             return score(self.posterior_, (theta, x))
+
+
+def prepare_posterior(
+    flow: Flow,
+    prior: object,
+    embedding: nn.Module | None,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    n_val: int,
+    generator: torch.Generator,
+    z_score_x: str | None,
+) -> tuple[Posterior, Tensor, Tensor, Tensor]:
+    """The shared start of every estimator: the :class:`Posterior` around ``flow`` (in ``theta``'s dtype),
+    its standardisation fitted on a random training split, and the parameters in the flow's latent space.
+
+    Returns ``(posterior, v, train_idx, val_idx)`` with ``v`` the standardised unconstrained parameters.
+    Raises ``ValueError`` when a parameter lies outside the prior's support or on its boundary.
+    """
+    n = theta.shape[0]
+    flow = flow.to(theta.dtype)
+    if embedding is not None:
+        embedding = embedding.to(theta.dtype)
+    posterior = Posterior.from_prior(flow, prior, embedding=embedding, x_shape=tuple(x.shape[1:]))
+    posterior = posterior.to(theta.dtype)
+    outside = ~posterior.in_support(theta)
+    if bool(outside.any()):
+        raise ValueError(f"{int(outside.sum())} of the parameters theta lie outside the prior's support")
+
+    perm = torch.randperm(n, generator=generator)
+    train_idx, val_idx = perm[n_val:], perm[:n_val]
+    posterior.fit_standardization(theta[train_idx], x[train_idx], z_score_x=z_score_x)
+    posterior.set_standardization(x_low=x.amin(0), x_high=x.amax(0))  # the range of every simulation
+    with torch.no_grad():
+        v, _ = posterior.theta_to_latent(posterior.clamp_to_support(theta))
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(
+            "some parameters map to infinity in the unconstrained space (on the support's boundary)"
+        )
+    return posterior, v, train_idx, val_idx
+
+
+def check_simulations(theta: Tensor, x: Tensor, validation_fraction: float, **positive_ints: object) -> None:
+    """``ValueError`` unless ``theta`` is ``(n, d)``, ``x`` is ``(n, ...)``, the validation fraction lies in
+    ``(0, 1)`` and every named training setting is a positive int."""
+    if theta.dim() != 2:
+        raise ValueError(f"theta must have shape (n, d), got {tuple(theta.shape)}")
+    if x.dim() < 2 or x.shape[0] != theta.shape[0]:
+        raise ValueError(f"x must have shape (n, ...) with n = {theta.shape[0]} rows, got {tuple(x.shape)}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    for name, v in positive_ints.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
 def _copy_module(module: nn.Module) -> nn.Module:

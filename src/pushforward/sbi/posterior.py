@@ -1,19 +1,23 @@
-r"""Amortised posteriors: a conditional flow wrapped with z-scoring, an embedding net and a bijection onto
-the prior's support.
+r"""Amortised posteriors: a conditional flow on θ whose chain starts on the prior's support and whose context
+path starts with the observations' z-scoring.
 
-A :class:`Posterior` holds a conditional flow :math:`q_\phi(v \mid c)` on an unconstrained, standardised
-parameter :math:`v`, and maps it to the parameter space of a prior :math:`p(\theta)`:
+A :class:`Posterior` is a :class:`~pushforward.Flow` on the parameter :math:`\theta` given an observation
+:math:`x`. Its chain (data → latent) is
 
-.. math:: \theta = b(\mu_u + \sigma_u \odot v), \qquad c = e\big((x - \mu_x) / \sigma_x\big),
+.. math:: \theta \xrightarrow{\ b^{-1}\ } u \xrightarrow{\ (u - \mu_u)/\sigma_u\ } v
+    \xrightarrow{\ f_\phi(\cdot\,;\,c)\ } z \sim p_Z, \qquad
+    c = e\big((x - \mu_x) / \sigma_x\big),
 
-    \log q(\theta \mid x) = \log q_\phi(v \mid c) - \sum_i \log \sigma_{u,i}
-        - \log\left|\det \frac{\partial b}{\partial u}\right|_{u = b^{-1}(\theta)},
+    \log q(\theta \mid x) = \log p_Z(z) + \log|\det \partial f_\phi / \partial v|
+        - \textstyle\sum_i \log \sigma_{u,i} + \log|\det \partial b^{-1} / \partial \theta|,
 
-where :math:`b` is a bijection from :math:`\mathbb{R}^d` onto the prior's support (``biject_to`` of
-:mod:`torch.distributions`, e.g. an affine sigmoid for a box-uniform prior), :math:`(\mu_u, \sigma_u)` and
-:math:`(\mu_x, \sigma_x)` are z-scoring statistics stored as buffers, and :math:`e` an optional embedding
-network. Because every sample is pushed through :math:`b`, no probability mass leaks out of the support and
-no rejection loop is needed.
+where :math:`b^{-1}` maps the prior's support onto :math:`\mathbb{R}^d` coordinate by coordinate
+(:class:`~pushforward.transforms.ColumnMaps`: the identity, :math:`\log(\theta - a)` above a lower bound, a
+scaled logit on an interval), :math:`(\mu_u, \sigma_u)` z-score the unconstrained parameter
+(:class:`~pushforward.transforms.Standardize`), :math:`f_\phi` is the conditional flow's own transform and
+:math:`p_Z` its base; the context path z-scores :math:`x` by median and IQR (:class:`ObservationEmbedding`,
+buffers) and applies the optional embedding network :math:`e`. Because every sample is pushed through
+:math:`b`, no probability mass leaks out of the support and no rejection loop is needed.
 
 Reference: Papamakarios & Murray, "Fast ε-free Inference of Simulation Models with Bayesian Conditional
 Density Estimation", NeurIPS 2016; Greenberg, Nonnenmacher & Macke, "Automatic Posterior Transformation
@@ -29,19 +33,20 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
-from torch.distributions.transforms import Transform as TorchTransform
-from torch.distributions.transforms import identity_transform
 
 from ..checks import check_finite
 from ..flows.core import Flow
+from ..registry import Registered
+from ..transforms.base import Compose
+from ..transforms.columns import ColumnMaps
+from ..transforms.preprocessing import Standardize
 
 __all__ = [
+    "ObservationEmbedding",
     "Posterior",
     "check_prior",
-    "check_simulations",
-    "prepare_posterior",
     "prior_support",
-    "support_bijection",
+    "support_map",
     "z_score_stats",
 ]
 
@@ -63,19 +68,39 @@ def prior_support(prior: object | None) -> constraints.Constraint:
     return constraints.real_vector
 
 
-def support_bijection(prior: object | None) -> TorchTransform:
-    r"""The bijection :math:`b: \mathbb{R}^d \to \operatorname{supp}(p)` (``biject_to`` of the support)."""
+_LOWER = (constraints.greater_than, constraints.greater_than_eq)
+_INTERVAL = (constraints.interval, constraints.half_open_interval)
+
+
+def support_map(prior: object | None, dim: int) -> ColumnMaps:
+    r"""The map :math:`b^{-1}` from the support of ``prior`` (on :math:`\theta \in \mathbb{R}^{dim}`) onto
+    :math:`\mathbb{R}^{dim}`: a :class:`~pushforward.transforms.ColumnMaps` with, per coordinate, ``real``,
+    ``lower`` (a lower bound: positive, ``greater_than``) or ``interval`` (``interval``, ``unit_interval``,
+    a box). Any other support (a simplex, an upper bound only) raises ``ValueError``.
+
+    Example:
+        >>> prior = torch.distributions.Gamma(torch.ones(2), 1.0)
+        >>> support_map(prior, 2).kinds
+        ['lower', 'lower']
+    """
     support = prior_support(prior)
-    if support is constraints.real or support is constraints.real_vector:
-        return identity_transform
-    return torch.distributions.biject_to(support)
-
-
-def _interval_bounds(support: constraints.Constraint) -> tuple[Tensor | float | None, Tensor | float | None]:
-    """Lower/upper bounds of an interval-like support (``None`` where unbounded)."""
     while isinstance(support, constraints.independent):
         support = support.base_constraint
-    return getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    if support is constraints.real or support is constraints.real_vector:
+        return ColumnMaps(dim, kinds=["real"] * dim)
+    kind = "interval" if isinstance(support, _INTERVAL) else "lower" if isinstance(support, _LOWER) else None
+    if kind is None:
+        raise ValueError(
+            f"the prior's support ({support}) has no coordinate-wise bijection from R^{dim} (real, a lower "
+            "bound or an interval per coordinate): reparametrise theta (e.g. drop one coordinate of a "
+            "Dirichlet draw, or negate a parameter with an upper bound) and use a prior on the result"
+        )
+    dtype = torch.get_default_dtype()
+    low = torch.as_tensor(support.lower_bound, dtype=dtype).expand(dim).clone()
+    high = torch.as_tensor(getattr(support, "upper_bound", 0.0), dtype=dtype).expand(dim).clone()
+    if not bool(torch.isfinite(low).all() & torch.isfinite(high).all()):
+        raise ValueError(f"the prior's support ({support}) has infinite bounds")
+    return ColumnMaps(dim, kinds=[kind] * dim, low=low, high=high if kind == "interval" else torch.zeros(dim))
 
 
 def z_score_stats(
@@ -117,8 +142,8 @@ def z_score_stats(
 def check_prior(prior: object, dim: int | None = None) -> None:
     """``TypeError`` unless ``prior`` is ``None``, a ``torch.distributions.Distribution`` or a
     :class:`pushforward.distributions.BoxUniform`; ``ValueError`` when its event shape is not ``(dim,)`` or
-    its support's bijection changes the dimension (a Dirichlet prior lives on a simplex of dimension
-    ``d - 1``: reparametrise θ first)."""
+    its support has no coordinate-wise map to the real line (:func:`support_map`; a Dirichlet prior lives on
+    a simplex of dimension ``d - 1``: reparametrise θ first)."""
     from ..distributions.base import BoxUniform
 
     if prior is None:
@@ -134,43 +159,122 @@ def check_prior(prior: object, dim: int | None = None) -> None:
         raise ValueError(
             f"the prior's (batch + event) shape is {event}, but theta has {dim} entries: expected ({dim},)"
         )
-    b = support_bijection(prior)
-    if tuple(b.inverse_shape((dim,))) != (dim,):
-        raise ValueError(
-            f"the prior's support ({prior_support(prior)}) has no bijection from R^{dim}: "
-            "reparametrise theta (e.g. drop one coordinate of a Dirichlet draw) and use a prior on the result"
-        )
+    support_map(prior, dim)
 
 
-class Posterior(nn.Module):
-    r"""An amortised posterior :math:`q(\theta \mid x)` built on any conditional flow.
+class ObservationEmbedding(Registered, nn.Module):
+    r"""The context path of a :class:`Posterior`: z-scoring of the observations,
+    :math:`h = (x - \mu_x) / \sigma_x`, then the optional embedding network ``net``.
 
-    See the module documentation for the maths. The flow models the standardised unconstrained parameter
-    ``v`` given the context ``embedding((x - x_loc) / x_scale)``; this object adds the change of variables
-    to :math:`\theta`, so :meth:`log_prob` is a normalised density on the prior's support.
+    The statistics (``loc``, ``scale``) and the range of the training simulations (``low``, ``high``, used
+    once ``range_known``) are buffers. An observation more than half a scale outside that range raises a
+    ``RuntimeWarning``: the posterior's answer there is an extrapolation.
 
     Args:
-        flow: A conditional :class:`~pushforward.Flow` on ``(d,)`` (or any module with the same
-            ``log_prob(v, context)`` / ``sample(shape, context)`` interface, such as a continuous flow).
-        prior: The prior, used for its support only (``torch.distributions`` prior,
-            :class:`pushforward.distributions.BoxUniform`, or ``None`` for an unbounded parameter).
-        embedding: Network mapping standardised ``x`` of shape ``(batch, *x_shape)`` to the flow's
-            context ``(batch, context_features)``; default none (``x`` is the context).
-        x_shape: Shape of one observation; default ``(context_features,)`` without an embedding.
-        bijection: A ``torch.distributions`` transform from :math:`\mathbb{R}^d` onto the support, to use
-            instead of ``biject_to(prior.support)``.
-
-    Call :meth:`fit_standardization` on the training simulations (or pass the statistics to
-    :meth:`set_standardization`) before training; the defaults are the identity.
+        shape: Shape of one observation.
+        net: Network ``(batch, *shape) → (batch, K)`` (registered, e.g. :mod:`pushforward.nets.embedding`,
+            to be saved), or None.
 
     Example:
-        >>> import torch
+        >>> e = ObservationEmbedding((2,))
+        >>> e.set(loc=torch.tensor([1.0, 2.0]), scale=torch.tensor([2.0, 4.0]))
+        >>> e(torch.tensor([[3.0, 6.0]])).tolist()
+        [[1.0, 1.0]]
+    """
+
+    def __init__(self, shape: Sequence[int], net: nn.Module | None = None) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if not self.shape or min(self.shape) < 1:
+            raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
+        if net is not None and not isinstance(net, nn.Module):
+            raise TypeError(f"the embedding net must be an nn.Module, got {type(net).__name__}")
+        self.net = net
+        self.in_shape = self.shape
+        self.register_buffer("loc", torch.zeros(self.shape))
+        self.register_buffer("scale", torch.ones(self.shape))
+        self.register_buffer("low", torch.zeros(self.shape))
+        self.register_buffer("high", torch.zeros(self.shape))
+        self.register_buffer("range_known", torch.tensor(False))
+
+    @torch.no_grad()
+    def set(
+        self,
+        *,
+        loc: Tensor | None = None,
+        scale: Tensor | None = None,
+        low: Tensor | None = None,
+        high: Tensor | None = None,
+    ) -> None:
+        """Replace statistics in place (shape ``shape`` each; ``scale > 0``; ``low`` and ``high`` together,
+        the range of the training simulations)."""
+        if (low is None) != (high is None):
+            raise ValueError("give low and high together")
+        for name, value in (("loc", loc), ("scale", scale), ("low", low), ("high", high)):
+            if value is None:
+                continue
+            value = torch.as_tensor(value, dtype=self.loc.dtype, device=self.loc.device)
+            check_finite(value, f"x_{name}")
+            if value.shape != self.shape:
+                raise ValueError(f"x_{name} must have shape {self.shape}, got {tuple(value.shape)}")
+            if name == "scale" and bool((value <= 0).any()):
+                raise ValueError("x_scale must be positive")
+            getattr(self, name).copy_(value)
+        if low is not None:
+            self.range_known.fill_(True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if bool(self.range_known):
+            margin = 0.5 * self.scale  # half a (robust) standard deviation beyond the simulations
+            outside = ((x < self.low - margin) | (x > self.high + margin)).reshape(x.shape[0], -1).any(1)
+            if bool(outside.any()):
+                warnings.warn(
+                    f"{int(outside.sum())} observation(s) lie outside the range of the simulations the posterior "
+                    "was trained on: its answer there is an extrapolation and cannot be trusted",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+        h = (x - self.loc) / self.scale
+        return self.net(h) if self.net is not None else h.reshape(x.shape[0], -1)
+
+
+class Posterior(Flow):
+    r"""An amortised posterior :math:`q(\theta \mid x)`: a :class:`~pushforward.Flow` on θ whose context is
+    the observation ``x`` (see the module documentation for the chain and the maths).
+
+    ``log_prob(theta, context=x)``, ``sample(sample_shape, context=x)`` and ``sample_and_log_prob`` follow the
+    Flow convention: one observation ``x`` of shape ``x_shape`` gives ``(*sample_shape, d)`` samples, a batch
+    ``(B, *x_shape)`` gives ``(*sample_shape, B, d)``; ``log_prob`` takes ``theta (*batch, d)`` with one
+    ``x`` for all rows or one per row. Parameters outside the support (or on its boundary) score
+    :math:`-\infty`, and every sample lies strictly inside it.
+
+    What a model file (:func:`pushforward.io.save`) holds: the conditional flow, the support map (its kinds
+    and bounds: the prior itself is not needed after training), the z-scoring statistics of θ and ``x``, the
+    range of the simulations and the embedding network (which must be built from registered classes, e.g.
+    :mod:`pushforward.nets.embedding`). The training history and the estimator's choice of flow
+    (``history``, ``flow_kind``, ``flow_scores``) are not saved.
+
+    Args:
+        flow: A conditional :class:`~pushforward.Flow` on ``(d,)`` (a preset such as ``NSF`` or ``FFJORD``,
+            or a hand-built one without an embedding of its own): its transform and base join the chain.
+        support: The map of the prior's support onto :math:`\mathbb{R}^d` (:func:`support_map`); default
+            the whole real space. :meth:`from_prior` builds it from a prior.
+        embedding: Network mapping standardised ``x`` of shape ``(batch, *x_shape)`` to the flow's context
+            ``(batch, K)``; default none (``x`` is the context).
+        x_shape: Shape of one observation; default the embedding's ``in_shape``, or ``(K,)`` without one.
+
+    Call :meth:`fit_standardization` on the training simulations (or :meth:`set_standardization`) before
+    training; the defaults are the identity.
+
+    Example:
         >>> from pushforward.flows import NSF
         >>> from pushforward.distributions import BoxUniform
         >>> prior = BoxUniform(-torch.ones(2), torch.ones(2))
-        >>> post = Posterior(NSF(2, context=3, layers=2, hidden=(16, 16)), prior)
-        >>> post.sample(5, torch.zeros(3)).shape
+        >>> post = Posterior.from_prior(NSF(2, context=3, layers=2, hidden=(16, 16)), prior)
+        >>> post.sample((5,), torch.zeros(3)).shape
         torch.Size([5, 2])
+        >>> post.sample((5,), torch.zeros(4, 3)).shape
+        torch.Size([5, 4, 2])
         >>> post.log_prob(torch.zeros(4, 2), torch.zeros(3)).shape
         torch.Size([4])
     """
@@ -178,67 +282,97 @@ class Posterior(nn.Module):
     def __init__(
         self,
         flow: Flow,
-        prior: object | None = None,
+        support: ColumnMaps | None = None,
         *,
         embedding: nn.Module | None = None,
         x_shape: Sequence[int] | None = None,
-        bijection: TorchTransform | None = None,
     ) -> None:
-        super().__init__()
-        if not isinstance(flow, nn.Module) or not hasattr(flow, "log_prob"):
-            raise TypeError(f"flow must be a conditional flow module, got {type(flow).__name__}")
-        event_shape = tuple(getattr(flow, "event_shape", ()))
-        if len(event_shape) != 1:
-            raise ValueError(f"the flow must model vectors θ of shape (d,), got event shape {event_shape}")
-        context = int(getattr(flow, "context_features", 0))
-        if context < 1:
+        if not isinstance(flow, Flow):
+            raise TypeError(f"flow must be a conditional pushforward Flow, got {type(flow).__name__}")
+        kind = type(flow)
+        if kind.log_prob is not Flow.log_prob or kind._draw is not Flow._draw or flow.embedding is not None:
+            raise TypeError(
+                f"flow must be a Flow defined by its transform and base alone, got a {kind.__name__} (pass an "
+                "embedding to the Posterior instead of the flow)"
+            )
+        if len(flow.event_shape) != 1:
+            raise ValueError(
+                f"the flow must model vectors θ of shape (d,), got event shape {flow.event_shape}"
+            )
+        k = flow.transform.context_features
+        if k < 1:
             raise ValueError("the flow must be conditional (context_features ≥ 1): it models θ given x")
+        d = flow.event_shape[0]
+        if support is None:
+            support = ColumnMaps(d, kinds=["real"] * d)
+        if not isinstance(support, ColumnMaps) or support.features != d:
+            raise TypeError(f"support must be a ColumnMaps on {d} coordinates (see support_map)")
         if embedding is not None and not isinstance(embedding, nn.Module):
             raise TypeError(f"embedding must be an nn.Module, got {type(embedding).__name__}")
-        self.dim = event_shape[0]
-        check_prior(prior, self.dim)
-        self.flow = flow
-        self.prior = prior
-        self.embedding = embedding
-        self.event_shape: tuple[int, ...] = (self.dim,)
-        self.context_features = context
-        if x_shape is None and embedding is None:
-            x_shape = (context,)
-        self.x_shape: tuple[int, ...] | None = tuple(int(s) for s in x_shape) if x_shape is not None else None
-        self.support = prior_support(prior)
-        self.bijection = bijection if bijection is not None else support_bijection(prior)
-        lower, upper = _interval_bounds(self.support)
-        dtype = torch.get_default_dtype()
-        self.register_buffer("_lower", _bound_buffer(lower, -math.inf, self.dim, dtype))
-        self.register_buffer("_upper", _bound_buffer(upper, math.inf, self.dim, dtype))
-        self.register_buffer("theta_loc", torch.zeros(self.dim))
-        self.register_buffer("theta_scale", torch.ones(self.dim))
-        xs = self.x_shape if self.x_shape is not None else ()
-        self.register_buffer("x_loc", torch.zeros(xs))
-        self.register_buffer("x_scale", torch.ones(xs))
-        self.register_buffer("x_low", torch.full(xs, -math.inf))
-        self.register_buffer("x_high", torch.full(xs, math.inf))
+        if x_shape is None:
+            x_shape = getattr(embedding, "in_shape", None) if embedding is not None else (k,)
+        if x_shape is None:
+            raise ValueError("give x_shape=, the shape of one observation the embedding takes")
+        x_shape = tuple(int(s) for s in x_shape)
+        if embedding is None and x_shape != (k,):
+            raise ValueError(
+                f"without an embedding an observation is the flow's context: x_shape must be ({k},)"
+            )
+        dtype = flow.dtype or torch.get_default_dtype()
+        chain = Compose([support.to(dtype), Standardize(d).to(dtype), flow.transform])
+        context_path = ObservationEmbedding(x_shape, embedding).to(dtype)
+        super().__init__(chain, flow.base, embedding=context_path, context_shape=x_shape)
+        # the flow's own view (flow matching trains it), not a second copy; inside the chain its transform
+        # sees intermediate values (validated at the chain's entry), so the flow's own input check is removed
+        flow.transform_hook.remove()
+        self.__dict__["_flow"] = flow
+        self.dim = d
+        self.x_shape = x_shape
 
-    # ------------------------------------------------------------------ what the training engine reads
+    @classmethod
+    def from_prior(
+        cls,
+        flow: Flow,
+        prior: object | None,
+        *,
+        embedding: nn.Module | None = None,
+        x_shape: Sequence[int] | None = None,
+    ) -> Posterior:
+        """The posterior around ``flow`` on the support of ``prior`` (a ``torch.distributions`` prior, a
+        :class:`pushforward.distributions.BoxUniform` or None), which is used for its support only."""
+        d = flow.event_shape[0] if isinstance(flow, Flow) and len(flow.event_shape) == 1 else None
+        check_prior(prior, d)
+        support = support_map(prior, d) if d is not None else None
+        return cls(flow, support, embedding=embedding, x_shape=x_shape)
+
+    # ------------------------------------------------------------------ parts of the chain
     @property
-    def features(self) -> int:
-        """Number of parameters ``d``."""
-        return self.dim
+    def flow(self) -> Flow:
+        """The conditional flow on the standardised unconstrained parameter (sharing this chain's modules)."""
+        return self.__dict__["_flow"]
 
     @property
-    def context_shape(self) -> tuple[int, ...] | None:
-        """Shape of one observation ``x`` (the engine's context)."""
-        return self.x_shape
+    def support_map(self) -> ColumnMaps:
+        r"""The first layer of the chain, :math:`b^{-1}`."""
+        return self.transform[0]  # type: ignore[index,return-value]
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.theta_loc.dtype
+    def theta_standardize(self) -> Standardize:
+        """The second layer of the chain: z-scoring of the unconstrained parameter."""
+        return self.transform[1]  # type: ignore[index,return-value]
+
+    theta_loc = property(lambda self: self.theta_standardize.loc, doc="Location of the unconstrained θ.")
+    theta_scale = property(lambda self: self.theta_standardize.scale, doc="Scale of the unconstrained θ.")
+    x_loc = property(lambda self: self.embedding.loc, doc="Location of the observations.")
+    x_scale = property(lambda self: self.embedding.scale, doc="Scale of the observations.")
+    x_low = property(lambda self: self.embedding.low, doc="Smallest simulated observation, per entry.")
+    x_high = property(lambda self: self.embedding.high, doc="Largest simulated observation, per entry.")
 
     def flow_inputs(self, theta: Tensor, x: Tensor) -> tuple[Flow, Tensor, Tensor]:
         """``(flow, v, context)``: the flow, its standardised unconstrained parameters and the embedded
         observations, for losses that work in the flow's space (flow matching)."""
         v, _ = self.theta_to_latent(self.clamp_to_support(theta))
-        return self.flow, v, self.embed(x)
+        return self.flow, v, self.embedding(x)
 
     # ------------------------------------------------------------------ standardisation
     def set_standardization(
@@ -247,34 +381,29 @@ class Posterior(nn.Module):
         theta_scale: Tensor | None = None,
         x_loc: Tensor | None = None,
         x_scale: Tensor | None = None,
+        *,
+        x_low: Tensor | None = None,
+        x_high: Tensor | None = None,
     ) -> None:
-        """Set the z-scoring statistics (of the *unconstrained* parameter ``u`` and of ``x``)."""
-        for name, value in (
-            ("theta_loc", theta_loc),
-            ("theta_scale", theta_scale),
-            ("x_loc", x_loc),
-            ("x_scale", x_scale),
-        ):
-            if value is None:
-                continue
-            value = torch.as_tensor(value, dtype=self.theta_loc.dtype, device=self.theta_loc.device)
-            check_finite(value, name)
-            if name.endswith("scale") and bool((value <= 0).any()):
-                raise ValueError(f"{name} must be positive")
-            if name.startswith("theta") and value.shape != (self.dim,):
-                raise ValueError(f"{name} must have shape ({self.dim},), got {tuple(value.shape)}")
-            setattr(self, name, value.clone())
-        if x_loc is not None and self.x_shape is None:
-            self.x_shape = tuple(self.x_loc.shape)
-        if x_loc is not None and self.x_low.shape != self.x_loc.shape:
-            self.x_low = torch.full_like(self.x_loc, -math.inf)
-            self.x_high = torch.full_like(self.x_loc, math.inf)
+        """Set the z-scoring statistics (of the *unconstrained* parameter ``u`` and of ``x``) and the range
+        of the simulations (``x_low``, ``x_high``)."""
+        if theta_loc is not None or theta_scale is not None:
+            loc = self.theta_loc if theta_loc is None else torch.as_tensor(theta_loc)
+            scale = self.theta_scale if theta_scale is None else torch.as_tensor(theta_scale)
+            for name, value in (("theta_loc", loc), ("theta_scale", scale)):
+                if value.shape != (self.dim,):
+                    raise ValueError(f"{name} must have shape ({self.dim},), got {tuple(value.shape)}")
+            if bool((scale <= 0).any()):
+                raise ValueError("theta_scale must be positive")
+            self.theta_standardize.set(loc, scale)
+        self.embedding.set(loc=x_loc, scale=x_scale, low=x_low, high=x_high)
 
     @torch.no_grad()
     def fit_standardization(
         self, theta: Tensor, x: Tensor, *, z_score_theta: bool = True, z_score_x: str | None = "auto"
     ) -> None:
-        """Fit the z-scoring statistics on simulations ``theta (n, d)`` and ``x (n, *x_shape)``.
+        """Fit the z-scoring statistics on simulations ``theta (n, d)`` and ``x (n, *x_shape)``, and take
+        their range as the simulations' range.
 
         ``z_score_x`` is ``"independent"`` (per entry), ``"structured"`` (one mean and scale for all
         entries: images, sets of observations), ``None`` (off) or ``"auto"`` (independent for vectors,
@@ -284,151 +413,88 @@ class Posterior(nn.Module):
             raise ValueError(
                 f"z_score_x must be 'auto', 'independent', 'structured' or None, got {z_score_x!r}"
             )
-        theta = theta.to(self.theta_loc)
-        x = x.to(self.theta_loc)
-        if self.x_shape is None:
-            self.x_shape = tuple(x.shape[1:])
-        elif tuple(x.shape[1:]) != self.x_shape:
+        theta, x = theta.to(self.theta_loc), x.to(self.theta_loc)
+        if tuple(x.shape[1:]) != self.x_shape:
             raise ValueError(
                 f"x has shape {tuple(x.shape)}; expected (n, {', '.join(map(str, self.x_shape))})"
             )
         if z_score_theta:
-            u = self.unconstrain(self.clamp_to_support(theta))
-            self.theta_loc, self.theta_scale = z_score_stats(u)
+            u, _ = self.support_map(self.clamp_to_support(theta))
+            self.set_standardization(*z_score_stats(u))
         if z_score_x is None:
-            self.x_loc, self.x_scale = torch.zeros_like(x[0]), torch.ones_like(x[0])
+            loc, scale = torch.zeros_like(x[0]), torch.ones_like(x[0])
         else:
             structured = z_score_x == "structured" or (z_score_x == "auto" and x.dim() > 2)
-            self.x_loc, self.x_scale = z_score_stats(x, structured=structured, robust=True)
-        self.x_low, self.x_high = x.amin(0).clone(), x.amax(0).clone()
+            loc, scale = z_score_stats(x, structured=structured, robust=True)
+        self.set_standardization(x_loc=loc, x_scale=scale, x_low=x.amin(0), x_high=x.amax(0))
 
     # ------------------------------------------------------------------ maps
+    def _bounds(self) -> tuple[Tensor, Tensor]:
+        """Lower and upper bounds of the support per coordinate (±inf where unbounded)."""
+        s = self.support_map
+        inf = torch.full_like(s.low, math.inf)
+        lower = torch.where(s.lower_mask | s.interval_mask, s.low, -inf)
+        return lower, torch.where(s.interval_mask, s.high, inf)
+
     def clamp_to_support(self, theta: Tensor) -> Tensor:
-        """``theta`` moved inside an interval support by at most one ulp (floating-point saturation)."""
-        lower = torch.nextafter(self._lower, self._upper)
-        upper = torch.nextafter(self._upper, self._lower)
-        return torch.maximum(torch.minimum(theta, upper), lower)
+        """``theta`` moved strictly inside the support by at most one ulp (floating-point saturation)."""
+        lower, upper = self._bounds()
+        return torch.maximum(
+            torch.minimum(theta, torch.nextafter(upper, lower)), torch.nextafter(lower, upper)
+        )
 
-    def unconstrain(self, theta: Tensor) -> Tensor:
-        r""":math:`u = b^{-1}(\theta)`."""
-        return self.bijection.inv(theta)
-
-    def _bijection_ladj(self, u: Tensor, theta: Tensor) -> Tensor:
-        ladj = self.bijection.log_abs_det_jacobian(u, theta)
-        if ladj.dim() == u.dim():  # elementwise (event_dim 0) transforms
-            ladj = ladj.sum(-1)
-        return ladj.expand(u.shape[:-1])
+    def in_support(self, theta: Tensor) -> Tensor:
+        """Boolean ``(*batch,)``: whether each ``theta`` lies strictly inside the prior's support (its
+        boundary maps to infinity in the unconstrained space)."""
+        lower, upper = self._bounds()
+        return ((theta > lower) & (theta < upper)).all(-1)
 
     def theta_to_latent(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        r"""``(v, log|det ∂v/∂θ|)`` with :math:`v = (b^{-1}(\theta) - \mu_u) / \sigma_u`."""
-        u = self.unconstrain(theta)
-        v = (u - self.theta_loc) / self.theta_scale
-        return v, -self._bijection_ladj(u, theta) - self.theta_scale.log().sum()
+        r"""``(v, log|det ∂v/∂θ|)`` with :math:`v = (b^{-1}(\theta) - \mu_u) / \sigma_u`, for ``theta (n, d)``
+        inside the support."""
+        u, ladj_u = self.support_map(theta)
+        v, ladj_v = self.theta_standardize(u)
+        return v, ladj_u + ladj_v
 
     def latent_to_theta(self, v: Tensor) -> Tensor:
-        r""":math:`\theta = b(\mu_u + \sigma_u v)`, kept inside the support."""
-        return self.clamp_to_support(self.bijection(self.theta_loc + self.theta_scale * v))
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The flow's context for observations ``x`` of shape ``(batch, *x_shape)``: standardise, embed."""
-        h = (x - self.x_loc) / self.x_scale
-        return self.embedding(h) if self.embedding is not None else h
-
-    def _prepare_x(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        """``x`` as ``(batch, *x_shape)`` and its batch shape (``()`` for a single observation)."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if self.x_shape is None:
-            raise ValueError("the observation shape is unknown: pass x_shape= or call fit_standardization")
-        k = len(self.x_shape)
-        if x.dim() < k or tuple(x.shape[x.dim() - k :]) != self.x_shape:
-            raise ValueError(f"x has shape {tuple(x.shape)}; one observation has shape {self.x_shape}")
-        x = x.to(self.theta_loc)
-        check_finite(x, "x")
-        batch = tuple(x.shape[: x.dim() - k])
-        margin = 0.5 * self.x_scale  # half a (robust) standard deviation beyond the simulations
-        outside = (x < self.x_low - margin) | (x > self.x_high + margin)
-        if bool(outside.any()):
-            warnings.warn(
-                f"{int(outside.reshape(-1, *self.x_shape).flatten(1).any(1).sum())} observation(s) lie outside "
-                "the range of the simulations the posterior was trained on: its answer there is an "
-                "extrapolation and cannot be trusted",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return x.reshape(-1, *self.x_shape), batch
+        r""":math:`\theta = b(\mu_u + \sigma_u v)` for ``v (n, d)``, kept inside the support."""
+        u, _ = self.theta_standardize.inverse(v)
+        return self.clamp_to_support(self.support_map.inverse(u)[0])
 
     # ------------------------------------------------------------------ density and sampling
-    def in_support(self, theta: Tensor) -> Tensor:
-        """Boolean ``(batch,)``: whether each ``theta`` lies in the prior's support, strictly inside an
-        interval support (its boundary maps to infinity in the unconstrained space)."""
-        ok = self.support.check(theta)
-        ok = ok.all(-1) if ok.dim() == theta.dim() else ok
-        return ok & ((theta > self._lower) & (theta < self._upper)).all(-1)
+    def log_prob(self, theta: Tensor, context: Tensor | None = None) -> Tensor:
+        r""":math:`\log q(\theta \mid x)` for ``theta`` of shape ``(*batch, d)`` given observations ``context``
+        (one for every row, or one per row).
 
-    def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
-        r""":math:`\log q(\theta \mid x)` for ``theta (*batch, d)``; ``x`` one observation or one per row.
-
-        Parameters outside the prior's support (or on its boundary, where the bijection is singular) get
-        :math:`-\infty`; so do rows whose density cannot be computed in floating point (an observation so
-        far outside the simulations that its embedding or the flow overflows), without affecting the other
-        rows (observations outside the simulations' range also raise a ``RuntimeWarning``).
+        Parameters outside the prior's support (or on its boundary, or infinite) get :math:`-\infty`; so do
+        rows whose density cannot be computed in floating point, even in float64 (an observation so far
+        outside the simulations that its embedding overflows), without affecting the other rows, with a
+        ``RuntimeWarning`` (observations outside the simulations' range warn too). NaN raises ``ValueError``.
         """
         if not isinstance(theta, Tensor) or theta.dim() < 1 or theta.shape[-1] != self.dim:
             raise ValueError(
                 f"theta must have shape (batch, {self.dim}), got {getattr(theta, 'shape', None)}"
             )
-        theta = theta.to(self.theta_loc)
-        if torch.isnan(theta).any():
+        if bool(torch.isnan(theta).any()):
             raise ValueError("theta contains NaN")
-        batch = theta.shape[:-1]
-        theta = theta.reshape(-1, self.dim)
         inside = self.in_support(theta)
-        safe = torch.where(inside[:, None], theta, self.latent_to_theta(torch.zeros_like(theta)))
-        v, ladj = self.theta_to_latent(safe)
-        inside = inside & torch.isfinite(v).all(-1)
-        v = torch.where(inside[:, None], v, torch.zeros_like(v))
-        xb, xbatch = self._prepare_x(x)
-        context = self.embed(xb)
-        usable = torch.isfinite(context).all(-1)  # (m,): rows whose embedding did not overflow
-        context = torch.where(usable[:, None], context, torch.zeros_like(context))
-        if xbatch == ():
-            context, inside = context[0], inside & usable[0]
-        elif math.prod(xbatch) != theta.shape[0]:
-            raise ValueError(f"x has batch shape {xbatch}, theta {tuple(batch)}: give one x or one per theta")
-        else:
-            inside = inside & usable
-        lp = self.flow.log_prob(v, context) + ladj
-        lp = torch.where(inside & ~torch.isnan(lp), lp, torch.full_like(lp, -math.inf))
-        return lp.reshape(batch)
+        if bool(inside.all()):
+            return super().log_prob(theta, context)
+        centre = self.latent_to_theta(self.theta_loc.new_zeros(1, self.dim))[0].to(theta)
+        lp = super().log_prob(torch.where(inside[..., None], theta, centre), context)
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
-    def forward(self, theta: Tensor, x: Tensor) -> Tensor:
-        """Alias of :meth:`log_prob`."""
-        return self.log_prob(theta, x)
-
-    @torch.no_grad()
-    def sample(self, n: int | Sequence[int], x: Tensor) -> Tensor:
-        """``n`` samples of θ for one observation (shape ``(n, d)``) or for each of a batch of ``B``
-        observations (shape ``(n, B, d)``). Every sample lies in the prior's support."""
-        if isinstance(n, bool) or not (
-            isinstance(n, int)
-            or (
-                isinstance(n, (tuple, list, torch.Size))
-                and all(isinstance(s, int) and not isinstance(s, bool) for s in n)
-            )
-        ):
-            raise TypeError(f"the number of samples must be an int or a tuple of ints, got {n!r}")
-        shape = (n,) if isinstance(n, int) else tuple(n)
-        if math.prod(shape) < 1:
-            raise ValueError(f"the number of samples must be positive, got {n}")
-        xb, xbatch = self._prepare_x(x)
-        context = self.embed(xb)
-        if xbatch == ():
-            context = context[0]
-        else:
-            context = context.reshape(*xbatch, -1)
-        v = self.flow.sample(shape, context)
-        return self.latent_to_theta(v)
+    def _draw(self, sample_shape: int | Sequence[int], context: Tensor | None, with_log_prob: bool):
+        """The Flow's draw, with samples rounded strictly inside the support (a sigmoid saturates to the
+        bound in floating point); a rounded sample's log-density is that of the returned value."""
+        out = super()._draw(sample_shape, context, with_log_prob)
+        theta = out[0] if with_log_prob else out
+        inside = self.clamp_to_support(theta)
+        if not with_log_prob:
+            return inside
+        if bool((inside != theta).any()):
+            return inside, self.log_prob(inside, context)
+        return out
 
     def map(
         self,
@@ -440,7 +506,7 @@ class Posterior(nn.Module):
         lr: float = 0.01,
     ) -> Tensor:
         r"""The maximum a posteriori estimate :math:`\arg\max_\theta \log q(\theta \mid x)` of the posterior
-        estimate for one observation ``x``.
+        estimate for one observation ``x`` (shape ``x_shape``).
 
         :math:`q(\theta \mid x)` already is a posterior (prior included), so the prior is not added again.
         Multi-start gradient ascent: ``num_init`` posterior samples, the ``starts`` with the highest
@@ -448,89 +514,31 @@ class Posterior(nn.Module):
         (the objective is the density of θ, so the result is the mode in θ, not in ``u``). Returns the best
         ``(d,)``.
         """
-        _, xbatch = self._prepare_x(x)
-        if xbatch != ():
-            raise ValueError("map takes one observation x")
+        if not isinstance(x, Tensor) or tuple(x.shape) != self.x_shape:
+            raise ValueError(
+                f"map takes one observation x of shape {self.x_shape}, got {getattr(x, 'shape', x)}"
+            )
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                init = self.sample(num_init, x)
+                init = self.sample((num_init,), x)
                 lp = self.log_prob(init, x)
                 best = init[lp.topk(min(starts, num_init)).indices]
-            u = self.unconstrain(best).detach().requires_grad_(True)
+            u = self.support_map(best)[0].detach().requires_grad_(True)
             opt = torch.optim.Adam([u], lr=lr)
             with torch.enable_grad():
                 for _ in range(steps):
-                    theta = self.latent_to_theta((u - self.theta_loc) / self.theta_scale)
+                    theta = self.clamp_to_support(self.support_map.inverse(u)[0])
                     loss = -self.log_prob(theta, x)
                     grad = torch.autograd.grad(loss[torch.isfinite(loss)].sum(), u)[0]
                     opt.zero_grad()
                     u.grad = torch.nan_to_num(grad)
                     opt.step()
             with torch.no_grad():
-                theta = self.latent_to_theta((u - self.theta_loc) / self.theta_scale)
+                theta = self.clamp_to_support(self.support_map.inverse(u)[0])
                 candidates = torch.cat([theta, best])
                 lp = self.log_prob(candidates, x)
                 return candidates[lp.argmax()]
         finally:
             self.train(was_training)
-
-
-def _bound_buffer(bound: Tensor | float | None, default: float, dim: int, dtype: torch.dtype) -> Tensor:
-    if bound is None:
-        return torch.full((dim,), default, dtype=dtype)
-    return torch.as_tensor(bound, dtype=dtype).expand(dim).clone()
-
-
-def prepare_posterior(
-    flow: Flow,
-    prior: object,
-    embedding: nn.Module | None,
-    theta: Tensor,
-    x: Tensor,
-    *,
-    n_val: int,
-    generator: torch.Generator,
-    z_score_x: bool,
-) -> tuple[Posterior, Tensor, Tensor, Tensor]:
-    """The shared start of every estimator: the :class:`Posterior` around ``flow`` (in ``theta``'s dtype),
-    its standardisation fitted on a random training split, and the parameters in the flow's latent space.
-
-    Returns ``(posterior, v, train_idx, val_idx)`` with ``v`` the standardised unconstrained parameters.
-    Raises ``ValueError`` when a parameter lies outside the prior's support or on its boundary.
-    """
-    n = theta.shape[0]
-    flow = flow.to(theta.dtype)
-    if embedding is not None:
-        embedding = embedding.to(theta.dtype)
-    posterior = Posterior(flow, prior, embedding=embedding, x_shape=tuple(x.shape[1:])).to(theta.dtype)
-    outside = ~posterior.in_support(theta)
-    if bool(outside.any()):
-        raise ValueError(f"{int(outside.sum())} of the parameters theta lie outside the prior's support")
-
-    perm = torch.randperm(n, generator=generator)
-    train_idx, val_idx = perm[n_val:], perm[:n_val]
-    posterior.fit_standardization(theta[train_idx], x[train_idx], z_score_x=z_score_x)
-    posterior.x_low, posterior.x_high = x.amin(0).clone(), x.amax(0).clone()  # the range of every simulation
-    with torch.no_grad():
-        v, _ = posterior.theta_to_latent(posterior.clamp_to_support(theta))
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError(
-            "some parameters map to infinity in the unconstrained space (on the support's boundary)"
-        )
-    return posterior, v, train_idx, val_idx
-
-
-def check_simulations(theta: Tensor, x: Tensor, validation_fraction: float, **positive_ints: object) -> None:
-    """``ValueError`` unless ``theta`` is ``(n, d)``, ``x`` is ``(n, ...)``, the validation fraction lies in
-    ``(0, 1)`` and every named training setting is a positive int."""
-    if theta.dim() != 2:
-        raise ValueError(f"theta must have shape (n, d), got {tuple(theta.shape)}")
-    if x.dim() < 2 or x.shape[0] != theta.shape[0]:
-        raise ValueError(f"x must have shape (n, ...) with n = {theta.shape[0]} rows, got {tuple(x.shape)}")
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    for name, v in positive_ints.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")

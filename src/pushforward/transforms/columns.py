@@ -53,15 +53,16 @@ def column_maps(
 ) -> tuple[Tensor, Tensor]:
     r"""Elementwise maps to the real line (``lower``/``interval`` boolean column masks; other columns pass
     through): returns ``(y, log|det J|)`` with the formulas of the module documentation."""
+    # log u and log(1 - u) from the distances to the bounds (exact near either bound, where 1 - u would round
+    # to 0 and a value one ulp inside the interval would map to infinity)
     width = torch.where(interval, high - low, torch.ones_like(high))
-    t = torch.where(lower | interval, x - low, x)
-    u = torch.where(interval, t / width, t)
-    log_u = torch.where(lower | interval, u.clamp_min(0).log(), torch.zeros_like(u))
-    log_1mu = torch.where(interval, (1 - u).clamp_min(0).log(), torch.zeros_like(u))
+    log_w = width.log()
+    log_a = torch.where(lower | interval, (x - low).clamp_min(0).log(), torch.zeros_like(x))
+    log_b = torch.where(interval, (high - x).clamp_min(0).log(), torch.zeros_like(x))
+    log_u = torch.where(interval, log_a - log_w, log_a)
+    log_1mu = torch.where(interval, log_b - log_w, torch.zeros_like(x))
     y = torch.where(lower, log_u, torch.where(interval, log_u - log_1mu, x))
-    ladj = torch.where(
-        lower, -log_u, torch.where(interval, -width.log() - log_u - log_1mu, torch.zeros_like(u))
-    )
+    ladj = torch.where(lower, -log_u, torch.where(interval, -log_w - log_u - log_1mu, torch.zeros_like(x)))
     return y, ladj.sum(-1)
 
 
