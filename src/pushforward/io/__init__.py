@@ -136,7 +136,11 @@ def save(obj: nn.Module, path: str | Path, *, config: dict | None = None) -> Non
         dtype=dtype,
         model=encode(obj),
     )
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in obj.state_dict().items()}
+    # a fresh dense copy: a one-element buffer made by ``expand(...).clone()`` keeps stride 0, which the
+    # byte view of the checksum refuses
+    tensors = {
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in obj.state_dict().items()
+    }
     _check_rebuilds(obj, cfg)
     _write_file(path, tensors, cfg)
 
