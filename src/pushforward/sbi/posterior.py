@@ -167,8 +167,8 @@ class ObservationEmbedding(Registered, nn.Module):
     :math:`h = (x - \mu_x) / \sigma_x`, then the optional embedding network ``net``.
 
     The statistics (``loc``, ``scale``) and the range of the training simulations (``low``, ``high``, used
-    once ``range_known``) are buffers. An observation more than half a scale outside that range raises a
-    ``RuntimeWarning``: the posterior's answer there is an extrapolation.
+    once ``range_known``) are buffers. In eval mode, an observation more than half a scale outside that range
+    raises a ``RuntimeWarning``: the posterior's answer there is an extrapolation.
 
     Args:
         shape: Shape of one observation.
@@ -224,7 +224,7 @@ class ObservationEmbedding(Registered, nn.Module):
             self.range_known.fill_(True)
 
     def forward(self, x: Tensor) -> Tensor:
-        if bool(self.range_known):
+        if not self.training and bool(self.range_known):  # training data lie in the range by construction
             margin = 0.5 * self.scale  # half a (robust) standard deviation beyond the simulations
             outside = ((x < self.low - margin) | (x > self.high + margin)).reshape(x.shape[0], -1).any(1)
             if bool(outside.any()):
