@@ -100,3 +100,9 @@ def test_posterior_files_say_what_is_missing(posterior_file, tmp_path):
     assert rc == 1 and "3 context rows but the data has 2" in err
     rc, _, err = run("score", path, tmp_path / "theta.csv", "--context", d / "obs.csv", "--anomalies", 0.1)
     assert rc == 1 and "validation scores" in err
+
+
+def test_report_says_it_takes_tabular_model_files(posterior_file, tmp_path):
+    d, path, _, _ = posterior_file
+    rc, _, err = run("report", path, d / "obs.csv", "--out", tmp_path / "r.html")
+    assert rc == 1 and "report takes a tabular model file" in err and "Posterior" in err

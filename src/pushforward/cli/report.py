@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_context_arguments, check_output_dir, load_model, model_rows, positive_int
+from .common import (
+    CLIError,
+    add_context_arguments,
+    check_output_dir,
+    is_tabular,
+    load_model,
+    model_rows,
+    positive_int,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -40,6 +48,11 @@ def run(a: argparse.Namespace) -> int:
     from ..report import write_report
 
     model = load_model(a.model)
+    if not is_tabular(model):
+        raise CLIError(
+            f"{a.model} holds a {type(model).__name__}: report takes a tabular model file ('pushforward fit'); "
+            "use 'pushforward sample' and 'score' for posterior and flow files"
+        )
     x, context = model_rows(model, a.data, a)
     out = Path(a.out)
     check_output_dir(out)
