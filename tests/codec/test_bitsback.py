@@ -112,3 +112,15 @@ def test_refusals():
         encode(DequantizedFlow(Glow((1, 4, 4), levels=1, steps=1, hidden=(8,), conv="fourier")), images)
     with pytest.raises(TypeError, match="unconditional"):
         encode(DequantizedFlow(Glow((1, 4, 4), levels=1, steps=1, hidden=(8,), context=2)), images)
+
+
+def test_model_file_round_trip_decodes_the_same_stream(tmp_path):
+    """A saved and reloaded DequantizedFlow (256 pixel levels: not a block count) decodes the original's
+    stream: same fingerprint, same tables."""
+    from pushforward.io import load, save
+
+    model = _model("realnvp", True, 256)
+    images = np.random.default_rng(1).integers(0, 256, (2, 1, 4, 4), dtype=np.uint8)
+    data = encode(model, images, independent=False)
+    save(model, tmp_path / "m.safetensors")
+    assert np.array_equal(decode(load(tmp_path / "m.safetensors"), data), images)
