@@ -80,7 +80,8 @@ def _trained():
 def test_chain_code_length_matches_bits_per_dim():
     """In a chain the real bits per pixel (but for the image that pays the initial bits: the last, pushed
     first) come within a few percent of the model's bits-back estimate; one image alone pays the initial
-    bits, about PRECISION bits per pixel, yet stores far fewer bytes than the initial bits themselves."""
+    bits (tens of bits per pixel: the noise and the layers pop before the base pushes), yet stores far
+    fewer bytes than the initial bits themselves."""
     model, images = _trained()
     pixels, n = images[0].size, len(images)
     chain = encode(model, images, independent=False)
@@ -90,7 +91,7 @@ def test_chain_code_length_matches_bits_per_dim():
     ideal = np.mean([code_length_bits(model, images[:-1]) / (pixels * (n - 1)) for _ in range(8)])
     assert abs(real / ideal - 1) < 0.05, (real, ideal)
     alone = 8 * (len(last) - header_size(last)) / pixels
-    assert ideal + 0.5 * PRECISION < alone < ideal + 2 * PRECISION
+    assert ideal + PRECISION < alone < ideal + 4 * PRECISION
     assert len(last) < len(initial_words(model))
 
 
