@@ -1,10 +1,13 @@
 """``pushforward compress MODEL IN... -o OUT``: lossless compression of images and integer arrays with a
-discrete flow model file (see :mod:`pushforward.codec`).
+codec model file (see :mod:`pushforward.codec`): a discrete flow, or a dequantized continuous flow (bits-back
+coding), e.g. one trained by ``pushforward fit-codec``.
 
-Inputs: PNG/PGM images (8-bit grey ``L``, 16-bit grey ``I;16``, or ``RGB``; read with Pillow) and integer
-``.npy`` arrays. Every input must hold as many values as the model's event (an ``.npy`` array may also hold
-several such items along its first axis). The output is one file: the codec stream, whose metadata lists the
-inputs' names, kinds, shapes and dtypes so that ``pushforward decompress`` restores each file.
+Inputs: PNG/PGM images (8-bit grey ``L``, 16-bit grey ``I;16``, or ``RGB``; read with Pillow), integer
+``.npy`` arrays, and folders of these (every such file in the folder, sorted by name; not recursive). Every
+input must hold as many values as the model's event (an ``.npy`` array may also hold several such items along
+its first axis). The output is one file: the codec stream, whose metadata lists the inputs' names, kinds,
+shapes and dtypes so that ``pushforward decompress`` restores each file (same names, the same pixels and
+values; an ``.npy`` file comes back byte for byte, an image re-encoded by Pillow).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ if TYPE_CHECKING:  # numpy is imported where it is used, so that --help stays li
     import numpy as np
 
 
-__all__ = ["add_parser", "read_item", "run"]
+__all__ = ["add_parser", "collect_inputs", "read_item", "run"]
 
 _IMAGE_SUFFIXES = {".png": "PNG", ".pgm": "PPM"}
+SUFFIXES = (".png", ".pgm", ".npy")
 _MODES = {"L": "uint8", "I;16": "uint16", "RGB": "uint8"}
 
 
@@ -31,20 +35,45 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``compress`` subcommand."""
     p = subparsers.add_parser(
         NAME,
-        help="compress images (PNG/PGM) or integer .npy arrays losslessly with a discrete flow model",
-        description="Compress each input losslessly with a discrete flow (IDF) model file into one stream.",
+        help="compress images (PNG/PGM), integer .npy arrays or folders of them losslessly with a codec model",
+        description="Compress each input losslessly with a codec model file (a discrete flow such as IDF, "
+        "or a dequantized Glow/RealNVP image flow, coded bits-back) into one stream.",
     )
     p.add_argument(
-        "model", help="model file of an integer or categorical discrete flow (preset idf/discrete)"
+        "model",
+        help="model file: an integer or categorical discrete flow, or a DequantizedFlow (pushforward fit-codec)",
     )
-    p.add_argument("inputs", nargs="+", metavar="IN", help=".png, .pgm or .npy files")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IN",
+        help=".png, .pgm or .npy files, or folders (their such files, sorted)",
+    )
     p.add_argument("-o", "--out", required=True, help="output stream file")
     p.add_argument(
         "--shared-stream",
         action="store_true",
-        help="code all inputs in one ANS stream (a few bytes smaller; items are still modelled one by one)",
+        help="code all inputs in one ANS stream (a few bytes smaller; items are still modelled one by one; a "
+        "bits-back model pays its initial bits once instead of once per item: use it for those)",
     )
     return p
+
+
+def collect_inputs(names: list[str]) -> list[Path]:
+    """The input files: files as given, folders replaced by their .png/.pgm/.npy files sorted by name."""
+    paths: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+            if not found:
+                raise ValueError(f"{path}: the folder holds no .png, .pgm or .npy file")
+            paths += found
+        elif not path.exists():
+            raise FileNotFoundError(2, "no such file", str(path))
+        else:
+            paths.append(path)
+    return paths
 
 
 def read_item(path: Path, features: int) -> tuple[np.ndarray, dict]:
@@ -81,6 +110,7 @@ def read_item(path: Path, features: int) -> tuple[np.ndarray, dict]:
 
 
 def _load(model_path: str):
+    from .. import codec  # noqa: F401  (registers the codec model classes the file may name)
     from ..io import load
 
     return load(model_path)
@@ -95,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     flow = _load(args.model)
     features = int(np.prod(flow.event_shape))
     names, parts, manifest = set(), [], []
-    for name in args.inputs:
-        path = Path(name)
+    inputs = collect_inputs(args.inputs)
+    for path in inputs:
         if path.name in names:
             raise ValueError(f"two inputs are named {path.name}; decompress could not restore both")
         names.add(path.name)
@@ -110,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     Path(args.out).write_bytes(data)
     raw = sum(p.size * p.dtype.itemsize for p in parts)
     print(
-        f"{len(args.inputs)} file(s), {items.size} values -> {args.out}: {len(data)} bytes "
+        f"{len(inputs)} file(s), {items.size} values -> {args.out}: {len(data)} bytes "
         f"({8 * len(data) / items.size:.3f} bits per value; {raw} bytes raw)"
     )
     return 0

@@ -8,6 +8,8 @@ Commands::
     pushforward score MODEL DATA [--context-columns A,B] [--anomalies Q] [--out FILE]
     pushforward report MODEL DATA [--context-columns A,B] --out report.html
     pushforward presets
+    pushforward fit-codec IMAGES... [--model idf|glow|realnvp] --out CODEC
+    pushforward compress CODEC IN... -o OUT;  pushforward decompress CODEC OUT -o DIR
 
 Each subcommand module exposes ``add_parser(subparsers)`` and ``run(args) -> int`` (and optionally
 ``cleanup()``, called when any command ends); :func:`main` takes the list of modules (:data:`COMMANDS` by
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from . import compress, decompress, demo, fit, presets, report, sample, score
+from . import compress, decompress, demo, fit, fit_codec, presets, report, sample, score
 from .common import PROG, CLIError, Parser, UsageError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -31,7 +33,17 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: The subcommand modules, in the order ``--help`` lists them.
 #:
 #: :meta hide-value:
-COMMANDS: tuple[ModuleType, ...] = (demo, fit, sample, score, report, presets, compress, decompress)
+COMMANDS: tuple[ModuleType, ...] = (
+    demo,
+    fit,
+    sample,
+    score,
+    report,
+    presets,
+    fit_codec,
+    compress,
+    decompress,
+)
 
 
 def build_parser(commands: Sequence[ModuleType] = COMMANDS) -> Parser:

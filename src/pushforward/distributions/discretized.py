@@ -178,6 +178,17 @@ class Categorical(Distribution):
         nxt = table.expand(*z.shape, self.categories).gather(-1, ((idx + 1) % self.categories).unsqueeze(-1))
         return self._sum_event(here + (z - k) * (nxt.squeeze(-1) - here))
 
+    def encode_symbols(
+        self, coder, k: int, z: Tensor, kept: Tensor | None, context: Tensor | None = None
+    ) -> None:
+        """Codec protocol (:mod:`pushforward.codec`): push the values ``z`` with their tables."""
+        coder.push_categorical(z, torch.softmax(self.logits, -1).reshape(-1, self.categories).numpy())
+
+    def decode_symbols(self, coder, k: int, kept: Tensor | None, context: Tensor | None = None) -> Tensor:
+        """Codec protocol: pop the values pushed by :meth:`encode_symbols`, shaped ``(1, *event_shape)``."""
+        probs = torch.softmax(self.logits, -1).reshape(-1, self.categories).numpy()
+        return torch.from_numpy(coder.pop_categorical(probs)).reshape(1, *self.event_shape)
+
     def rsample(self, sample_shape: int | Sequence[int] = ()) -> Tensor:
         shape = _sample_shape(sample_shape)
         with torch.no_grad():

@@ -136,6 +136,17 @@ class FactorOutPrior(Distribution):
             return sample_discretized_logistic_mixture((n,), logits[0], loc[0], log_scale[0])
         return sample_discretized_logistic_mixture((), logits, loc, log_scale)
 
+    def encode_symbols(
+        self, coder, k: int, z: Tensor, kept: Tensor | None, context: Tensor | None = None
+    ) -> None:
+        """Codec protocol (:mod:`pushforward.codec`): push chunk ``k`` (every element under its mixture)."""
+        coder.push_logistic_mixture(z, *self.chunk_parameters(k, kept, context))
+
+    def decode_symbols(self, coder, k: int, kept: Tensor | None, context: Tensor | None = None) -> Tensor:
+        """Codec protocol: pop chunk ``k`` pushed by :meth:`encode_symbols`, shaped ``(1, *chunk_shape)``."""
+        z = coder.pop_logistic_mixture(*self.chunk_parameters(k, kept, context))
+        return torch.from_numpy(z).reshape(1, *self.chunk_shapes[k])
+
 
 class IntegerDiscreteFlow(Flow):
     r"""An integer discrete flow: ``log_prob(x)`` is the exact log-pmf (nats) of integer data ``x`` (held in

@@ -48,6 +48,8 @@ LIST_NAMES = {"hidden"}
 MODULES_PER_TENSOR, MODULES_FLOOR = 4, 256
 #: Keyword arguments that are not sizes (never bounded by the weights).
 NOT_SIZES = {"seed"}
+#: Classes whose ``levels`` is a number of pixel values, not of blocks (bounded like any integer).
+PIXEL_LEVELS = ("DequantizedFlow", "VariationalDequantizer")
 SLACK = 2**20
 INT_FLOOR = 2**16
 
@@ -74,13 +76,34 @@ def check_tree(tree: Any, n_scalars: int, n_tensors: int) -> None:
         if value > 0:
             sizes.append(value)
 
-    walk(tree, visit)
+    walk(_pixel_levels_renamed(tree), visit)
     _check_lists(tree, n_scalars, n_tensors)
     top = sorted(sizes)[-2:]
     if len(top) == 2 and top[0] * top[1] > 4 * n_scalars + SLACK:
         raise ValueError(
             f"sizes {top[1]} x {top[0]} imply more weights than the {n_scalars} stored in the file"
         )
+
+
+def _pixel_levels_renamed(tree: Any, depth: int = 0) -> Any:
+    """``tree`` with the ``levels`` keyword of the :data:`PIXEL_LEVELS` classes renamed ``pixel_levels``."""
+    if depth > 64:  # walk refuses deeper trees with a clear error
+        return tree
+    if isinstance(tree, list):
+        return [_pixel_levels_renamed(v, depth + 1) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: _pixel_levels_renamed(v, depth + 1) for k, v in tree.items()}
+    body = out.get("module")
+    if isinstance(body, dict) and str(body.get("class", "")).endswith(PIXEL_LEVELS):
+        kwargs = body.get("kwargs")
+        if isinstance(kwargs, dict) and "levels" in kwargs:
+            body = {
+                **body,
+                "kwargs": {("pixel_levels" if k == "levels" else k): v for k, v in kwargs.items()},
+            }
+            out["module"] = body
+    return out
 
 
 def _check_lists(tree: Any, n_scalars: int, n_tensors: int) -> None:
