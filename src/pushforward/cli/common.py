@@ -205,10 +205,11 @@ def load_data(path: str, delimiter: str | None = None):
 
 
 def load_model(path: str):
-    """The :class:`~pushforward.tabular.FlowModel` in a model file."""
-    from ..tabular import FlowModel
+    """The :class:`~pushforward.tabular.FlowModel` in a model file, or the
+    :class:`~pushforward.tabular.FlowModelEnsemble` of a saved ``FlowDensity(ensemble=K)``."""
+    from ..tabular import load_model_file
 
-    return FlowModel.load(path)
+    return load_model_file(path)
 
 
 def check_output_dir(path: Path) -> None:
