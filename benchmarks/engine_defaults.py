@@ -13,9 +13,11 @@ Variants (``--variants``):
 
 * ``plain``: the six-line loop: Adam(lr 1e-3), batch 256 drawn with replacement, no clipping, no schedule;
 * ``engine``: ``pushforward.fit(flow, x, steps=N, seed=s)`` with :class:`~pushforward.train.TrainConfig`'s
-  defaults (whatever they are when the script runs);
+  defaults (whatever they are when the script runs; the output records them under ``"defaults"``);
 * ``KEY=VALUE,...``: ``fit`` with those settings on top of the defaults (e.g. ``schedule=constant`` or
-  ``lr=3e-3,clip_grad=None``), to compare candidate defaults.
+  ``lr=3e-3,clip_grad=None``), to compare candidate defaults;
+* ``plain_cosine``: the plain loop with the rate annealed from 1e-3 to 0 by a cosine (the engine's schedule,
+  nothing else of the engine), to isolate the schedule.
 
 The same flow initialisation (seeded by the seed) is used by every variant.
 
@@ -26,7 +28,9 @@ Run: ``nice python benchmarks/engine_defaults.py --steps 3000 --seeds 0 1 2 \
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -40,6 +44,7 @@ from conditional_toy import conditional_moons
 from pushforward import fit
 from pushforward.data import toy
 from pushforward.flows import NSF
+from pushforward.train.config import TrainConfig
 from pushforward.train.fit import evaluate_nll
 
 TASKS = ("cond_moons", "checkerboard", "8gaussians")
@@ -60,11 +65,13 @@ def make_flow(task: str, seed: int):
     return NSF(2, layers=5, hidden=(64, 64), bound=5.0)
 
 
-def plain_loop(flow, train, steps: int, seed: int) -> None:
+def plain_loop(flow, train, steps: int, seed: int, cosine: bool = False) -> None:
     x, c = train if isinstance(train, tuple) else (train, None)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    for _ in range(steps):
+    for t in range(steps):
+        if cosine:
+            opt.param_groups[0]["lr"] = 1e-3 * 0.5 * (1.0 + math.cos(math.pi * t / steps))
         idx = torch.randint(0, x.shape[0], (256,), generator=g)
         loss = -flow.log_prob(x[idx], c[idx] if c is not None else None).mean()
         opt.zero_grad()
@@ -88,8 +95,8 @@ def run(task: str, variant: str, seed: int, steps: int) -> dict:
     train, test = task_data(task, seed)
     flow = make_flow(task, seed)
     start = time.perf_counter()
-    if variant == "plain":
-        plain_loop(flow, train, steps, seed)
+    if variant in ("plain", "plain_cosine"):
+        plain_loop(flow, train, steps, seed, cosine=variant == "plain_cosine")
     else:
         fit(flow, train, steps=steps, seed=seed, progress=False, **parse_variant(variant))
     seconds = time.perf_counter() - start
@@ -128,7 +135,8 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
                 os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
                 with open(a.out, "w") as f:
-                    json.dump({"torch": torch.__version__, "runs": rows}, f, indent=1)
+                    defaults = dataclasses.asdict(TrainConfig())
+                    json.dump({"torch": torch.__version__, "defaults": defaults, "runs": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

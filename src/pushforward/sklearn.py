@@ -401,12 +401,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """Log-likelihood of each row of ``X`` (of each target row ``y`` given ``X`` for a conditional fit), on
         each column's measure in the units of the data (nats); ``-inf`` with an
         :class:`~pushforward.tabular.OutOfSupportWarning` for values outside a column's support."""
-        from scipy.special import logsumexp
+        from .tabular.ensemble import ensemble_log_likelihood
 
         rows, ctx = self._rows(X, y)
-        scores = np.stack([m.log_likelihood(rows, ctx) for m in self.models_])
-        with np.errstate(divide="ignore"):
-            return logsumexp(scores, axis=0) - math.log(len(self.models_))
+        return ensemble_log_likelihood(self.models_, rows, ctx)
 
     @available_if(lambda self: self.conditional is not True)
     def score_samples(self, X, y=None) -> np.ndarray:
@@ -444,26 +442,18 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise ValueError("this FlowDensity models p(X) (fitted without y): sample(n_samples) takes no X")
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        rng = np.random.default_rng(random_state)
-        which = rng.integers(0, len(self.models_), int(n_samples))
-        out = np.empty((int(n_samples), self.model_.n_columns))
-        for i, m in enumerate(self.models_):
-            rows = which == i
-            if rows.any():
-                out[rows] = m.sample_rows(int(rows.sum()), seed=int(rng.integers(0, 2**31 - 1)))
-        return out
+        from .tabular.ensemble import ensemble_rows
+
+        return ensemble_rows(self.models_, int(n_samples), np.random.default_rng(random_state))
 
     def _sample_conditional(self, X, n_samples, random_state) -> np.ndarray:
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        from .tabular.ensemble import ensemble_rows
+
         X = _by_name(self, X)
-        rng = np.random.default_rng(random_state)
         n, k = int(n_samples), self.model_.n_columns
-        which = rng.integers(0, len(self.models_), (len(X), n))
-        out = np.empty((len(X), n, k))
-        for i, m in enumerate(self.models_):
-            draws = m.sample_rows(n, seed=int(rng.integers(0, 2**31 - 1)), context=X).reshape(len(X), n, k)
-            out[which == i] = draws[which == i]
+        out = ensemble_rows(self.models_, n, np.random.default_rng(random_state), X).reshape(len(X), n, k)
         return out[..., 0] if self.target_ndim_ == 1 else out
 
     def predict_quantiles(
@@ -489,33 +479,41 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
-        """Write the fitted model as a pushforward model file (see :mod:`pushforward.io`).
+        """Write the fitted model as one pushforward model file (see :mod:`pushforward.io`): the flow's model
+        file for ``ensemble=1``, else a :class:`~pushforward.tabular.FlowModelEnsemble` of the ``K`` flows
+        (with the out-of-fold score summary for anomaly thresholds). ``pushforward sample`` and ``score`` and
+        :meth:`load` read either."""
+        from .tabular import FlowModelEnsemble
+        from .tabular.model import summarize_scores
 
-        Model files hold one flow: fit with ``ensemble=1`` to save (an ensemble raises ``ValueError``).
-        """
         check_is_fitted(self, "model_")
-        if len(getattr(self, "models_", [self.model_])) > 1:
-            raise ValueError(
-                f"this estimator is an ensemble of {len(self.models_)} flows and a model file holds one; "
-                "fit with ensemble=1 to save it"
-            )
-        self.model_.save(path)
+        if len(self.models_) == 1:
+            self.model_.save(path)
+            return
+        ensemble = FlowModelEnsemble(self.models_)
+        oof = getattr(self, "oof_scores_", None)
+        if oof is not None:
+            ensemble.validation = {**summarize_scores(oof), "source": "out-of-fold"}
+        ensemble.save(path)
 
     @classmethod
     def load(cls, path: str | Path) -> FlowDensity:
-        """A fitted estimator from a model file (training settings other than the flow are defaults)."""
-        from .tabular import FlowModel
+        """A fitted estimator from a model file written by :meth:`save` or ``pushforward fit`` (training
+        settings other than the flow and the ensemble size are defaults; ``oof_scores_`` is not restored)."""
+        from .tabular import FlowModelEnsemble, load_model_file
 
-        model = FlowModel.load(path)
+        loaded = load_model_file(path)
+        models = list(loaded.members) if isinstance(loaded, FlowModelEnsemble) else [loaded]
+        model = models[0]
         est = cls(
             flow=model.preset,
             options={k: v for k, v in model.options.items() if k not in ("layers", "hidden")} or None,
             layers=model.options.get("layers"),
             hidden=tuple(model.options["hidden"]) if "hidden" in model.options else None,
-            ensemble=1,
+            ensemble=len(models),
         )
         est.flow_, est.model_, est.history_ = model.preset, model, model.history
-        est.models_, est.support_ = [model], model.support
+        est.models_, est.support_ = models, model.support
         est.whiten_ = model.whiten is not None
         est.conditional_ = model.context_features > 0
         if est.conditional_:

@@ -212,15 +212,17 @@ def load_data(path: str, delimiter: str | None = None):
 
 def load_model(path: str):
     """The model in a model file, by what the file holds: a :class:`~pushforward.tabular.FlowModel` for a
-    tabular model file (``pushforward fit``), else the flow :func:`pushforward.io.load` rebuilds (a
+    tabular model file (``pushforward fit``), a :class:`~pushforward.tabular.FlowModelEnsemble` for a saved
+    ``FlowDensity(ensemble=K)``, else the flow :func:`pushforward.io.load` rebuilds (a
     :class:`~pushforward.sbi.Posterior`, a preset, a hand-built :class:`~pushforward.Flow`)."""
     from ..flows.core import Flow
     from ..io import load_with_config
-    from ..tabular import FlowModel
+    from ..tabular import FlowModelEnsemble, load_model_file
 
     model, cfg = load_with_config(path)
-    if isinstance(cfg.get("preset"), str):  # preset fields: a tabular model file (columns, supports, scores)
-        return FlowModel.load(path)
+    # preset fields: a tabular model file (columns, supports, scores); an ensemble of such models
+    if isinstance(model, FlowModelEnsemble) or isinstance(cfg.get("preset"), str):
+        return load_model_file(path)
     if not isinstance(model, Flow):
         raise CLIError(f"{path} holds a {type(model).__name__}, not a flow: sample and score take flows")
     return model
@@ -371,10 +373,11 @@ def context_for_rows(model, path: str, delimiter: str | None, rows: int | None, 
 
 # ---------------------------------------------------------------------------------------------- flow files
 def is_tabular(model) -> bool:
-    """Whether ``model`` is a tabular model (columns, supports and scores in the user's units)."""
-    from ..tabular import FlowModel
+    """Whether ``model`` is a tabular model or an ensemble of them (columns, supports and scores in the
+    user's units)."""
+    from ..tabular import FlowModel, FlowModelEnsemble
 
-    return isinstance(model, FlowModel)
+    return isinstance(model, (FlowModel, FlowModelEnsemble))
 
 
 def flow_columns(model) -> list[str]:

@@ -13,7 +13,7 @@ from .coupling import NICE, RealNVP, coupling_masks
 from .discrete import IDF, CategoricalFlow, DiscreteFlow, FactorOutPrior, IntegerDiscreteFlow
 from .graphical import GraphicalFlow, plot_adjacency
 from .image import Glow, RealNVPImage, ScaleNormal
-from .mixture import MixtureFlow, mixture_log_prob
+from .mixture import Ensemble, MixtureFlow, mixture_log_prob
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
 from .preset import Preset
 from .residual import ResidualFlow
@@ -54,6 +54,7 @@ __all__ = [
     "AugmentedFlow",
     "CategoricalFlow",
     "DiscreteFlow",
+    "Ensemble",
     "FactorOutPrior",
     "Flow",
     "Glow",

@@ -199,7 +199,7 @@ def fit_vi(
             :math:`\beta_t = \min(1, 0.01 + t/\text{anneal})` (Rezende & Mohamed 2015); 0 disables it.
         eval_samples: Draws for the final importance-sampling diagnostics (0 to skip them).
         config: A :class:`~pushforward.train.config.TrainConfig`; ``settings`` override its fields (``steps``
-            (default 5000), ``lr``, ``clip_grad`` (default 10), ``schedule``, ``seed``, ...).
+            (default 5000), ``lr`` (default 1e-3), ``clip_grad`` (default 10), ``schedule``, ``seed``, ...).
         progress, optimizer, callback, checkpoint, resume: See :func:`pushforward.train.train`.
 
     Returns:
@@ -219,7 +219,7 @@ def fit_vi(
         >>> log_z, stderr, ess = (history.extras[k] for k in ("log_z", "log_z_stderr", "ess"))
     """
     loss = ReverseKL(log_density, samples=samples, anneal=anneal, eval_samples=eval_samples)
-    base = config or TrainConfig(steps=5000, clip_grad=10.0)
+    base = config or TrainConfig(steps=5000, lr=1e-3, clip_grad=10.0)
     cfg = base.replace(**settings).validate()
     return run_training(
         flow,

@@ -411,24 +411,11 @@ class FlowModel(Flow):
 
     def score_summary(self, x: Any, context: Any = None) -> dict:
         """Mean, std, count and 1001 quantiles (levels 0, 0.001, ..., 1) of the log-likelihoods of ``x``."""
-        s = self.log_likelihood(x, context)
-        finite = s[np.isfinite(s)]
-        if finite.size == 0:
-            raise ValueError("every log-likelihood is non-finite; the model is broken")
-        return {
-            "mean": float(finite.mean()),
-            "std": float(finite.std()),
-            "n": int(s.size),
-            "quantiles": [float(q) for q in np.quantile(finite, np.linspace(0, 1, 1001))],
-        }
+        return summarize_scores(self.log_likelihood(x, context))
 
     def validation_quantile(self, q: float) -> float:
         """The ``q``-quantile of the stored held-out log-likelihoods (interpolated on the 1001-point grid)."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"the quantile must be in [0, 1], got {q}")
-        if not self.validation or "quantiles" not in self.validation:
-            raise ValueError("this model stores no validation scores; calibrate on held-out data instead")
-        return float(np.interp(q, np.linspace(0, 1, 1001), self.validation["quantiles"]))
+        return stored_quantile(self.validation, q)
 
     # ------------------------------------------------------------------ files
     def config(self) -> dict:
@@ -464,26 +451,19 @@ class FlowModel(Flow):
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FlowModel:
         """Read a model file written by :meth:`save` (see :func:`pushforward.io.load_with_config`)."""
         flow, cfg = load_with_config(path, map_location)
+        return cls.from_file(flow, cfg, path, map_location)
+
+    @classmethod
+    def from_file(
+        cls, flow: Any, cfg: dict, path: str | Path, map_location: str | torch.device = "cpu"
+    ) -> FlowModel:
+        """The model of a tabular model file from what :func:`pushforward.io.load_with_config` read from it
+        (the preset flow and the config); raises :class:`~pushforward.io.ModelFileError`."""
         if not isinstance(flow, Flow) or not isinstance(cfg.get("preset"), str):
             raise ModelFileError(f"{path}: not a tabular model file (write one with FlowModel.save)")
         std = cfg.get("standardize") or {}
-        history = cfg.get("history")
-        for key in ("steps", "train_loss", "val_loss"):
-            seq = (history or {}).get(key) if isinstance(history, dict) else None
-            if seq is not None and not (
-                isinstance(seq, list) and all(v is None or _is_number(v) for v in seq)
-            ):
-                raise ModelFileError(f"{path}: history {key} must be a list of numbers")
-        validation = cfg.get("validation")
-        if validation is not None:
-            q = validation.get("quantiles") if isinstance(validation, dict) else None
-            numbers = (
-                (validation.get("mean"), validation.get("std"), *(q if isinstance(q, list) else []))
-                if q
-                else ()
-            )
-            if not isinstance(q, list) or len(q) < 2 or not all(_is_number(v) for v in numbers):
-                raise ModelFileError(f"{path}: bad validation summary in the config")
+        history = check_history(cfg.get("history"), path)
+        validation = check_validation(cfg.get("validation"), path)
         ctx = cfg.get("context_standardize") or {}
         try:
             for v in (
@@ -513,6 +493,51 @@ class FlowModel(Flow):
         except (ValueError, TypeError, RuntimeError) as e:
             raise ModelFileError(f"{path}: bad preprocessing in the config ({e})") from None
         return model.to(map_location).eval()
+
+
+def summarize_scores(s: np.ndarray) -> dict:
+    """Mean, std, count and 1001 quantiles (levels 0, 0.001, ..., 1) of the finite log-likelihoods ``s``."""
+    finite = s[np.isfinite(s)]
+    if finite.size == 0:
+        raise ValueError("every log-likelihood is non-finite; the model is broken")
+    return {
+        "mean": float(finite.mean()),
+        "std": float(finite.std()),
+        "n": int(s.size),
+        "quantiles": [float(q) for q in np.quantile(finite, np.linspace(0, 1, 1001))],
+    }
+
+
+def stored_quantile(validation: dict | None, q: float) -> float:
+    """The ``q``-quantile of a score summary (:func:`summarize_scores`), interpolated on its 1001-point grid."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"the quantile must be in [0, 1], got {q}")
+    if not validation or "quantiles" not in validation:
+        raise ValueError("this model stores no validation scores; calibrate on held-out data instead")
+    return float(np.interp(q, np.linspace(0, 1, 1001), validation["quantiles"]))
+
+
+def check_history(history: Any, path: str | Path) -> dict | None:
+    """A model file's training history, checked (lists of numbers); raises ``ModelFileError``."""
+    for key in ("steps", "train_loss", "val_loss"):
+        seq = (history or {}).get(key) if isinstance(history, dict) else None
+        if seq is not None and not (isinstance(seq, list) and all(v is None or _is_number(v) for v in seq)):
+            raise ModelFileError(f"{path}: history {key} must be a list of numbers")
+    return history
+
+
+def check_validation(validation: Any, path: str | Path) -> dict | None:
+    """A model file's held-out score summary (see :meth:`FlowModel.score_summary`), checked; raises
+    ``ModelFileError``."""
+    if validation is None:
+        return None
+    q = validation.get("quantiles") if isinstance(validation, dict) else None
+    numbers = (
+        (validation.get("mean"), validation.get("std"), *(q if isinstance(q, list) else [])) if q else ()
+    )
+    if not isinstance(q, list) or len(q) < 2 or not all(_is_number(v) for v in numbers):
+        raise ModelFileError(f"{path}: bad validation summary in the config")
+    return validation
 
 
 def _is_number(v: Any) -> bool:

@@ -19,7 +19,14 @@ __all__ = ["fit_images"]
 
 #: The image defaults that differ from :class:`TrainConfig`'s: small batches, a 50-step linear warm-up then a
 #: constant rate, clipping at norm 50 (bits/dim gradients of deep image flows are large early on).
-IMAGE_DEFAULTS = {"batch_size": 64, "warmup": 50, "clip_grad": 50.0, "seed": 0, "schedule": "constant"}
+IMAGE_DEFAULTS = {
+    "lr": 1e-3,
+    "batch_size": 64,
+    "warmup": 50,
+    "clip_grad": 50.0,
+    "seed": 0,
+    "schedule": "constant",
+}
 
 
 def fit_images(
@@ -38,8 +45,8 @@ def fit_images(
     """Train ``model`` (flow and dequantizer jointly) on integer pixels ``x`` by minimising bits/dim.
 
     Stops after ``steps`` steps or ``max_seconds`` of wall time, whichever comes first (give at least one).
-    Settings are :class:`TrainConfig` fields; the defaults are ``IMAGE_DEFAULTS`` (batch 64, 50 warm-up
-    steps then a constant rate, clipping at 50), overridden by ``config`` and then by ``settings``.
+    Settings are :class:`TrainConfig` fields; the defaults are ``IMAGE_DEFAULTS`` (Adam 1e-3, batch 64, 50
+    warm-up steps then a constant rate, clipping at 50), overridden by ``config`` and then by ``settings``.
 
     Returns:
         A :class:`~pushforward.train.History` in bits/dim.
