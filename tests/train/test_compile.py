@@ -58,6 +58,8 @@ def test_auto_compiles_only_long_runs_on_measured_paths(monkeypatch):
     assert CompilePlan.choose(flow, loss, "auto", steps=10**9).mode == "eager"  # never measured faster
     monkeypatch.setattr(compiling, "MEASURED_GAIN", {model_path(flow): 0.2})
     assert CompilePlan.choose(flow, loss, False, steps=10**9).mode == "eager"
+    other = lambda model, batch: -model(*batch).mean()  # noqa: E731 - an objective never measured
+    assert CompilePlan.choose(flow, other, "auto", steps=10**9).mode == "eager"
     assert CompilePlan.choose(flow, loss, True, steps=1).mode == "compiled"
     bound = compiling.COMPILE_SECONDS_BOUND
     for step_seconds, steps, expected in ((0.01, 10**4, "eager"), (0.01, 10**6, "compiled")):

@@ -8,12 +8,13 @@ or Triton kernels); each later step then takes :math:`t_c` instead of the eager 
 .. math:: N\,(t_e - t_c) > C .
 
 ``TrainConfig.compile`` chooses: ``False`` (eager), ``True`` (compile whatever the run's length; a failure to
-compile falls back to eager with a warning), or ``"auto"`` (the default): compile only a model on a path
-measured faster when compiled (:data:`MEASURED_GAIN`, from ``benchmarks/compile_breakeven.py``; anything
-else stays eager) and only when the run's planned steps times the conservative saving per step, taken from
-eager steps timed in this very run, exceed the worst compile time measured with a safety factor. Short runs
-(tests, quick fits) therefore never compile. Only the full-size batch shape is compiled, with static shapes
-(``dynamic=False``); the last, partial batch of an epoch runs eagerly instead of recompiling.
+compile falls back to eager with a warning), or ``"auto"`` (the default): compile only a path measured faster
+when compiled (maximum likelihood of a preset listed in :data:`MEASURED_GAIN`, from
+``benchmarks/compile_breakeven.py``; anything else stays eager), and only when the run's planned steps times the
+conservative saving per step, from eager steps timed in this very run, exceed the worst compile time measured
+with a safety factor. Short runs (tests, quick fits) therefore never compile. Only the full-size batch shape is
+compiled, with static shapes (``dynamic=False``); the last, partial batch of an epoch runs eagerly instead of
+recompiling.
 
 Reference: Ansel et al., "PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode Transformation
 and Graph Compilation", ASPLOS 2024.
@@ -110,7 +111,10 @@ class CompilePlan:
             return cls("eager", model, objective, steps)
         if setting is True:
             return cls("compiled", model, objective, steps)
-        gain = MEASURED_GAIN.get(model_path(model), 0.0)
+        from .losses import MaximumLikelihood  # the objective the gains were measured with
+
+        measured = type(objective) is MaximumLikelihood
+        gain = MEASURED_GAIN.get(model_path(model), 0.0) if measured else 0.0
         if gain <= 0.0:  # not measured faster when compiled
             return cls("eager", model, objective, steps)
         return cls("probe", model, objective, steps, gain=gain)
