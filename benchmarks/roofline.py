@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -181,6 +182,71 @@ def run_block(args: argparse.Namespace, threads: int, D: int, out: dict) -> dict
     return block
 
 
+def thread_scaling(args: argparse.Namespace) -> dict:
+    """Throughput at ``max(args.threads)`` threads over 1 thread with the thread counts **interleaved**:
+    every round times the matmul peak and, for every family and library, one training step and one
+    ``log_prob`` at 1 thread and at n threads (order 1, n then n, 1 on alternate rounds), so load changes
+    on a shared machine hit both counts alike. Reports the medians and their ratio, with the load average."""
+    n = max(args.threads)
+    counts = (1, n)
+    fams = speed._families(args.features, args, small=False)
+    x = torch.randn(args.batch, args.features)
+    models: dict = {}
+    for name in args.families:
+        fam = fams[name]()
+        for lib in LIBS:
+            try:
+                m = fam.builders[lib]()
+            except Exception as e:  # a peer that cannot build is reported, not fatal
+                print(f"  {fam.name}/{lib}: skipped ({type(e).__name__}: {e})")
+                continue
+            opt = torch.optim.Adam(m.module.parameters(), lr=1e-4)
+            models[(fam.name, lib)] = (m, opt)
+
+    def train(m, opt) -> None:
+        opt.zero_grad(set_to_none=True)
+        (-m.log_prob(x).mean()).backward()
+        opt.step()
+
+    def logp(m, opt) -> None:
+        with torch.no_grad():
+            m.log_prob(x)
+
+    a = torch.randn(1024, 1024)
+    times: dict = {}
+    load0 = os.getloadavg()
+    for t in counts:  # warm-up at every thread count
+        torch.set_num_threads(t)
+        for m, opt in models.values():
+            train(m, opt)
+            logp(m, opt)
+    for r in range(args.repeats):
+        for t in counts if r % 2 == 0 else counts[::-1]:
+            torch.set_num_threads(t)
+            times.setdefault(("matmul", "", t, "mm"), []).append(speed._median_time(lambda: torch.mm(a, a)))
+            for (fam, lib), (m, opt) in models.items():
+                for what, fn in (("train", train), ("logp", logp)):
+                    dt = speed._median_time(lambda fn=fn, m=m, opt=opt: fn(m, opt))
+                    times.setdefault((fam, lib, t, what), []).append(dt)
+        print(f"  round {r + 1}/{args.repeats}: load average {os.getloadavg()[0]:.1f}", flush=True)
+    torch.set_num_threads(1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {"threads": n, "load_start": load0, "load_end": os.getloadavg(), "rounds": args.repeats, "rows": []}
+    print(
+        f"\n{n} threads over 1 thread, interleaved rounds (median of {args.repeats}); load average "
+        f"{load0[0]:.1f} -> {out['load_end'][0]:.1f}"
+    )
+    print(f"{'':<24}{'1-thr ms':>8}{f'{n}-thr ms':>12}{'scaling':>9}")
+    for fam, lib, _, what in sorted(k for k in med if k[2] == 1):
+        one, many = med[(fam, lib, 1, what)], med[(fam, lib, n, what)]
+        label = "matmul 1024^3" if fam == "matmul" else f"{fam} {lib} {what}"
+        print(f"{label:<24}{1e3 * one:>8.2f}{1e3 * many:>12.2f}{one / many:>8.2f}x")
+        out["rows"].append(
+            {"family": fam, "lib": lib, "measure": what, "s_1": one, f"s_{n}": many, "scaling": one / many}
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="+", default=["maf", "nsf-ar", "nsf-c", "realnvp"])
@@ -205,6 +271,11 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true", help="3 repeats, 1 sampling repeat, small peak sizes")
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument(
+        "--scaling",
+        action="store_true",
+        help="only the thread scaling (1 vs max --threads), with the thread counts interleaved round by round",
+    )
     args = ap.parse_args()
 
     cuda = args.device.startswith("cuda")
@@ -239,6 +310,12 @@ def main() -> None:
         f"2x{args.hidden_maf}, NSF 2x{args.hidden_nsf} with {args.bins} bins; repeats {args.repeats}; "
         f"{'process CPU time' if args.cpu_time else 'wall-clock time'}"
     )
+    if args.scaling:
+        result = thread_scaling(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return
     start = time.perf_counter()
     out: dict = {
         "cpu": speed.cpu_model(),

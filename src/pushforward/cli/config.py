@@ -41,9 +41,17 @@ def _base_type(field: dataclasses.Field) -> tuple[type, bool]:
     parts = str(field.type).replace(" ", "").split("|")
     kinds = {"int": int, "float": float, "str": str}
     named = [p for p in parts if p != "None"]
+    if sorted(named) == ["bool", "str"]:  # e.g. compile: True, False or "auto"
+        return _bool_or_word, "None" in parts
     if len(named) != 1 or named[0] not in kinds:
         raise TypeError(f"TrainConfig.{field.name}: cannot make an option of type {field.type}")
     return kinds[named[0]], "None" in parts
+
+
+def _bool_or_word(text: str) -> bool | str:
+    """``true``/``false`` (also yes/no, on/off) as a bool, any other word as itself."""
+    word = text.strip().lower()
+    return True if word in ("true", "yes", "on") else False if word in ("false", "no", "off") else word
 
 
 def _parser_for(field: dataclasses.Field, config_type: type):
@@ -99,6 +107,8 @@ def _choices(field: dataclasses.Field) -> tuple:
         from ..train.config import SCHEDULES
 
         return SCHEDULES
+    if field.name == "compile":
+        return ("auto", "true", "false")
     return ()
 
 

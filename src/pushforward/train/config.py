@@ -53,6 +53,11 @@ class TrainConfig:
     seed: int | None = _opt(None, "seed of the data order and of the loss's random draws")
     max_seconds: float | None = _opt(None, "stop after this much wall time")
     max_skipped_fraction: float = _opt(0.5, "fraction of non-finite steps after which the run has diverged")
+    compile: bool | str = _opt(
+        "auto",
+        "torch.compile the loss: 'auto' (only where a measured break-even says the run is long enough), "
+        "true or false",
+    )
 
     def validate(self) -> TrainConfig:
         """Check every setting's type and range; returns ``self``. Raises ``TypeError``/``ValueError``."""
@@ -90,6 +95,8 @@ class TrainConfig:
         fraction = self.max_skipped_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
             raise ValueError(f"max_skipped_fraction must be in [0, 1], got {fraction!r}")
+        if not (isinstance(self.compile, bool) or (isinstance(self.compile, str) and self.compile == "auto")):
+            raise ValueError(f"compile must be 'auto', True or False, got {self.compile!r}")
         return self
 
     def replace(self, **changes: object) -> TrainConfig:

@@ -5,8 +5,9 @@ bits/dim) is minimised by :func:`train`.
 annealing to 0 or a constant rate), gradient clipping by global norm, the non-finite guard
 (:func:`~pushforward.train.step.skip_nonfinite_step`), divergence detection (one
 :class:`~pushforward.train.step.TrainingDiverged`), early stopping with best-weights restore, an exponential
-moving average of the weights, crash-safe checkpoints with ``resume``, ``DistributedDataParallel`` and the
-progress bar. What differs between uses is a **loss object**:
+moving average of the weights, crash-safe checkpoints with ``resume``, ``DistributedDataParallel``, the
+progress bar and ``torch.compile`` of the loss where a measured break-even says it pays
+(``config.compile``, :mod:`~pushforward.train.compiling`). What differs between uses is a **loss object**:
 
 - ``loss(model, batch) -> Tensor``: the scalar to minimise (a mean over the batch); ``batch`` is the tuple
   a ``DataLoader`` yields, ``(x,)`` or ``(x, context)`` (``()`` for a data-free loss);
@@ -55,6 +56,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .compiling import CompilePlan
 from .config import TrainConfig
 from .data import Data, comm_device, make_loader, unpack
 from .step import TrainingDiverged, skip_nonfinite_step
@@ -252,6 +254,7 @@ class _Run:
         self.rounds_without_gain, self.running, self.n_running, self.applied = 0, 0.0, 0, 0
         self.average = WeightAverage(self.params, config.ema) if config.ema is not None else None
         self.objective: nn.Module | Callable = loss
+        self.compiling = CompilePlan("eager", model, loss, 0)  # _loop chooses per TrainConfig.compile
         if distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -265,7 +268,7 @@ class _Run:
     def batch_loss(self, batch: tuple) -> Tensor:
         if self.distributed:
             return self.objective(batch)  # type: ignore[operator]
-        return self.loss(self.model, batch)
+        return self.compiling.loss(batch)
 
     @torch.no_grad()
     def evaluate(self, val: DataLoader) -> float:
@@ -535,6 +538,10 @@ def _loop(
     start_step, epoch, position = 1, 0, 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         start_step, epoch, position = run.restore(checkpoint, fingerprint, plan.total)
+    if run.distributed and cfg.compile is True:
+        warnings.warn("compile=True: distributed runs train eagerly", RuntimeWarning, stacklevel=3)
+    setting = False if run.distributed else cfg.compile
+    run.compiling = CompilePlan.choose(run.model, run.loss, setting, steps=plan.total - start_step + 1)
     start = time.perf_counter()
     if val_loader is not None and start_step == 1:
         h.initial_val_loss = run.evaluate(val_loader)
@@ -545,6 +552,7 @@ def _loop(
     step = start_step
     try:
         while step <= plan.total and not h.stopped_early:
+            began = time.perf_counter()
             if batches is not None:
                 epoch, index, raw = next(batches)
                 position = index + 1
@@ -570,6 +578,7 @@ def _loop(
                 h.skipped_batches += 1
                 if h.skipped_batches > cfg.max_skipped_fraction * plan.total:
                     raise run.diverged(step, "skipped")  # can no longer end below the limit
+            run.compiling.after_step(step - start_step + 1, time.perf_counter() - began)
             bar.update(1)
             out_of_time = (
                 cfg.max_seconds is not None and h.seconds + time.perf_counter() - start >= cfg.max_seconds
@@ -588,6 +597,8 @@ def _loop(
     finally:
         bar.close()
     h.seconds += time.perf_counter() - start
+    if run.compiling.compile_seconds is not None:
+        h.extras["compile_seconds"] = run.compiling.compile_seconds
     return _finish(run, step - 1, val_loader)
 
 
