@@ -146,5 +146,5 @@ print(f"KL(exact posterior || flow) ≈ {kl:.3f} nats for x_o = {x_o.tolist()}")
 # ``pushforward sample posterior.safetensors -n 1000 --context observations.csv`` draws 1,000 parameter
 # vectors per observation row, ``pushforward score posterior.safetensors theta.csv --context observations.csv``
 # scores them. :func:`pushforward.sbi.FMPE` trains a continuous flow by flow matching instead of maximum
-# likelihood and returns the same kind of posterior. ``examples/npe_two_moons.py`` runs the whole workflow, calibration plots
-# included, and ``benchmarks/sbi.py`` scores both against reference posteriors.
+# likelihood and returns the same kind of posterior. ``examples/npe_two_moons.py`` runs the whole workflow,
+# calibration plots included, and ``benchmarks/sbi.py`` scores both against reference posteriors.
