@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from pushforward.data.images import read_idx
-from pushforward.flows import IDF
+from pushforward.flows import AutoregressiveIDF
 from pushforward.io import load, save
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "compression"
-OPTIONS = {"levels": 4, "layers": 3, "hidden": [48, 48], "components": 4}
+OPTIONS = {"layers": 0, "prior_hidden": [64, 64], "window": 3, "components": 5}
 
 
 def load_images(data: str) -> np.ndarray:
@@ -56,13 +56,19 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     images = load_images(args.data)
     x = torch.from_numpy(images[:9000].astype(np.float32)).unsqueeze(1)
+    options = json.loads(args.options) if args.options else OPTIONS
+    x_val = None
+    if args.val:  # architecture search: hold out the last images of the training set
+        x, x_val = x[: len(x) - args.val], x[len(x) - args.val :]
     previous = {"steps": 0, "train_cpu_s": 0.0, "log": []}
     if args.resume:  # continue a saved run (a warm restart of the cosine schedule); CPU time adds up
         flow = load(args.model)
         flow.train()
-        previous = json.loads((OUT / "training.json").read_text())
+        previous = json.loads(Path(args.summary).read_text())
     else:
-        flow = IDF((1, 28, 28), **{k: tuple(v) if isinstance(v, list) else v for k, v in OPTIONS.items()})
+        flow = AutoregressiveIDF(
+            (1, 28, 28), **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        )
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr)
     budget, wall_budget = 60.0 * args.cpu_minutes, 60.0 * args.wall_minutes
     g = torch.Generator().manual_seed(args.seed)
@@ -84,12 +90,16 @@ def train(args: argparse.Namespace) -> None:
         opt.step()
         step += 1
         frac = max(step / args.steps, (time.process_time() - t0) / budget, (time.time() - w0) / wall_budget)
-        if step % 100 == 0:
+        if step % args.log_every == 0:
             row = {
                 "step": step,
                 "cpu_s": round(time.process_time() - t0, 1),
                 "train_bpd": round(float(loss), 4),
             }
+            if x_val is not None:
+                flow.eval()
+                row["val_bpd"] = round(bits_per_dim(flow, x_val), 4)
+                flow.train()
             log.append(row)
             print(json.dumps(row), flush=True)
         if step % 500 == 0:
@@ -112,10 +122,10 @@ def train(args: argparse.Namespace) -> None:
         "train_bpd_first2000": round(train_bpd, 4),
         "batch": args.batch,
         "lr": args.lr,
-        "options": OPTIONS,
+        "options": options,
         "log": log,
     }
-    (OUT / "training.json").write_text(json.dumps(summary, indent=1))
+    Path(args.summary).write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "log"}))
 
 
@@ -212,6 +222,10 @@ def main() -> None:
     tr.add_argument("--lr", type=float, default=2e-3)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue training the saved model")
+    tr.add_argument("--options", default="", help="model options as JSON (default: OPTIONS)")
+    tr.add_argument("--val", type=int, default=0, help="hold out the last N training images, log their bpd")
+    tr.add_argument("--log-every", type=int, default=100)
+    tr.add_argument("--summary", default=str(OUT / "training.json"), help="where the training record goes")
     ev = sub.add_parser("evaluate")
     ev.add_argument(
         "--limit", type=int, default=0, help="evaluate on the first N of the 1,000 images (0 = all)"

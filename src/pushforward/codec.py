@@ -15,18 +15,24 @@ window; an escaped value follows as a uniform 32-bit integer, so every integer i
 computed in float64 from the model; encoder and decoder compute them from the same integers, so they agree
 on one machine and library build (see "Portability" below).
 
-Stream format (version 1), all integers little-endian::
+Stream format (version 2), compact because an image alone is often ~100 bytes of payload::
 
-    b"PFZ" | version (1 byte) | model fingerprint (4 bytes)
-    | dtype code, +128 for one shared stream (1 byte) | ndim (1 byte)
-    | shape of one item (ndim varints) | item count (varint) | metadata length (varint) + bytes
-    | per item (one in all with independent=False): payload length (varint) + ANS payload
-      (32-bit words, the last word's high zero bytes dropped)
-    | CRC-32 of everything before it and of the original items' bytes (4 bytes)
+    format byte 0xF2 (1 byte) | model fingerprint (4 bytes) | flags (1 byte: dtype code in bits 0-2;
+      bit 3 one shared stream; bit 4 the item shape is stored (it is neither the model's event shape nor,
+      bit 7, that shape without its leading 1s); bit 5 more than one item; bit 6 metadata present)
+    | [bit 4: ndim (1 byte) + shape of one item (ndim varints)] | [bit 5: item count (varint)]
+    | [bit 6: metadata length (varint) + bytes]
+    | the ANS payloads (one per item, or one in all with independent=False; 32-bit words, the last
+      word's high zero bytes dropped), each but the last preceded by its length (varint)
+    | check: the low 16 bits of the CRC-32 of everything before it and of the decoded items' bytes
 
-A stream made with another model (fingerprint), a truncated stream (lengths), or a corrupted one (the
-CRC, which also covers the decoded pixels) is refused with :class:`CodecError`; a wrong image is never
-returned.
+One image of the model's shape thus costs 8 bytes beyond its payload. Refusal: a stream made with
+another model is refused by the fingerprint (a random 32-bit match, :math:`2^{-32}`), and should its
+fingerprint match, by the check after decoding (:math:`2^{-16}` more: :math:`2^{-48}` in all); a
+truncated or corrupted stream is refused by the lengths, by the decoder (an invalid or unconsumed ANS
+state) or, failing those, by the 16-bit check over the header, the payload *and the decoded pixels*, so
+a damaged stream returns a wrong image with probability at most :math:`2^{-16} \approx 1.5 \cdot
+10^{-5}`; it raises :class:`CodecError` otherwise.
 
 Portability: the tables come from floating-point network outputs, so decode on the platform and library
 versions that encoded; a different platform that rounds differently is caught by the CRC, not silently.
@@ -57,18 +63,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .distributions.discretized import Categorical, discretized_logistic_cdf
+from .distributions.discretized import Categorical, decode_mixture_group, encode_mixture_groups
 from .flows.core import Flow
 from .flows.discrete import IntegerDiscreteFlow
 
 __all__ = ["CodecError", "decode", "encode", "header_size", "model_fingerprint"]
 
-MAGIC = b"PFZ"
-VERSION = 1
-RADIUS = 255
+FORMAT = 0xF2  # one byte: the stream format (version 2)
+_CHECK_BYTES = 2
 _DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64]
-_ESCAPE_WORDS = 2  # an escaped value: two uniform 16-bit symbols
-_SHARED = 0x80  # dtype-byte flag: all items share one ANS stream
+_SHARED, _SHAPE, _MANY, _META, _SQUEEZED = 0x08, 0x10, 0x20, 0x40, 0x80  # flags beside the dtype (bits 0-2)
 
 
 class CodecError(ValueError):
@@ -128,8 +132,14 @@ class _Reader:
                 raise CodecError(f"corrupted stream: the {what} is not a valid number")
 
 
+def _codes_itself(model: Flow) -> bool:
+    """A flow whose base codes its own latent (``base.encode_symbols(coder, z)`` /
+    ``base.decode_symbols(coder)``, e.g. an autoregressive prior)."""
+    return isinstance(model, Flow) and hasattr(model.base, "encode_symbols")
+
+
 def _check_model(model: Flow) -> None:
-    if isinstance(model, IntegerDiscreteFlow):
+    if isinstance(model, IntegerDiscreteFlow) or _codes_itself(model):
         return
     if isinstance(model, Flow) and isinstance(model.base, Categorical):
         return
@@ -163,26 +173,15 @@ def _as_items(model: Flow, images: object) -> np.ndarray:
     return images
 
 
-def _tables(logits: Tensor, loc: Tensor, log_scale: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, probs)``: per element the first symbol of its window and the ``(n, 2R + 2)`` table (the last
-    column is the escape's mass)."""
-    M = logits.shape[-1]
-    logits, loc, log_scale = (p.reshape(-1, M) for p in (logits, loc, log_scale))
-    center = torch.round((torch.softmax(logits, -1) * loc).sum(-1)).clamp(-(2.0**40), 2.0**40)
-    low = center - RADIUS
-    edges = low[:, None] + torch.arange(2 * RADIUS + 2, dtype=loc.dtype)[None, :]
-    cdf = discretized_logistic_cdf(edges, logits[:, None, :], loc[:, None, :], log_scale[:, None, :])
-    probs = torch.diff(cdf, dim=1).clamp_min(0.0)
-    escape = (1.0 - (cdf[:, -1] - cdf[:, 0])).clamp_min(0.0)
-    return low.numpy().astype(np.int64), torch.cat([probs, escape[:, None]], 1).numpy()
-
-
 def _chunk_params(model: Flow, k: int, kept: Tensor | None):
     return model.base.chunk_parameters(k, kept)
 
 
 # ------------------------------------------------------------------------------------------- coding
 def _encode_item(c, coder, model: Flow, x: Tensor) -> None:
+    if _codes_itself(model):
+        model.base.encode_symbols(coder, model.transform(x)[0])
+        return
     family = c.stream.model.Categorical(perfect=False)
     if not isinstance(model, IntegerDiscreteFlow):
         z = model.transform(x)[0].reshape(-1).numpy().astype(np.int32)
@@ -190,23 +189,14 @@ def _encode_item(c, coder, model: Flow, x: Tensor) -> None:
         coder.encode_reverse(z, family, probs)
         return
     chunks, kept = model.latents(x)
-    uniform = c.stream.model.Uniform(1 << 16)
-    for k, z in enumerate(chunks):  # finest first: the decoder pops the coarsest first
-        low, probs = _tables(*_chunk_params(model, k, kept[k] if k < len(kept) else None))
-        z = z.reshape(-1).numpy().astype(np.int64)
-        sym = z - low
-        esc = (sym < 0) | (sym > 2 * RADIUS)
-        if esc.any():
-            u = (z[esc] + (1 << 31)).astype(np.uint64)
-            if (z[esc] < -(1 << 31)).any() or (z[esc] >= (1 << 31)).any():
-                raise ValueError("a latent value exceeds the codec's 32-bit escape range")
-            raw = np.stack([u >> 16, u & 0xFFFF], 1).reshape(-1).astype(np.int32)
-            coder.encode_reverse(raw, uniform)
-        sym[esc] = 2 * RADIUS + 1
-        coder.encode_reverse(sym.astype(np.int32), family, probs)
+    params = [_chunk_params(model, k, kept[k] if k < len(kept) else None) for k in range(len(chunks))]
+    # the decoder pops the coarsest chunk first
+    encode_mixture_groups(coder, list(zip(chunks, params))[::-1])
 
 
 def _decode_item(c, coder, model: Flow) -> Tensor:
+    if _codes_itself(model):
+        return model.transform.inverse(model.base.decode_symbols(coder))[0]
     family = c.stream.model.Categorical(perfect=False)
     dtype = torch.float64
     if not isinstance(model, IntegerDiscreteFlow):
@@ -214,18 +204,11 @@ def _decode_item(c, coder, model: Flow) -> Tensor:
         z = torch.from_numpy(coder.decode(family, probs).astype(np.float64)).reshape(1, -1)
         x = model.transform.inverse(z)[0]
     else:
-        uniform = c.stream.model.Uniform(1 << 16)
         top = len(model.levels) - 1
         h: Tensor | None = None
         for k in range(top, -1, -1):
-            low, probs = _tables(*_chunk_params(model, k, h if k < top else None))
-            sym = coder.decode(family, probs).astype(np.int64)
-            z = low + sym
-            esc = sym == 2 * RADIUS + 1
-            if esc.any():
-                raw = coder.decode(uniform, _ESCAPE_WORDS * int(esc.sum())).astype(np.int64).reshape(-1, 2)
-                z[esc] = ((raw[:, 0] << 16) | raw[:, 1]) - (1 << 31)
-            zt = torch.from_numpy(z.astype(np.float64)).reshape(1, *model.base.chunk_shapes[k]).to(dtype)
+            zt = decode_mixture_group(coder, _chunk_params(model, k, h if k < top else None))
+            zt = zt.reshape(1, *model.base.chunk_shapes[k]).to(dtype)
             h = zt if k == top else torch.cat([h, zt], 1)
             h = model.levels[k].inverse(h)[0]
         x = h
@@ -270,10 +253,21 @@ def encode(
     items = _as_items(model, images)
     fingerprint = model_fingerprint(model)
     work = _working_copy(model, fingerprint)
-    code = _DTYPES.index(items.dtype.type) | (0 if independent else _SHARED)
-    head = MAGIC + bytes([VERSION]) + fingerprint + bytes([code, items.ndim - 1])
-    head += b"".join(_varint(int(d)) for d in items.shape[1:]) + _varint(items.shape[0])
-    head += _varint(len(metadata)) + metadata
+    item_shape = tuple(int(d) for d in items.shape[1:])
+    flags = _DTYPES.index(items.dtype.type) | (0 if independent else _SHARED)
+    if item_shape == _squeezed(model.event_shape) != tuple(model.event_shape):
+        flags |= _SQUEEZED
+    elif item_shape != tuple(model.event_shape):
+        flags |= _SHAPE
+    flags |= _MANY if len(items) > 1 else 0
+    flags |= _META if metadata else 0
+    head = bytes([FORMAT]) + fingerprint + bytes([flags])
+    if flags & _SHAPE:
+        head += bytes([len(item_shape)]) + b"".join(_varint(d) for d in item_shape)
+    if flags & _MANY:
+        head += _varint(len(items))
+    if flags & _META:
+        head += _varint(len(metadata)) + metadata
     xs = [torch.from_numpy(item.astype(np.float64)).reshape(1, *model.event_shape) for item in items]
     body = [head]
     with torch.no_grad():
@@ -281,17 +275,15 @@ def encode(
             for x in xs:
                 coder = c.stream.stack.AnsCoder()
                 _encode_item(c, coder, work, x)
-                payload = _words_to_bytes(coder.get_compressed())
-                body += [_varint(len(payload)), payload]
+                body.append(_words_to_bytes(coder.get_compressed()))
         else:
             coder = c.stream.stack.AnsCoder()
             for x in reversed(xs):  # a stack: the first item is pushed last and popped first
                 _encode_item(c, coder, work, x)
-            payload = _words_to_bytes(coder.get_compressed())
-            body += [_varint(len(payload)), payload]
-    out = b"".join(body)
-    crc = zlib.crc32(items.tobytes(), zlib.crc32(out))
-    return out + crc.to_bytes(4, "little")
+            body.append(_words_to_bytes(coder.get_compressed()))
+    # every payload but the last is preceded by its length; the last runs to the check
+    out = body[0] + b"".join(_varint(len(p)) + p for p in body[1:-1]) + body[-1]
+    return out + _check(out, items)
 
 
 def _parse(data: bytes) -> tuple[dict, list[bytes]]:
@@ -301,33 +293,52 @@ def _parse(data: bytes) -> tuple[dict, list[bytes]]:
     if not data:
         raise CodecError("empty stream")
     r = _Reader(data)
-    if r.take(3, "header") != MAGIC:
-        raise CodecError("not a pushforward compressed stream (bad magic bytes)")
-    (version,) = r.take(1, "header")
-    if version != VERSION:
-        raise CodecError(f"unsupported stream format version {version} (this library reads {VERSION})")
-    info = {"fingerprint": r.take(4, "header")}
-    code, ndim = r.take(2, "header")
-    info["independent"] = not code & _SHARED
-    code &= ~_SHARED
-    if code >= len(_DTYPES) or ndim > 8:
-        raise CodecError("corrupted stream header (dtype or rank)")
-    info["dtype"] = np.dtype(_DTYPES[code])
-    info["shape"] = tuple(r.varint("header") for _ in range(ndim))
-    info["count"] = r.varint("header")
-    # an independent item takes at least its length byte; items of a shared stream can take far less
+    (fmt,) = r.take(1, "header")
+    if fmt != FORMAT:
+        raise CodecError(
+            f"not a pushforward compressed stream of format version 2 (first byte {fmt:#04x}, expected "
+            f"{FORMAT:#04x})"
+        )
+    info: dict = {"fingerprint": r.take(4, "header")}
+    (flags,) = r.take(1, "header")
+    info["independent"] = not flags & _SHARED
+    if (flags & _SQUEEZED and flags & _SHAPE) or flags & 0x07 >= len(_DTYPES):
+        raise CodecError("corrupted stream header (flags)")
+    info["dtype"] = np.dtype(_DTYPES[flags & 0x07])
+    info["shape"] = "squeezed" if flags & _SQUEEZED else None
+    if flags & _SHAPE:
+        (ndim,) = r.take(1, "header")
+        if ndim > 8:
+            raise CodecError("corrupted stream header (rank)")
+        info["shape"] = tuple(r.varint("header") for _ in range(ndim))
+    info["count"] = r.varint("header") if flags & _MANY else 1
+    # an independent item takes at least one byte; items of a shared stream can take far less
     limit = len(data) if info["independent"] else 1024 * len(data)
-    if info["count"] == 0 or info["count"] > limit:
+    if info["count"] == 0 or info["count"] > limit or (flags & _MANY and info["count"] == 1):
         raise CodecError("corrupted stream header (item count)")
-    info["metadata"] = r.take(r.varint("header"), "metadata")
+    info["metadata"] = r.take(r.varint("header"), "metadata") if flags & _META else b""
     n_payloads = info["count"] if info["independent"] else 1
-    payloads = [r.take(r.varint("item length"), "item payload") for _ in range(n_payloads)]
-    info["crc_at"] = r.pos
-    r.take(4, "checksum")
-    if r.pos != len(data):
-        raise CodecError(f"corrupted stream: {len(data) - r.pos} unexpected bytes after the checksum")
+    payloads = [r.take(r.varint("item length"), "item payload") for _ in range(n_payloads - 1)]
+    end = len(data) - _CHECK_BYTES
+    if end < r.pos:
+        raise CodecError("truncated stream: it ends inside the header or the check")
+    payloads.append(r.take(end - r.pos, "item payload"))
+    info["crc_at"] = end
     info["header_bytes"] = len(data) - sum(len(p) for p in payloads) - len(info["metadata"])
     return info, payloads
+
+
+def _squeezed(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` without its leading 1s (an image ``(H, W)`` for a model of ``(1, H, W)``)."""
+    shape = tuple(shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def _check(before: bytes, items: np.ndarray) -> bytes:
+    """The stream's check: the low 16 bits of the CRC-32 of its bytes and of the items' bytes."""
+    return (zlib.crc32(items.tobytes(), zlib.crc32(before)) & 0xFFFF).to_bytes(_CHECK_BYTES, "little")
 
 
 def header_size(data: bytes) -> int:
@@ -344,6 +355,10 @@ def decode(model: Flow, data: bytes, *, with_metadata: bool = False) -> np.ndarr
     _check_model(model)
     if info["fingerprint"] != model_fingerprint(model):
         raise CodecError("this stream was made with another model (model fingerprint mismatch)")
+    if info["shape"] is None:
+        info["shape"] = tuple(model.event_shape)
+    elif info["shape"] == "squeezed":
+        info["shape"] = _squeezed(model.event_shape)
     if int(np.prod(info["shape"])) != int(np.prod(model.event_shape)):
         raise CodecError(f"corrupted stream: item shape {info['shape']} does not fit the model")
     work = _working_copy(model, info["fingerprint"])
@@ -369,8 +384,7 @@ def decode(model: Flow, data: bytes, *, with_metadata: bool = False) -> np.ndarr
     if out.min() < lim.min or out.max() > lim.max:
         raise CodecError("corrupted stream: decoded values do not fit the stored dtype")
     out = out.astype(info_dtype)
-    crc = zlib.crc32(out.tobytes(), zlib.crc32(bytes(data[: info["crc_at"]])))
-    if crc.to_bytes(4, "little") != bytes(data[info["crc_at"] :]):
+    if _check(bytes(data[: info["crc_at"]]), out) != bytes(data[info["crc_at"] :]):
         raise CodecError("corrupted stream: checksum mismatch")
     return (out, info["metadata"]) if with_metadata else out
 
