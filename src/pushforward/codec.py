@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .distributions.discretized import Categorical, decode_mixture_group, encode_mixture_groups
+from .distributions.discretized import Categorical, decode_table_group, encode_table_groups, mixture_tables
 from .flows.core import Flow
 from .flows.discrete import IntegerDiscreteFlow
 
@@ -191,7 +191,7 @@ def _encode_item(c, coder, model: Flow, x: Tensor) -> None:
     chunks, kept = model.latents(x)
     params = [_chunk_params(model, k, kept[k] if k < len(kept) else None) for k in range(len(chunks))]
     # the decoder pops the coarsest chunk first
-    encode_mixture_groups(coder, list(zip(chunks, params))[::-1])
+    encode_table_groups(coder, [(z, *mixture_tables(*p)) for z, p in zip(chunks, params)][::-1])
 
 
 def _decode_item(c, coder, model: Flow) -> Tensor:
@@ -207,8 +207,8 @@ def _decode_item(c, coder, model: Flow) -> Tensor:
         top = len(model.levels) - 1
         h: Tensor | None = None
         for k in range(top, -1, -1):
-            zt = decode_mixture_group(coder, _chunk_params(model, k, h if k < top else None))
-            zt = zt.reshape(1, *model.base.chunk_shapes[k]).to(dtype)
+            zt = decode_table_group(coder, *mixture_tables(*_chunk_params(model, k, h if k < top else None)))
+            zt = torch.from_numpy(zt.astype(np.float64)).reshape(1, *model.base.chunk_shapes[k]).to(dtype)
             h = zt if k == top else torch.cat([h, zt], 1)
             h = model.levels[k].inverse(h)[0]
         x = h

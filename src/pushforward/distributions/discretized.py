@@ -16,7 +16,9 @@ Hoogeboom, Peters, van den Berg & Welling, "Integer Discrete Flows and Lossless 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,11 +32,11 @@ __all__ = [
     "AutoregressiveLogisticMixture",
     "Categorical",
     "DiscretizedLogisticMixture",
-    "decode_mixture_group",
+    "decode_table_group",
     "discretized_logistic_cdf",
     "discretized_logistic_log_pmf",
     "discretized_logistic_mixture_log_pmf",
-    "encode_mixture_groups",
+    "encode_table_groups",
     "mixture_tables",
 ]
 
@@ -350,33 +352,52 @@ class AutoregressiveLogisticMixture(Distribution):
         ``constriction`` stack), last pixel first, so that :meth:`decode_symbols` pops it in raster order."""
         C, H, W = self.event_shape
         z = _float64(z).reshape(C, H, W)
-        net = _PixelNet(self)
+        net = _PixelNet.of(self)
         zp = net.padded(z)
-        groups = [(z[:, i, j], net(zp, i, j)) for i in range(H) for j in range(W)]
-        encode_mixture_groups(coder, groups)
+        encode_table_groups(coder, [(z[:, i, j], *net.tables(zp, i, j)) for i in range(H) for j in range(W)])
 
     def decode_symbols(self, coder) -> Tensor:
         """Pop a latent ``(1, C, H, W)`` pushed by :meth:`encode_symbols`, pixel by pixel: each pixel's
         tables come from the window of the pixels already decoded."""
         C, H, W = self.event_shape
-        net = _PixelNet(self)
+        net = _PixelNet.of(self)
         z = np.zeros((C, H, W))
         zp = net.padded(z)
         w = self.window
         for i in range(H):
             for j in range(W):
-                v = decode_mixture_group(coder, net(zp, i, j))
+                v = decode_table_group(coder, *net.tables(zp, i, j))
                 z[:, i, j] = v
                 zp[:, i + w, j + w] = v / self.scale
         return torch.from_numpy(z).reshape(1, C, H, W)
 
 
+_PIXEL_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # prior -> (weights hash, _PixelNet)
+
+
 class _PixelNet:
     """The network of an :class:`AutoregressiveLogisticMixture` evaluated one pixel at a time in float64
     numpy, for coding: the encoder and the decoder call it with the same window values and shapes, so
-    their tables agree bit for bit (a batched matrix product could sum in another order than one row's)."""
+    their tables agree bit for bit (a batched matrix product could sum in another order than one row's).
+    Tables are cached by position and window content (on aligned images most windows are blank), and the
+    evaluator itself per prior while its parameters are unchanged."""
+
+    _CACHE_LIMIT = 200_000
+
+    @classmethod
+    def of(cls, prior: AutoregressiveLogisticMixture) -> _PixelNet:
+        h = hashlib.sha1()
+        for t in prior.state_dict().values():
+            h.update(_float64(t).tobytes())
+        key = h.digest()
+        entry = _PIXEL_NETS.get(prior)
+        if entry is None or entry[0] != key:
+            entry = (key, cls(prior))
+            _PIXEL_NETS[prior] = entry
+        return entry[1]
 
     def __init__(self, prior: AutoregressiveLogisticMixture) -> None:
+        self.cache: dict = {}
         C = prior.event_shape[0]
         weight = _float64(prior.conv.weight)
         self.first = weight.reshape(weight.shape[0], C, -1)[:, :, _float64(prior.causal).astype(np.int64)]
@@ -395,9 +416,19 @@ class _PixelNet:
         w = self.w
         return np.pad(z / self.scale, ((0, 0), (w, 0), (w, w)))
 
-    def __call__(self, zp: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tables(self, zp: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`mixture_tables` of pixel ``(i, j)`` of the padded image ``zp``."""
         w = self.w
         win = zp[:, i : i + w + 1, j : j + 2 * w + 1].reshape(self.C, -1)[:, self.causal].reshape(-1)
+        key = (i, j, win.tobytes())
+        out = self.cache.get(key)
+        if out is None:
+            if len(self.cache) >= self._CACHE_LIMIT:
+                self.cache.clear()
+            out = self.cache[key] = mixture_tables(*self.parameters(win, i, j))
+        return out
+
+    def parameters(self, win: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h = self.first @ win + self.bias[i, j]
         with np.errstate(over="ignore"):
             for weight, bias in self.mlp:
@@ -450,15 +481,14 @@ def _float64(p) -> np.ndarray:
     return np.asarray(p, dtype=np.float64)
 
 
-def encode_mixture_groups(coder, groups: Sequence[tuple[Tensor, tuple[Tensor, Tensor, Tensor]]]) -> None:
-    """Push groups ``(values, (logits, loc, log_scale))`` onto an ANS stack so that
-    :func:`decode_mixture_group` pops them in list order (each group's escaped values right after it).
-    Each group's tables are computed exactly as the decoder computes them (same shapes, same calls)."""
+def encode_table_groups(coder, groups: Sequence[tuple[object, np.ndarray, np.ndarray]]) -> None:
+    """Push groups ``(values, low, probs)`` (tables from :func:`mixture_tables`) onto an ANS stack so that
+    :func:`decode_table_group` pops them in list order, each group's escaped values right after it. The
+    decoder must compute each group's tables exactly as here (same values, shapes and calls)."""
     c = _constriction()
     family = c.stream.model.Categorical(perfect=False)
     uniform = c.stream.model.Uniform(1 << 16)
-    for values, params in reversed(groups):
-        low, probs = mixture_tables(*params)
+    for values, low, probs in reversed(groups):
         z = _float64(values).reshape(-1).astype(np.int64)
         sym = z - low
         escape = probs.shape[1] - 1
@@ -472,18 +502,14 @@ def encode_mixture_groups(coder, groups: Sequence[tuple[Tensor, tuple[Tensor, Te
         coder.encode_reverse(sym.astype(np.int32), family, probs)
 
 
-def decode_mixture_group(coder, params: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """Pop one group pushed by :func:`encode_mixture_groups`: its values as a float64 tensor of the
-    parameters' shape without the component dimension."""
+def decode_table_group(coder, low: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Pop one group pushed by :func:`encode_table_groups`: its values, int64, flat."""
     c = _constriction()
-    low, probs = mixture_tables(*params)
-    sym = c.stream.model.Categorical(perfect=False)
-    sym = coder.decode(sym, probs).astype(np.int64)
+    sym = coder.decode(c.stream.model.Categorical(perfect=False), probs).astype(np.int64)
     z = low + sym
     esc = sym == probs.shape[1] - 1
     if esc.any():
-        raw = (
-            coder.decode(c.stream.model.Uniform(1 << 16), 2 * int(esc.sum())).astype(np.int64).reshape(-1, 2)
-        )
+        raw = coder.decode(c.stream.model.Uniform(1 << 16), 2 * int(esc.sum())).astype(np.int64)
+        raw = raw.reshape(-1, 2)
         z[esc] = ((raw[:, 0] << 16) | raw[:, 1]) - (1 << 31)
-    return torch.from_numpy(z.astype(np.float64)).reshape(tuple(params[0].shape[:-1]))
+    return z
