@@ -203,6 +203,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "train_cpu_s": training.get("train_cpu_s"),
         "train_steps": training.get("steps"),
         "model": training.get("options"),
+        "model_file_kb": round(Path(args.model).stat().st_size / 1024),
         "anchors_bits_per_pixel_all_1000": {k: round(v, 4) for k, v in _anchors(images).items()},
     }
     (OUT / "evaluation.json").write_text(json.dumps(result, indent=1))

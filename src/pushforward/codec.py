@@ -7,13 +7,18 @@ coarsest chunk last, onto an asymmetric numeral systems (ANS) stack with the cat
 discretized logistic mixture; :func:`decode` pops the coarsest chunk first, inverts that level, predicts
 the next chunk's table from the recovered kept part, and so on down to the image (Hoogeboom et al. 2019,
 Sec. 4). A categorical discrete flow (:func:`~pushforward.flows.DiscreteFlow`) is coded the same way with
-its base's table.
+its base's table. A flow whose base codes its own latent -- a base with ``encode_symbols(coder, z)`` and
+``decode_symbols(coder)``, such as the autoregressive prior of :class:`~pushforward.flows.AutoregressiveIDF`
+(pixels pushed last first, popped in raster order, each table from the already-decoded window) -- is
+coded by its base: ``encode`` maps ``x`` to ``z`` and calls ``encode_symbols``, ``decode`` inverts the
+transform on ``decode_symbols``' result.
 
-Tables: each element is coded over the window :math:`[c - R, c + R]` around the mixture mean
-:math:`c` (rounded), :math:`R = 255`, plus one *escape* symbol carrying the mixture's mass outside the
-window; an escaped value follows as a uniform 32-bit integer, so every integer is codable. Tables are
-computed in float64 from the model; encoder and decoder compute them from the same integers, so they agree
-on one machine and library build (see "Portability" below).
+Tables (:func:`~pushforward.distributions.discretized.mixture_tables`): each element is coded over the
+window :math:`[c - R, c + R]` around the mixture mean :math:`c` (rounded), :math:`R \le 255` wide
+enough for every component of non-negligible weight, plus one *escape* symbol carrying the mixture's
+mass outside the window; an escaped value follows as a uniform 32-bit integer, so every integer is
+codable. Tables are computed in float64 from the model; encoder and decoder compute them from the same
+integers, so they agree on one machine and library build (see "Portability" below).
 
 Stream format (version 2), compact because an image alone is often ~100 bytes of payload::
 
