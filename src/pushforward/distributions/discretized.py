@@ -85,8 +85,10 @@ def discretized_logistic_cdf(k, logits, loc, log_scale):
     """
     if isinstance(logits, np.ndarray):
         exp, tanh, top = np.exp, np.tanh, logits.max(-1, keepdims=True)
+        log_scale = np.maximum(log_scale, -80.0)  # e^-80: a point mass already; keeps 1/s finite
     else:
         exp, tanh, top = torch.exp, torch.tanh, logits.amax(-1, keepdim=True)
+        log_scale = log_scale.clamp_min(-80.0)
     e = exp(logits - top)
     w = e / e.sum(-1)[..., None]
     return (w * (0.5 + 0.5 * tanh(0.5 * (k[..., None] - 0.5 - loc) * exp(-log_scale)))).sum(-1)
