@@ -1,14 +1,16 @@
 """Lossless compression of MNIST with an integer discrete flow and the ANS codec (issue 28).
 
-Trains an IDF (``pushforward.flows.IDF``) on the first 9,000 MNIST test images, then compresses each of the
-last 1,000 images **on its own** with :func:`pushforward.codec.encode` (one stream per image, header
-included), decodes every stream and checks it bit-exactly, and reports real bytes per pixel next to the
-model's bits/dim, the classic anchors recomputed on the same 1,000 images, coding speed on one core and
-the training CPU time.
+Trains an ``pushforward.flows.AutoregressiveIDF`` (an autoregressive discretized-logistic prior on a
+causal window; ``--options`` picks others, e.g. integer couplings in front) on the first 9,000 MNIST test
+images, then compresses each of the last 1,000 images **on its own** with :func:`pushforward.codec.encode`
+(one stream per image, header included), decodes every stream and checks it bit-exactly, and reports real
+bytes per pixel next to the model's bits/dim, the classic anchors recomputed on the same 1,000 images,
+coding speed on one core and the training CPU time.
 
 Usage (from the repository root)::
 
-    PYTHONPATH=src python benchmarks/compression.py train --cpu-minutes 25   # writes the model file
+    PYTHONPATH=src python benchmarks/compression.py train --cpu-minutes 55 --steps 1000000  # the model file
+    PYTHONPATH=src python benchmarks/compression.py train --val 500 --cpu-minutes 2 --options '{...}'  # search
     PYTHONPATH=src python benchmarks/compression.py evaluate                 # the table (JSON + markdown)
 
 Results go to ``benchmarks/results/compression/``.
