@@ -122,3 +122,32 @@ def test_codec_round_trip_and_code_length(layers, dtype):
     # values far outside the 8-bit range go through the escape symbol
     wide = rng.integers(-(2**20), 2**20, (2, 1, 5, 6)).astype(np.int32)
     assert np.array_equal(decode(flow, encode(flow, wide)), wide)
+
+
+def test_prior_codes_through_the_package_protocol():
+    pytest.importorskip("constriction")
+    from pushforward.codec.stream import SymbolCoder
+
+    prior = _prior().eval()
+    z = torch.tensor([[[[3.0, -200.0], [1.0, 5000.0]]]])  # two values escape the tables' window
+    coder = SymbolCoder()
+    with torch.no_grad():
+        prior.encode_symbols(coder, 0, z, None)
+        back = prior.decode_symbols(SymbolCoder(coder.words()), 0, None)
+    assert back.shape == (1, 1, 2, 2) and torch.equal(back, z.double())
+    with pytest.raises(ValueError, match="one unconditional chunk"):
+        prior.encode_symbols(SymbolCoder(), 1, z, None)
+    with pytest.raises(ValueError, match="one unconditional chunk"):
+        prior.decode_symbols(SymbolCoder(), 0, z)
+
+
+def test_codec_refuses_a_continuous_flow_with_an_autoregressive_base():
+    pytest.importorskip("constriction")
+    from pushforward.codec import encode
+    from pushforward.flows import Flow
+    from pushforward.transforms import ActNorm
+
+    flow = Flow(ActNorm((1, 2, 2)), _prior())
+    encode(AutoregressiveIDF((1, 2, 2), prior_hidden=(4,), window=1), np.zeros((1, 2, 2), np.uint8))
+    with pytest.raises(TypeError, match="codec takes"):
+        encode(flow, np.zeros((1, 2, 2), np.uint8))

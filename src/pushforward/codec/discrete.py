@@ -40,9 +40,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..distributions.discretized import AutoregressiveLogisticMixture, Categorical
+from ..distributions.discretized import Categorical
 from ..flows.core import Flow
-from ..flows.discrete import IntegerDiscreteFlow
+from ..flows.discrete import AutoregressiveIDF, IntegerDiscreteFlow
 from .stream import SymbolCoder
 
 __all__ = ["check_model", "decode_item", "encode_item"]
@@ -52,8 +52,8 @@ def check_model(model: Flow) -> None:
     """TypeError unless ``model`` is an integer discrete flow (multi-scale, or with an autoregressive prior)
     or a categorical one whose base codes symbols."""
     if not (
-        isinstance(model, IntegerDiscreteFlow)
-        or (isinstance(model, Flow) and isinstance(model.base, (Categorical, AutoregressiveLogisticMixture)))
+        isinstance(model, (IntegerDiscreteFlow, AutoregressiveIDF))  # integer transforms only
+        or (isinstance(model, Flow) and isinstance(model.base, Categorical))
     ):
         raise TypeError(
             "the codec takes an IntegerDiscreteFlow (pushforward.flows.IDF), an AutoregressiveIDF, a "
