@@ -1,25 +1,27 @@
 r"""Lossless compression with flows and an ANS entropy coder (the ``constriction`` package).
 
-A flow's likelihood is a code length. Two coders share one stream format (:mod:`~pushforward.codec.stream`:
-header with format version, item shape, dtype and the model's fingerprint; one payload per item or one
-shared; a CRC-32 over the stream and the decoded items):
+A flow's likelihood is a code length. Two coders share one compact stream format
+(:mod:`~pushforward.codec.stream`, version 2: a format byte, the model's fingerprint, a flags byte, the
+item shape, count and metadata only when needed; one payload per item or one shared; a 16-bit check over
+the stream and the decoded items -- 8 bytes beyond the payload for one image):
 
 * **discrete** (:mod:`~pushforward.codec.discrete`): an integer discrete flow
-  (:class:`~pushforward.flows.IDF`) or a categorical one (:func:`~pushforward.flows.DiscreteFlow`) has an
-  exact pmf; its latent chunks are pushed with the base's tables, :math:`-\log_2 P(x)` bits plus a few
-  bytes per stream.
+  (:class:`~pushforward.flows.IDF`, :class:`~pushforward.flows.AutoregressiveIDF`) or a categorical one
+  (:func:`~pushforward.flows.DiscreteFlow`) has an exact pmf; its latent is pushed by its base,
+  :math:`-\log_2 P(x)` bits plus a few bytes per stream.
 * **bits-back** (:mod:`~pushforward.codec.bitsback`): a continuous image flow wrapped in a
   :class:`~pushforward.flows.dequantization.DequantizedFlow` (Glow, RealNVPImage) codes an image through its
   dequantization noise, :math:`-\log_2 p(x + u) + \log_2 q(u \mid x)` bits per image in a chain of
   images, plus a one-off initial-bits cost.
 
 :func:`encode` / :func:`decode` pick the coder from the model. A stream made with another model
-(fingerprint), a truncated stream (lengths), or a corrupted one (the CRC, which also covers the decoded
-items) is refused with :class:`CodecError`; a wrong image is never returned.
+(fingerprint), a truncated stream (lengths, the decoder), or a corrupted one (the decoder, else the 16-bit
+check, which also covers the decoded items) is refused with :class:`CodecError`; a damaged stream returns a
+wrong image with probability at most :math:`2^{-16}` (see :mod:`~pushforward.codec.stream`).
 
 Portability: tables come from floating-point network outputs (float64, on one thread for the bits-back
 coder), so decode on the platform and library versions that encoded; a platform that rounds differently is
-caught by the CRC, not silently.
+caught by the check, not silently.
 
 Reference: Duda, "Asymmetric numeral systems", 2009; Bamler, "Understanding Entropy Coding With Asymmetric
 Numeral Systems (ANS): a Statistician's Perspective", 2022 (the ``constriction`` library); Hoogeboom,
@@ -58,6 +60,7 @@ from .stream import (
     check_crc,
     model_fingerprint,
     parse,
+    resolve_shape,
     words_to_bytes,
 )
 from .stream import write as _write
@@ -164,7 +167,7 @@ def encode(
             payloads = bitsback.encode_payloads(work, xs, independent)
         else:
             payloads = _encode_discrete(work, xs, independent)
-    return _write(fingerprint, items, payloads, independent, metadata)
+    return _write(fingerprint, items, payloads, independent, metadata, model.event_shape)
 
 
 def header_size(data: bytes) -> int:
@@ -180,6 +183,7 @@ def decode(model, data: bytes, *, with_metadata: bool = False) -> np.ndarray | t
     _check_model(model)
     if info["fingerprint"] != model_fingerprint(model):
         raise CodecError("this stream was made with another model (model fingerprint mismatch)")
+    info["shape"] = resolve_shape(info, model.event_shape)
     if int(np.prod(info["shape"])) != int(np.prod(model.event_shape)):
         raise CodecError(f"corrupted stream: item shape {info['shape']} does not fit the model")
     work = _working_copy(model, info["fingerprint"])

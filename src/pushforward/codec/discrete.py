@@ -4,7 +4,11 @@ r"""The discrete coder: an integer or categorical discrete flow's exact pmf on a
 :class:`~pushforward.flows.IntegerDiscreteFlow` and lets the base push every chunk, finest first, coarsest
 last; :func:`decode_item` has the base pop the coarsest chunk first, inverts that level, and hands the
 recovered kept part to the base for the next chunk, down to the image (Hoogeboom et al. 2019, Sec. 4).
-A categorical discrete flow (:func:`~pushforward.flows.DiscreteFlow`) is one chunk under its base.
+A categorical discrete flow (:func:`~pushforward.flows.DiscreteFlow`) and an
+:class:`~pushforward.flows.AutoregressiveIDF` (integer couplings, possibly none, in front of an
+:class:`~pushforward.distributions.AutoregressiveLogisticMixture`, which pushes the last pixel first and pops
+in raster order, each pixel's tables from the already-decoded window) are one chunk under their base:
+``x`` is mapped to ``z``, the base pushes it; decoding inverts the transform on the popped ``z``.
 
 The base decides how its symbols are coded (an autoregressive base codes element by element): it
 implements ``encode_symbols(coder, k, z, kept, context=None)`` (push chunk ``k`` given its kept part)
@@ -38,21 +42,23 @@ from torch import Tensor
 
 from ..distributions.discretized import Categorical
 from ..flows.core import Flow
-from ..flows.discrete import IntegerDiscreteFlow
+from ..flows.discrete import AutoregressiveIDF, IntegerDiscreteFlow
 from .stream import SymbolCoder
 
 __all__ = ["check_model", "decode_item", "encode_item"]
 
 
 def check_model(model: Flow) -> None:
-    """TypeError unless ``model`` is an integer or categorical discrete flow whose base codes symbols."""
+    """TypeError unless ``model`` is an integer discrete flow (multi-scale, or with an autoregressive prior)
+    or a categorical one whose base codes symbols."""
     if not (
-        isinstance(model, IntegerDiscreteFlow)
+        isinstance(model, (IntegerDiscreteFlow, AutoregressiveIDF))  # integer transforms only
         or (isinstance(model, Flow) and isinstance(model.base, Categorical))
     ):
         raise TypeError(
-            "the codec takes an IntegerDiscreteFlow (pushforward.flows.IDF), a categorical discrete flow "
-            "(pushforward.flows.DiscreteFlow) or, for bits-back coding, a DequantizedFlow; "
+            "the codec takes an IntegerDiscreteFlow (pushforward.flows.IDF), an AutoregressiveIDF, a "
+            "categorical discrete flow (pushforward.flows.DiscreteFlow) or, for bits-back coding, a "
+            "DequantizedFlow; "
             f"got {type(model).__name__}"
         )
     if not (hasattr(model.base, "encode_symbols") and hasattr(model.base, "decode_symbols")):
@@ -74,8 +80,8 @@ def encode_item(coder: SymbolCoder, model: Flow, x: Tensor) -> None:
 def decode_item(coder: SymbolCoder, model: Flow) -> Tensor:
     """Pop one item pushed by :func:`encode_item`; returns ``(1, *event_shape)`` in float64."""
     if not isinstance(model, IntegerDiscreteFlow):
-        z = model.base.decode_symbols(coder, 0, None)
-        return model.transform.inverse(z.reshape(1, -1).to(torch.float64))[0]
+        z = model.base.decode_symbols(coder, 0, None)  # (1, *base.event_shape)
+        return model.transform.inverse(z.to(torch.float64))[0]
     top = len(model.levels) - 1
     h: Tensor | None = None
     for k in range(top, -1, -1):

@@ -1,12 +1,24 @@
 r"""The codec's stream format, model fingerprint and symbol coder (shared by every coder of the package).
 
-Stream format (version 1), all integers little-endian::
+Stream format (version 2), compact because an image alone is often ~100 bytes of payload; integers
+little-endian, varints LEB128::
 
-    b"PFZ" | version (1 byte) | model fingerprint (4 bytes)
-    | dtype code, +128 for one shared stream (1 byte) | ndim (1 byte)
-    | shape of one item (ndim varints) | item count (varint) | metadata length (varint) + bytes
-    | per item (one in all with independent=False): payload length (varint) + payload
-    | CRC-32 of everything before it and of the original items' bytes (4 bytes)
+    format byte 0xF2 (1 byte) | model fingerprint (4 bytes) | flags (1 byte: dtype code in bits 0-2;
+      bit 3 one shared stream; bit 4 the item shape is stored (it is neither the model's event shape nor,
+      bit 7, that shape without its leading 1s); bit 5 more than one item; bit 6 metadata present)
+    | [bit 4: ndim (1 byte) + shape of one item (ndim varints)] | [bit 5: item count (varint)]
+    | [bit 6: metadata length (varint) + bytes]
+    | the payloads (one per item, or one in all with a shared stream), each but the last preceded by its
+      length (varint); the last runs to the check
+    | check: the low 16 bits of the CRC-32 of everything before it and of the decoded items' bytes
+
+One item of the model's shape thus costs 8 bytes beyond its payload. Refusal: a stream made with another
+model is refused by the fingerprint (a random 32-bit match, :math:`2^{-32}`), and should its fingerprint
+match, by the check after decoding (:math:`2^{-16}` more: :math:`2^{-48}` in all); a truncated or
+corrupted stream is refused by the lengths, by the decoder (an invalid or unconsumed ANS state) or, failing
+those, by the 16-bit check over the header, the payload *and the decoded items*, so a damaged stream
+returns a wrong item with probability at most :math:`2^{-16} \approx 1.5 \cdot 10^{-5}`; it raises
+:class:`CodecError` otherwise.
 
 A payload is the coder's: the discrete coder writes the ANS words (32-bit, the last word's high zero bytes
 dropped); the bits-back coder first writes how many words of its initial bits it left out (a varint).
@@ -36,24 +48,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..distributions.discretized import discretized_logistic_cdf
+from ..distributions.discretized import mixture_tables
 
 __all__ = [
-    "RADIUS",
     "CodecError",
     "SymbolCoder",
     "bytes_to_words",
     "model_fingerprint",
     "parse",
+    "resolve_shape",
     "words_to_bytes",
     "write",
 ]
 
-MAGIC = b"PFZ"
-VERSION = 1
-RADIUS = 255
+FORMAT = 0xF2  # one byte: the stream format (version 2)
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64]
-_SHARED = 0x80  # dtype-byte flag: all items share one ANS stream
+_CHECK_BYTES = 2
+_SHARED, _SHAPE, _MANY, _META, _SQUEEZED = 0x08, 0x10, 0x20, 0x40, 0x80  # flags beside the dtype (bits 0-2)
 _MAX_UNIFORM = 1 << 24  # constriction's largest uniform alphabet
 _GAUSS_RADIUS = 128  # coarse bins each side of a Gaussian's mean
 
@@ -130,58 +141,106 @@ def bytes_to_words(payload: bytes) -> np.ndarray:
     return np.frombuffer(payload + b"\0" * (-len(payload) % 4), dtype="<u4").astype(np.uint32)
 
 
-def write(fingerprint: bytes, items: np.ndarray, payloads: list[bytes], independent: bool, metadata: bytes):
-    """The stream of ``payloads`` (one per item, or one shared) for ``items`` (the CRC covers their bytes)."""
-    code = DTYPES.index(items.dtype.type) | (0 if independent else _SHARED)
-    head = MAGIC + bytes([VERSION]) + fingerprint + bytes([code, items.ndim - 1])
-    head += b"".join(varint(int(d)) for d in items.shape[1:]) + varint(items.shape[0])
-    head += varint(len(metadata)) + metadata
-    out = head + b"".join(varint(len(p)) + p for p in payloads)
-    crc = zlib.crc32(items.tobytes(), zlib.crc32(out))
-    return out + crc.to_bytes(4, "little")
+def _squeezed(shape) -> tuple[int, ...]:
+    """``shape`` without its leading 1s (an image ``(H, W)`` for a model of ``(1, H, W)``)."""
+    shape = tuple(int(d) for d in shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def _check(before: bytes, items: np.ndarray) -> bytes:
+    """The stream's check: the low 16 bits of the CRC-32 of its bytes and of the items' bytes."""
+    return (zlib.crc32(items.tobytes(), zlib.crc32(before)) & 0xFFFF).to_bytes(_CHECK_BYTES, "little")
+
+
+def write(
+    fingerprint: bytes,
+    items: np.ndarray,
+    payloads: list[bytes],
+    independent: bool,
+    metadata: bytes,
+    event_shape,
+) -> bytes:
+    """The stream of ``payloads`` (one per item, or one shared) for ``items`` of a model whose event shape
+    is ``event_shape`` (the check covers the items' bytes)."""
+    item_shape = tuple(int(d) for d in items.shape[1:])
+    event_shape = tuple(int(d) for d in event_shape)
+    flags = DTYPES.index(items.dtype.type) | (0 if independent else _SHARED)
+    if item_shape == _squeezed(event_shape) != event_shape:
+        flags |= _SQUEEZED
+    elif item_shape != event_shape:
+        flags |= _SHAPE
+    flags |= _MANY if len(items) > 1 else 0
+    flags |= _META if metadata else 0
+    head = bytes([FORMAT]) + fingerprint + bytes([flags])
+    if flags & _SHAPE:
+        head += bytes([len(item_shape)]) + b"".join(varint(d) for d in item_shape)
+    if flags & _MANY:
+        head += varint(len(items))
+    if flags & _META:
+        head += varint(len(metadata)) + metadata
+    out = head + b"".join(varint(len(p)) + p for p in payloads[:-1]) + payloads[-1]
+    return out + _check(out, items)
 
 
 def parse(data: bytes) -> tuple[dict, list[bytes]]:
-    """``(info, payloads)`` of a stream; a malformed or truncated one is a :class:`CodecError`."""
+    """``(info, payloads)`` of a stream; a malformed or truncated one is a :class:`CodecError`.
+    ``info["shape"]`` is the stored item shape, ``None`` for the model's event shape or ``"squeezed"`` for
+    that shape without its leading 1s (see :func:`resolve_shape`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if not data:
         raise CodecError("empty stream")
     r = Reader(data)
-    if r.take(3, "header") != MAGIC:
-        raise CodecError("not a pushforward compressed stream (bad magic bytes)")
-    (version,) = r.take(1, "header")
-    if version != VERSION:
-        raise CodecError(f"unsupported stream format version {version} (this library reads {VERSION})")
+    (fmt,) = r.take(1, "header")
+    if fmt != FORMAT:
+        raise CodecError(
+            f"not a pushforward compressed stream of format version 2 (first byte {fmt:#04x}, expected "
+            f"{FORMAT:#04x})"
+        )
     info: dict = {"fingerprint": r.take(4, "header")}
-    code, ndim = r.take(2, "header")
-    info["independent"] = not code & _SHARED
-    code &= ~_SHARED
-    if code >= len(DTYPES) or ndim > 8:
-        raise CodecError("corrupted stream header (dtype or rank)")
-    info["dtype"] = np.dtype(DTYPES[code])
-    info["shape"] = tuple(r.varint("header") for _ in range(ndim))
-    info["count"] = r.varint("header")
-    # an independent item takes at least its length byte; items of a shared stream can take far less
+    (flags,) = r.take(1, "header")
+    info["independent"] = not flags & _SHARED
+    if (flags & _SQUEEZED and flags & _SHAPE) or flags & 0x07 >= len(DTYPES):
+        raise CodecError("corrupted stream header (flags)")
+    info["dtype"] = np.dtype(DTYPES[flags & 0x07])
+    info["shape"] = "squeezed" if flags & _SQUEEZED else None
+    if flags & _SHAPE:
+        (ndim,) = r.take(1, "header")
+        if ndim > 8:
+            raise CodecError("corrupted stream header (rank)")
+        info["shape"] = tuple(r.varint("header") for _ in range(ndim))
+    info["count"] = r.varint("header") if flags & _MANY else 1
+    # an independent item takes at least one byte; items of a shared stream can take far less
     limit = len(data) if info["independent"] else 1024 * len(data)
-    if info["count"] == 0 or info["count"] > limit:
+    if info["count"] == 0 or info["count"] > limit or (flags & _MANY and info["count"] == 1):
         raise CodecError("corrupted stream header (item count)")
-    info["metadata"] = r.take(r.varint("header"), "metadata")
+    info["metadata"] = r.take(r.varint("header"), "metadata") if flags & _META else b""
     n_payloads = info["count"] if info["independent"] else 1
-    payloads = [r.take(r.varint("item length"), "item payload") for _ in range(n_payloads)]
-    info["crc_at"] = r.pos
-    r.take(4, "checksum")
-    if r.pos != len(data):
-        raise CodecError(f"corrupted stream: {len(data) - r.pos} unexpected bytes after the checksum")
+    payloads = [r.take(r.varint("item length"), "item payload") for _ in range(n_payloads - 1)]
+    end = len(data) - _CHECK_BYTES
+    if end < r.pos:
+        raise CodecError("truncated stream: it ends inside the header or the check")
+    payloads.append(r.take(end - r.pos, "item payload"))
+    info["crc_at"] = end
     info["header_bytes"] = len(data) - sum(len(p) for p in payloads) - len(info["metadata"])
     return info, payloads
 
 
+def resolve_shape(info: dict, event_shape) -> tuple[int, ...]:
+    """The item shape of a parsed stream for a model of ``event_shape``."""
+    if info["shape"] is None:
+        return tuple(int(d) for d in event_shape)
+    if info["shape"] == "squeezed":
+        return _squeezed(event_shape)
+    return info["shape"]
+
+
 def check_crc(data: bytes, info: dict, items: np.ndarray) -> None:
-    """Raise :class:`CodecError` unless the stream's CRC matches its bytes and the decoded ``items``."""
-    crc = zlib.crc32(items.tobytes(), zlib.crc32(bytes(data[: info["crc_at"]])))
-    if crc.to_bytes(4, "little") != bytes(data[info["crc_at"] :]):
+    """Raise :class:`CodecError` unless the stream's check matches its bytes and the decoded ``items``."""
+    if _check(bytes(data[: info["crc_at"]]), items) != bytes(data[info["crc_at"] :]):
         raise CodecError("corrupted stream: checksum mismatch")
 
 
@@ -193,21 +252,6 @@ def _flat_int(values, what: str) -> np.ndarray:
         if not np.isfinite(out).all() or not (out == np.round(out)).all():
             raise ValueError(f"{what} must be integers")
     return out.astype(np.int64)
-
-
-def mixture_window(logits: Tensor, loc: Tensor, log_scale: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, probs)`` of a discretized logistic mixture: per element the first integer of its window
-    :math:`[c - R, c + R]` around the rounded mixture mean :math:`c` and the ``(n, 2R + 2)`` table (the last
-    column is the mass outside the window, the escape)."""
-    M = logits.shape[-1]
-    logits, loc, log_scale = (p.reshape(-1, M) for p in (logits, loc, log_scale))
-    center = torch.round((torch.softmax(logits, -1) * loc).sum(-1)).clamp(-(2.0**40), 2.0**40)
-    low = center - RADIUS
-    edges = low[:, None] + torch.arange(2 * RADIUS + 2, dtype=loc.dtype)[None, :]
-    cdf = discretized_logistic_cdf(edges, logits[:, None, :], loc[:, None, :], log_scale[:, None, :])
-    probs = torch.diff(cdf, dim=1).clamp_min(0.0)
-    escape = (1.0 - (cdf[:, -1] - cdf[:, 0])).clamp_min(0.0)
-    return low.numpy().astype(np.int64), torch.cat([probs, escape[:, None]], 1).numpy()
 
 
 def gaussian_window(
@@ -324,12 +368,13 @@ class SymbolCoder:
 
     # ---------------------------------------------------------------------- distributions
     def push_logistic_mixture(self, values, logits: Tensor, loc: Tensor, log_scale: Tensor) -> None:
-        """Push integers under discretized logistic mixtures (parameters ``(..., M)`` per element)."""
-        self.push_windowed(values, *mixture_window(logits, loc, log_scale))
+        """Push integers under discretized logistic mixtures (parameters ``(..., M)`` per element), with
+        the tables of :func:`~pushforward.distributions.discretized.mixture_tables`."""
+        self.push_windowed(values, *mixture_tables(logits, loc, log_scale))
 
     def pop_logistic_mixture(self, logits: Tensor, loc: Tensor, log_scale: Tensor) -> np.ndarray:
         """Pop integers pushed by :meth:`push_logistic_mixture` with the same parameters."""
-        return self.pop_windowed(*mixture_window(logits, loc, log_scale))
+        return self.pop_windowed(*mixture_tables(logits, loc, log_scale))
 
     def push_gaussian(self, values, loc, scale, step: float, *, escape: bool = True) -> None:
         r"""Push grid indices :math:`n` (points :math:`n\delta`) under :math:`\mathcal N(\mu_i, \sigma_i^2)`

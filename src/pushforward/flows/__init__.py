@@ -10,7 +10,14 @@ from .autoregressive import BNAF, IAF, MAF, NAF, NSF
 from .continuous import FFJORD, AugmentedFlow, continuous_regularization
 from .core import Flow
 from .coupling import NICE, RealNVP, coupling_masks
-from .discrete import IDF, CategoricalFlow, DiscreteFlow, FactorOutPrior, IntegerDiscreteFlow
+from .discrete import (
+    IDF,
+    AutoregressiveIDF,
+    CategoricalFlow,
+    DiscreteFlow,
+    FactorOutPrior,
+    IntegerDiscreteFlow,
+)
 from .graphical import GraphicalFlow, plot_adjacency
 from .image import Glow, RealNVPImage, ScaleNormal
 from .mixture import Ensemble, MixtureFlow, mixture_log_prob
@@ -38,7 +45,11 @@ PRESETS: dict[str, type[Preset]] = {
 
 #: Discrete presets (integer and categorical data), kept apart from PRESETS because
 #: the continuous tooling (``pushforward fit``, the estimators) trains PRESETS on real-valued data.
-DISCRETE_PRESETS: dict[str, type[Preset]] = {"idf": IDF, "discrete": DiscreteFlow}
+DISCRETE_PRESETS: dict[str, type[Preset]] = {
+    "idf": IDF,
+    "ar-idf": AutoregressiveIDF,
+    "discrete": DiscreteFlow,
+}
 
 __all__ = [
     "BNAF",
@@ -52,6 +63,7 @@ __all__ = [
     "NSF",
     "PRESETS",
     "AugmentedFlow",
+    "AutoregressiveIDF",
     "CategoricalFlow",
     "DiscreteFlow",
     "Ensemble",
