@@ -126,7 +126,7 @@ for i in range(5):
 
 # %%
 # Train a codec on a folder and compress the folder
-# ------------------------------------------------
+# --------------------------------------------------
 # ``pushforward fit-codec`` trains a codec model on a folder of images (PNG/PGM or integer ``.npy``, one
 # shape), with the training options of ``pushforward fit`` (``--steps``, ``--lr``, ...); ``compress`` takes
 # folders too (their image files, sorted; names kept) and ``decompress`` writes every file back.
