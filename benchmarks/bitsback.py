@@ -147,7 +147,11 @@ def main() -> None:
     )
     ev.add_argument("--samples", type=int, default=4, help="dequantization draws for the model's bits/dim")
     for q in (tr, ev):
-        q.add_argument("--data", default="../shared/data/mnist", help="directory of the MNIST IDX files")
+        q.add_argument(
+            "--data",
+            default=str(ROOT.parent / "shared" / "data" / "mnist"),
+            help="directory of the MNIST IDX files",
+        )
         q.add_argument("--model", default=str(OUT / "bitsback_glow_mnist.safetensors"))
     args = p.parse_args()
     train(args) if args.cmd == "train" else evaluate(args)

@@ -265,7 +265,11 @@ def main() -> None:
         "--limit", type=int, default=0, help="evaluate on the first N of the 1,000 images (0 = all)"
     )
     for q in (tr, ev):
-        q.add_argument("--data", default="../shared/data/mnist", help="directory of the MNIST IDX files")
+        q.add_argument(
+            "--data",
+            default=str(ROOT.parent / "shared" / "data" / "mnist"),
+            help="directory of the MNIST IDX files",
+        )
         q.add_argument("--model", default=str(OUT / "ar_idf_mnist.safetensors"))
     args = p.parse_args()
     train(args) if args.cmd == "train" else evaluate(args)
