@@ -53,6 +53,21 @@ def pick_component(draws: Tensor, probs: Tensor, event_dims: int) -> Tensor:
     return draws.gather(0, index).squeeze(0)
 
 
+def check_flows(flows: Sequence[Flow], name: str, empty: str) -> list[Flow]:
+    """``flows`` as a list: ``ValueError(empty)`` when there are none, ``TypeError`` for a non-Flow,
+    ``ValueError`` when they differ in event shape or context features (``name`` names them in messages)."""
+    flows = list(flows)
+    if not flows:
+        raise ValueError(empty)
+    for f in flows:
+        if not isinstance(f, Flow):
+            raise TypeError(f"{name} must be Flows, got {type(f).__name__}")
+    for f in flows[1:]:
+        if f.event_shape != flows[0].event_shape or f.context_features != flows[0].context_features:
+            raise ValueError(f"all {name} must share the event shape and the context features")
+    return flows
+
+
 class MixtureFlow(nn.Module):
     r"""A mixture of :math:`K` flows on the same event shape (see the module documentation).
 
@@ -76,16 +91,8 @@ class MixtureFlow(nn.Module):
         self, components: Sequence[Flow], *, weights: Sequence[float] | Tensor | None = None
     ) -> None:
         super().__init__()
-        components = list(components)
-        if len(components) < 1:
-            raise ValueError("a mixture needs at least one component")
-        for c in components:
-            if not isinstance(c, Flow):
-                raise TypeError(f"components must be Flows, got {type(c).__name__}")
+        components = check_flows(components, "components", "a mixture needs at least one component")
         first = components[0]
-        for c in components[1:]:
-            if c.event_shape != first.event_shape or c.context_features != first.context_features:
-                raise ValueError("all components must share the event shape and the context features")
         self.components = nn.ModuleList(components)
         k = len(components)
         if weights is None:
@@ -192,16 +199,8 @@ class Ensemble(Registered, nn.Module):
 
     def __init__(self, members: Sequence[Flow]) -> None:
         super().__init__()
-        members = list(members)
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        for m in members:
-            if not isinstance(m, Flow):
-                raise TypeError(f"ensemble members must be Flows, got {type(m).__name__}")
+        members = check_flows(members, "ensemble members", "an ensemble needs at least one member")
         first = members[0]
-        for m in members[1:]:
-            if m.event_shape != first.event_shape or m.context_features != first.context_features:
-                raise ValueError("all ensemble members must share the event shape and the context features")
         self.members = nn.ModuleList(members)
         self.event_shape: tuple[int, ...] = first.event_shape
         self.context_features: int = first.context_features
