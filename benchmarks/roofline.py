@@ -18,6 +18,9 @@ reported as
 * **fraction of peak**: that figure over the peak at the same thread count;
 * for ours, **actual GFLOP/s**: the multiply-adds our kernels really perform (the block-triangular MADE
   layers skip their zero blocks, see ``pushforward.nets.masked_blocks``), same time; train and log_prob only;
+* for ours, also the **engine step**: the training step our engine takes (its default optimizer, fused Adam
+  where the build has it, and its guarded step with the default clipping at norm 5), against the peers'
+  plain Adam step (what their documentation's loops do);
 * **ours / best peer** per measure, and the **2-thread scaling** (throughput at the largest thread count
   over 1 thread) per library.
 
@@ -31,6 +34,7 @@ Usage (peers come with the ``bench`` extra)::
     .venv/bin/python benchmarks/roofline.py --quick                   # ~2 minutes on a quiet 2-core CPU
     .venv/bin/python benchmarks/roofline.py --threads 1 2 --json out.json
     .venv/bin/python benchmarks/roofline.py --device cuda             # the card's peak and the same table
+    .venv/bin/python benchmarks/roofline.py --breakdown --threads 1 2  # a step's time by kind, 1 vs 2 threads
 """
 
 from __future__ import annotations
@@ -131,7 +135,9 @@ def run_block(args: argparse.Namespace, threads: int, D: int, out: dict) -> dict
             except Exception as e:  # a peer that cannot build is reported, not fatal
                 print(f"  {fam.name}/{lib}: skipped ({type(e).__name__}: {e})")
         models["ours"].backend = "torch"
-        res = speed.measure(models, args.batch, D, args.repeats, args.sample_repeats, device=args.device)
+        res = speed.measure(
+            models, args.batch, D, args.repeats, args.sample_repeats, device=args.device, engine_step=True
+        )
         fwd = sum(2 * args.batch * i * o for i, o in fam.layers)
         act = 2 * actual_macs(models["ours"].module, args.batch, args.device)
         rows = {}
@@ -145,8 +151,14 @@ def run_block(args: argparse.Namespace, threads: int, D: int, out: dict) -> dict
         rows["ours"]["gflops_actual"] = {
             m: (3 if m == "train" else 1) * act / res["ours"][m] / 1e9 for m in ("train", "logp")
         }
+        eng = res["ours"].get("engine")
+        if eng:  # our training engine's own step: fused Adam + guarded, clipped step
+            rows["ours"]["gflops_dense_eq"]["engine"] = 3 * fwd / eng / 1e9
+            rows["ours"]["fraction_of_peak"]["engine"] = 3 * fwd / eng / 1e9 / peak
         peers = [k for k in res if k != "ours"]
         ratio = {m: min(res[p][m] for p in peers) / res["ours"][m] for m in MEASURES} if peers else {}
+        if peers and eng:
+            ratio["engine_vs_peer_train"] = min(res[p]["train"] for p in peers) / eng
         block["families"][fam.name] = {
             "dense_gflop_per_forward": fwd / 1e9,
             "actual_gflop_per_forward_ours": act / 1e9,
@@ -171,10 +183,17 @@ def run_block(args: argparse.Namespace, threads: int, D: int, out: dict) -> dict
                 f"{lib:<8}{1e3 * row['seconds']['train']:>9.1f}{g['train']:>11.1f}{100 * f['train']:>5.0f}%"
                 f"{g['logp']:>10.1f}{100 * f['logp']:>5.0f}%{g['samp']:>10.1f}{100 * f['samp']:>5.0f}%{tail}"
             )
+        if eng:
+            g = rows["ours"]["gflops_dense_eq"]["engine"]
+            print(
+                f"{'ours, engine step':<18}{1e3 * eng:>9.1f} ms {g:>6.1f} GF/s "
+                f"{100 * rows['ours']['fraction_of_peak']['engine']:.0f}% of peak"
+            )
         if ratio:
             print(
                 "ours / best peer: "
                 + ", ".join(f"{m} {ratio[m]:.2f}x" for m in MEASURES)
+                + (f", engine step {ratio['engine_vs_peer_train']:.2f}x" if eng else "")
                 + f"  (load average now {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
@@ -247,6 +266,101 @@ def thread_scaling(args: argparse.Namespace) -> dict:
     return out
 
 
+#: Profiler keys counted as products (the conditioners' FLOPs) in :func:`breakdown`.
+MATMUL_OPS = frozenset(
+    {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul"}
+)
+
+
+def _categories(prof, steps: int) -> dict[str, float]:
+    """Seconds per step by kind, from a profile's self times (the calling thread's view: an op's time
+    includes its own intra-op threads): products, the optimizer's kernels, other ATen ops (elementwise,
+    reductions, copies, indexing) and the rest (Python, autograd nodes, dispatch)."""
+    cat = dict.fromkeys(("matmul", "optimizer", "other_aten", "python_autograd"), 0.0)
+    for e in prof.key_averages():
+        if e.key in MATMUL_OPS:
+            k = "matmul"
+        elif "adam" in e.key.lower():
+            k = "optimizer"
+        elif e.key.startswith("aten::"):
+            k = "other_aten"
+        else:
+            k = "python_autograd"
+        cat[k] += e.self_cpu_time_total / 1e6 / steps
+    return cat
+
+
+def breakdown(args: argparse.Namespace) -> dict:
+    """Where a training step's time goes, by kind (:func:`_categories`), at 1 and ``max(--threads)`` threads,
+    for every family and library (``torch.optim.Adam`` defaults, as in the roofline table), with the two thread
+    counts interleaved round by round. Explains the 2-thread scaling by Amdahl's law: only the products
+    parallelise well, so a library that does fewer products (ours: block-triangular MADE layers) has a larger
+    serial share and scales less, though it is faster at both counts. Profiled times run above plain ones."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    n = max(args.threads)
+    counts = (1, n) if n > 1 else (1,)
+    fams = speed._families(args.features, args, small=False)
+    x = torch.randn(args.batch, args.features)
+    out: dict = {"threads": list(counts), "load_start": os.getloadavg(), "rows": []}
+    for name in args.families:
+        fam = fams[name]()
+        for lib in LIBS:
+            try:
+                m = fam.builders[lib]()
+            except Exception as e:  # a peer that cannot build is reported, not fatal
+                print(f"  {fam.name}/{lib}: skipped ({type(e).__name__}: {e})")
+                continue
+            opt = torch.optim.Adam(m.module.parameters(), lr=1e-4)
+
+            def step(m=m, opt=opt) -> None:
+                with speed._backend(m):
+                    opt.zero_grad(set_to_none=True)
+                    (-(m.train_loss or m.log_prob)(x).mean()).backward()
+                    opt.step()
+
+            per = {
+                t: dict.fromkeys(("matmul", "optimizer", "other_aten", "python_autograd"), 0.0)
+                for t in counts
+            }
+            for t in counts:
+                torch.set_num_threads(t)
+                step()
+                step()
+            for r in range(args.repeats):
+                for t in counts if r % 2 == 0 else counts[::-1]:
+                    torch.set_num_threads(t)
+                    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                        for _ in range(3):
+                            step()
+                    for k, v in _categories(prof, 3).items():
+                        per[t][k] += v / args.repeats
+            torch.set_num_threads(1)
+            row = {"family": fam.name, "lib": lib, "seconds": {str(t): per[t] for t in counts}}
+            one = per[1]
+            tot1 = sum(one.values())
+            line = f"{fam.name:<14}{lib:<8}{1e3 * tot1:>8.1f}" + "".join(
+                f"{100 * one[k] / tot1:>7.0f}%"
+                for k in ("matmul", "other_aten", "python_autograd", "optimizer")
+            )
+            if n > 1:
+                many = per[n]
+                totn = sum(many.values())
+                mm_s = one["matmul"] / many["matmul"]
+                rest_s = (tot1 - one["matmul"]) / (totn - many["matmul"])
+                # Amdahl: products scaled perfectly by n, the rest as measured / not at all
+                ceil_meas = tot1 / (one["matmul"] / n + (tot1 - one["matmul"]) / rest_s)
+                row.update(scaling=tot1 / totn, matmul_scaling=mm_s, rest_scaling=rest_s, ceiling=ceil_meas)
+                line += (
+                    f"{1e3 * totn:>9.1f}{tot1 / totn:>8.2f}x{mm_s:>8.2f}x{rest_s:>8.2f}x{ceil_meas:>9.2f}x"
+                )
+            out["rows"].append(row)
+            print(line, flush=True)
+    out["load_end"] = os.getloadavg()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="+", default=["maf", "nsf-ar", "nsf-c", "realnvp"])
@@ -275,6 +389,12 @@ def main() -> None:
         "--scaling",
         action="store_true",
         help="only the thread scaling (1 vs max --threads), with the thread counts interleaved round by round",
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only where a training step's time goes (products, other ATen ops, Python/autograd, optimizer) at "
+        "1 and max --threads threads, from torch.profiler; explains the thread scaling",
     )
     args = ap.parse_args()
 
@@ -310,6 +430,18 @@ def main() -> None:
         f"2x{args.hidden_maf}, NSF 2x{args.hidden_nsf} with {args.bins} bins; repeats {args.repeats}; "
         f"{'process CPU time' if args.cpu_time else 'wall-clock time'}"
     )
+    if args.breakdown:
+        n = max(args.threads)
+        print(
+            f"\ntraining step by kind, profiled ({args.repeats} rounds x 3 steps per thread count, interleaved)\n"
+            f"{'family':<14}{'library':<8}{'1-thr ms':>8}{'matmul':>8}{'other':>8}{'py/ag':>8}{'optim':>8}"
+            + (f"{f'{n}-thr ms':>9}{'scaling':>9}{'matmul':>9}{'rest':>8}{'ceiling':>10}" if n > 1 else "")
+        )
+        result = breakdown(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return
     if args.scaling:
         result = thread_scaling(args)
         if args.json:

@@ -361,11 +361,30 @@ def measure(
     sample_repeats: int,
     seed: int = 0,
     device: str = "cpu",
+    engine_step: bool = False,
 ) -> dict[str, dict[str, float]]:
+    """Median times of a training step (``torch.optim.Adam`` defaults for every library), ``log_prob`` and
+    sampling, libraries interleaved. ``engine_step=True`` also times, for ``"ours"`` only, the step our
+    training engine takes (``"engine"``: its default optimizer, fused Adam where the build has it, and its
+    guarded step with the default gradient clipping, ``pushforward.train.skip_nonfinite_step``)."""
+    from pushforward.train import TrainConfig, skip_nonfinite_step
+    from pushforward.train.engine import default_optimizer
+
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, D, generator=g).to(device)
     opts = {k: torch.optim.Adam(m.module.parameters(), lr=1e-4) for k, m in models.items()}
     times: dict[str, dict[str, list[float]]] = {k: {"train": [], "logp": [], "samp": []} for k in models}
+    engine = engine_step and "ours" in models
+    if engine:
+        eng_params = list(models["ours"].module.parameters())
+        eng_opt = default_optimizer(eng_params, 1e-4, 0.0)
+        clip = TrainConfig().clip_grad
+        times["ours"]["engine"] = []
+
+    def engine_train() -> None:
+        m = models["ours"]
+        with _backend(m):
+            skip_nonfinite_step(-(m.train_loss or m.log_prob)(x).mean(), eng_params, eng_opt, clip)
 
     def train(k: str) -> None:
         m, opt = models[k], opts[k]
@@ -389,9 +408,13 @@ def measure(
         train(k)
         logp(k)
         samp(k)
+    if engine:
+        engine_train()
     for r in range(repeats):
         for k in models:
             times[k]["train"].append(_median_time(lambda k=k: train(k)))
+            if engine and k == "ours":
+                times[k]["engine"].append(_median_time(engine_train))
             times[k]["logp"].append(_median_time(lambda k=k: logp(k)))
             if r < sample_repeats:
                 times[k]["samp"].append(_median_time(lambda k=k: samp(k)))

@@ -8,6 +8,7 @@ import torch
 
 from pushforward.flows import MAF, NSF, RealNVP
 from pushforward.nets import MADE, fast_linear, masked_blocks
+from pushforward.nets.masked_blocks import LayerPlan
 
 
 def _perturbed(flow, dtype=torch.float32, seed=0):
@@ -121,12 +122,46 @@ def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
         torch.testing.assert_close(a, b, **tol)
 
 
-def test_thin_layers_stay_one_product():
+@pytest.fixture
+def threads():
+    """Set torch's intra-op thread count inside a test; restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_thin_layers_stay_one_product(threads):
     """Fewer than 2 * BLOCK_ROWS rows: no row ranges (one dense masked product), more: ranges that skip work."""
+    threads(1)
     made = MADE(43, 2, (512, 512))  # output layer: 86 rows
     assert made.output.plan.chunks == []
     assert len(made.layers[1].plan.chunks) == 8 and made.layers[1].plan.skipped > 0
     assert len(MADE(43, 3, (512, 512)).output.plan.chunks) == 2  # 129 rows
+
+
+def test_ranges_thicken_with_threads(threads):
+    """At T threads a range has at least BLOCK_ROWS * T rows; from 8 threads a 512-row layer is dense. The plan
+    follows the thread count set after construction, and the values do not depend on it."""
+    made = _perturbed(MADE(43, 2, (512, 512), zero_init=False), torch.float64)
+    x = torch.randn(512, 43, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    for t, n in ((1, 8), (2, 4), (4, 2), (8, 0)):
+        threads(t)
+        plan = made.layers[1].plan
+        assert len(plan.chunks) == n
+        assert all(r1 - r0 >= masked_blocks.BLOCK_ROWS * t for r0, r1, _ in plan.chunks)
+        seen[t] = made(x)
+    for t in (2, 4, 8):
+        torch.testing.assert_close(seen[t], seen[1], rtol=1e-12, atol=1e-12)
+
+
+def test_loaded_mask_replans(threads):
+    """A state dict with another mask rebuilds the plans (the loaded mask, not the constructed one, is used)."""
+    threads(1)
+    a, b = MADE(43, 2, (512, 512), order="natural"), MADE(43, 2, (512, 512), order="random", seed=3)
+    before = a.layers[0].plan.chunks
+    a.load_state_dict(b.state_dict())
+    assert a.layers[0].plan.chunks == LayerPlan(b.layers[0].mask, 64).chunks != before
 
 
 def test_small_layers_stay_dense(monkeypatch):

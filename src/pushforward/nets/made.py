@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..registry import Registered
 from .fast_linear import linear as _linear
-from .masked_blocks import LayerPlan, masked_linear
+from .masked_blocks import LayerPlan, masked_linear, rows_per_range
 from .mlp import activation as make_activation
 
 __all__ = ["MADE", "MaskedLinear", "made_degrees"]
@@ -53,12 +53,22 @@ class MaskedLinear(nn.Linear):
         #: Evaluate block by block (:func:`~pushforward.nets.masked_blocks.masked_linear`: skips the all-zero
         #: blocks when that saves enough work; equal up to summation order); ``False``: one dense product.
         self.block_sparse = True
-        self.plan = LayerPlan(self.mask)
+        self._plans: dict[int, LayerPlan] = {}  # by rows per range, i.e. by thread count
         self.register_load_state_dict_post_hook(MaskedLinear._replan)
+
+    @property
+    def plan(self) -> LayerPlan:
+        """The block plan at the current intra-op thread count (:func:`~pushforward.nets.masked_blocks.
+        rows_per_range`), built once per count."""
+        rows = rows_per_range()
+        plan = self._plans.get(rows)
+        if plan is None:
+            plan = self._plans[rows] = LayerPlan(self.mask, rows)
+        return plan
 
     @staticmethod
     def _replan(module: MaskedLinear, incompatible_keys: object) -> None:
-        module.plan = LayerPlan(module.mask)  # a loaded mask may differ from the constructed one
+        module._plans.clear()  # a loaded mask may differ from the constructed one
 
     def forward(self, x: Tensor) -> Tensor:
         if self.block_sparse and not torch.compiler.is_compiling():  # eager only: compile traces the dense op

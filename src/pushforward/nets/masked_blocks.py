@@ -24,7 +24,14 @@ from torch import Tensor
 from . import fast_linear
 from .fast_linear import mm_nt
 
-__all__ = ["BLOCK_MIN_SKIPPED_MACS", "BLOCK_ROWS", "LayerPlan", "masked_linear", "row_chunks"]
+__all__ = [
+    "BLOCK_MIN_SKIPPED_MACS",
+    "BLOCK_ROWS",
+    "LayerPlan",
+    "masked_linear",
+    "row_chunks",
+    "rows_per_range",
+]
 
 
 def row_chunks(mask: Tensor, chunks: int) -> list[tuple[int, int, int]]:
@@ -128,23 +135,40 @@ class _BlockTriangularLinearOneDNN(torch.autograd.Function):
 #: product is cheaper on any hardware). A count of work, not a timing: the same on every machine.
 BLOCK_MIN_SKIPPED_MACS: int = 1 << 21
 
-#: Rows per range of the block-triangular split (at most 8 ranges per layer); a layer of fewer than
-#: ``2 * BLOCK_ROWS`` rows stays one dense product: split in two, its ranges make products too thin to pay (a MAF
-#: output layer of 86 rows, 1 thread: log_prob 4-5 % faster as one product, training step equal, on AVX2 and on
-#: ATen's scalar build; issue 31, ``benchmarks/ab_kernels.py``).
+#: Rows per range of the block-triangular split **per intra-op thread** (at most 8 ranges per layer): at ``T``
+#: threads a range has at least ``BLOCK_ROWS * T`` rows (:func:`rows_per_range`), so each thread's share of a
+#: range's product stays as thick as at one thread; a layer of fewer than two ranges' rows stays one dense
+#: product (a MAF output layer of 86 rows, 1 thread: log_prob 4-5 % faster as one product, training step equal,
+#: on AVX2 and on ATen's scalar build). At 2 threads, ranges of 128 rows ran 3-10 % faster than ranges of 64
+#: and 0-4 % faster than dense layers (MAF and NSF-AR, AVX2; issue 31, ``benchmarks/ab_kernels.py``); from
+#: 8 threads a 512-row layer is one dense product, as in plain PyTorch.
 BLOCK_ROWS: int = 64
 
 
+def rows_per_range(threads: int | None = None) -> int:
+    """The fewest rows a range of the block-triangular split has at ``threads`` intra-op threads (default: the
+    current ``torch.get_num_threads()``): :data:`BLOCK_ROWS` per thread.
+
+    Example:
+        >>> rows_per_range(1), rows_per_range(2)
+        (64, 128)
+    """
+    t = torch.get_num_threads() if threads is None else int(threads)
+    return BLOCK_ROWS * max(1, t)
+
+
 class LayerPlan:
-    """How to evaluate one masked layer: its row ranges, the multiply-adds per sample they skip, and
-    whether the mask is all ones (then the product is a plain ``F.linear``, no masking at all)."""
+    """How to evaluate one masked layer: its row ranges (of at least ``rows`` rows, default
+    :func:`rows_per_range` at the current thread count), the multiply-adds per sample they skip, and whether
+    the mask is all ones (then the product is a plain ``F.linear``, no masking at all)."""
 
     __slots__ = ("all_ones", "chunks", "skipped")
 
-    def __init__(self, mask: Tensor) -> None:
+    def __init__(self, mask: Tensor, rows: int | None = None) -> None:
+        min_rows = rows_per_range() if rows is None else int(rows)
         rows, cols = mask.shape
         self.all_ones = bool(mask.all())
-        n = min(8, rows // BLOCK_ROWS)  # floor: a layer of fewer than 2 * BLOCK_ROWS rows stays one product
+        n = min(8, rows // min_rows)  # floor: a layer of fewer than 2 * min_rows rows stays one product
         chunks = row_chunks(mask, n) if n > 1 and not self.all_ones else []
         skipped = sum((r1 - r0) * (cols - m) for r0, r1, m in chunks)
         # worth it only when some range skips a sizeable part of the columns
