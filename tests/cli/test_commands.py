@@ -28,7 +28,17 @@ def test_every_subcommand_is_a_module_with_add_parser_and_run():
     for module in COMMANDS:
         assert callable(module.add_parser) and callable(module.run), module.__name__
         names.add(module.NAME)
-    assert names == {"demo", "fit", "sample", "score", "report", "presets", "compress", "decompress", "fit-codec"}
+    assert names == {
+        "demo",
+        "fit",
+        "sample",
+        "score",
+        "report",
+        "presets",
+        "compress",
+        "decompress",
+        "fit-codec",
+    }
 
 
 def test_the_dispatcher_runs_the_modules_it_is_given(capsys):

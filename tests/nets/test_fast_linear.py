@@ -95,10 +95,19 @@ def test_backend_names_checked(monkeypatch):
     assert fast_linear.backend() == "torch"
 
 
+@pytest.fixture
+def threads():
+    """Set torch's intra-op thread count inside a test; restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("residual", [False, True])
-def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
+def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch, threads):
     """At benchmark sizes the MADE splits its layers into row blocks, with the dense layers' values/grads."""
+    threads(1)
     # 3 parameters per feature: a 129-row output layer, split in two ranges like the hidden layers
     made = _perturbed(MADE(43, 3, (512, 512), residual=residual, zero_init=False), dtype)
     x = torch.randn(512, 43, dtype=dtype, generator=torch.Generator().manual_seed(0), requires_grad=True)
@@ -120,14 +129,6 @@ def test_block_triangular_layers_used_and_equal(dtype, residual, monkeypatch):
     torch.testing.assert_close(outs[1][0], outs[0][0], **tol)
     for a, b in zip(outs[1][1], outs[0][1]):
         torch.testing.assert_close(a, b, **tol)
-
-
-@pytest.fixture
-def threads():
-    """Set torch's intra-op thread count inside a test; restored afterwards."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
 
 
 def test_thin_layers_stay_one_product(threads):
@@ -169,3 +170,34 @@ def test_small_layers_stay_dense(monkeypatch):
     monkeypatch.setattr(masked_blocks._BlockTriangularLinear, "apply", None)  # would fail if called
     made = MADE(2, 2, (128, 128), zero_init=False)
     made(torch.randn(512, 2)).sum().backward()
+
+
+@pytest.mark.slow
+def test_compiled_made_keeps_the_blocks(monkeypatch, threads):
+    """Under torch.compile the masked layers are still evaluated block by block (the traced form, whose
+    backward the compiler derives) and agree with the eager block layers in values and gradients."""
+    threads(1)
+    monkeypatch.setattr(masked_blocks, "BLOCK_MIN_SKIPPED_MACS", 0)  # small shapes: force the block path
+    monkeypatch.setattr(masked_blocks, "BLOCK_ROWS", 8)
+    made = _perturbed(MADE(6, 2, (32, 32), zero_init=False))
+    assert made.layers[1].plan.chunks
+    traced = []
+    real = masked_blocks._traced_blocks
+
+    def spy(*args):
+        traced.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(masked_blocks, "_traced_blocks", spy)
+    torch.compiler.reset()
+    compiled = torch.compile(made, dynamic=False)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    outs = []
+    for fn in (made, compiled):
+        y = fn(x)
+        outs.append((y, torch.autograd.grad(y.sin().sum(), [x, *made.parameters()])))
+    torch.compiler.reset()
+    assert len(traced) >= 2  # both hidden layers traced block by block
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -53,7 +53,8 @@ class MaskedLinear(nn.Linear):
         #: Evaluate block by block (:func:`~pushforward.nets.masked_blocks.masked_linear`: skips the all-zero
         #: blocks when that saves enough work; equal up to summation order); ``False``: one dense product.
         self.block_sparse = True
-        self._plans: dict[int, LayerPlan] = {}  # by rows per range, i.e. by thread count
+        self._rows = rows_per_range()  # rows per range of the plan torch.compile traces (set by eager calls)
+        self._plans = {self._rows: LayerPlan(self.mask, self._rows)}  # by rows per range, i.e. thread count
         self.register_load_state_dict_post_hook(MaskedLinear._replan)
 
     @property
@@ -64,16 +65,22 @@ class MaskedLinear(nn.Linear):
         plan = self._plans.get(rows)
         if plan is None:
             plan = self._plans[rows] = LayerPlan(self.mask, rows)
+        self._rows = rows
         return plan
 
     @staticmethod
     def _replan(module: MaskedLinear, incompatible_keys: object) -> None:
-        module._plans.clear()  # a loaded mask may differ from the constructed one
+        # a loaded mask may differ from the constructed one
+        module._plans = {module._rows: LayerPlan(module.mask, module._rows)}
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.block_sparse and not torch.compiler.is_compiling():  # eager only: compile traces the dense op
-            return masked_linear(x, self.weight, self.bias, self.mask, self.plan)
-        return _linear(x, self.weight * self.mask, self.bias)  # F.linear unless the oneDNN backend is chosen
+        if not self.block_sparse:
+            return _linear(
+                x, self.weight * self.mask, self.bias
+            )  # F.linear unless the oneDNN backend is chosen
+        if torch.compiler.is_compiling():  # the compiler cannot ask for the thread count: the last eager plan
+            return masked_linear(x, self.weight, self.bias, self.mask, self._plans[self._rows], traced=True)
+        return masked_linear(x, self.weight, self.bias, self.mask, self.plan)
 
 
 def made_degrees(features: int, order: str | Sequence[int] | Tensor = "natural", seed: int = 0) -> Tensor:

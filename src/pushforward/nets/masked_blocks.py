@@ -176,11 +176,21 @@ class LayerPlan:
         self.skipped = skipped if self.chunks else 0
 
 
-def masked_linear(h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, plan: LayerPlan) -> Tensor:
+def _traced_blocks(h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, chunks: list) -> Tensor:
+    # the block evaluation in plain differentiable ops, for torch.compile, which derives (and fuses) a backward
+    # that skips the same zero blocks: one product per row range, concatenated
+    wm = weight * mask
+    return torch.cat([torch.addmm(bias[r0:r1], h[:, :m], wm[r0:r1, :m].t()) for r0, r1, m in chunks], dim=1)
+
+
+def masked_linear(
+    h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, plan: LayerPlan, traced: bool = False
+) -> Tensor:
     """``h (W ⊙ M)ᵀ + b`` (``plan = LayerPlan(mask)``), skipping the all-zero blocks of the masked weight
     when that saves enough work (:data:`BLOCK_MIN_SKIPPED_MACS`; CPU only) and the masking itself when the
     mask is all ones; exact up to floating-point summation order. Public PyTorch ops unless the ``"onednn"``
-    backend is selected (:mod:`pushforward.nets.fast_linear`)."""
+    backend is selected (:mod:`pushforward.nets.fast_linear`). ``traced=True`` (under ``torch.compile``)
+    writes the block evaluation with plain differentiable ops instead of a hand-written backward."""
     if plan.all_ones:
         return fast_linear.linear(h, weight, bias)
     if (
@@ -190,6 +200,8 @@ def masked_linear(h: Tensor, weight: Tensor, bias: Tensor, mask: Tensor, plan: L
         or h.shape[0] * plan.skipped < BLOCK_MIN_SKIPPED_MACS
     ):
         return fast_linear.linear(h, weight * mask, bias)
-    if h.dtype == torch.float32 and h.device.type == "cpu" and fast_linear.onednn_active():
+    if traced:
+        return _traced_blocks(h, weight, bias, mask, plan.chunks)
+    if h.dtype == torch.float32 and fast_linear.onednn_active():
         return _BlockTriangularLinearOneDNN.apply(h, weight, bias, mask, plan.chunks)
     return _BlockTriangularLinear.apply(h, weight, bias, mask, plan.chunks)

@@ -45,8 +45,10 @@ COMPILE_CHOICES = ("auto", True, False)
 #: AVX2 Zen 3, 1 thread, load average 3-12 on 2 cores): per model path, **half** the smallest fraction of the
 #: eager step that compiling saved over the two sizes measured (D=43 and D=2; at that load the savings are
 #: noisy, hence the half). Only paths whose compiled step was faster at every size are listed: MAF is not
-#: (its compiled step was 5.6 % slower at D=43, where the eager block-triangular layers skip work that the
-#: traced dense layers do), nor is anything unmeasured; "auto" keeps those eager.
+#: (at D=43 its compiled step, with the block-triangular layers traced block by block, saved 0.5-0.8 % in two
+#: quiet runs: not beyond noise; with the layers traced dense it was 5.6-9.3 % slower), nor is anything
+#: unmeasured; "auto" keeps those eager. NSF-AR's saving was re-measured with the traced block layers at low
+#: load: 19.4-19.5 % (12.6 % traced dense), ``compile_breakeven_traced_blocks_s4*``.
 MEASURED_GAIN: dict[str, float] = {
     "NSF-autoregressive": 0.5 * 0.189,
     "NSF-coupling": 0.5 * 0.283,
