@@ -99,6 +99,23 @@ def test_gradients_flow_and_match_naive():
     assert any(g.abs().sum() > 0 for g in fast[2:])
 
 
+@pytest.mark.parametrize("case", CASES[4:], ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+def test_buffered_and_recorded_inverses_agree(case):
+    """Without autograd the units go into preallocated buffers, with it they are concatenated: same values."""
+    case = dict(case)
+    D, P, hidden = case.pop("D"), case.pop("P"), case.pop("hidden")
+    made = _random_made(D, P, hidden, **case)
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(16, D, generator=g, dtype=D64)
+    ctx = torch.randn(16, case["context"], generator=g, dtype=D64) if case.get("context") else None
+    recorded = made_one_pass_inverse(made, _invert, z, ctx)
+    assert recorded[0].requires_grad  # the parameters require gradients: the concatenating path ran
+    with torch.no_grad():
+        buffered = made_one_pass_inverse(made, _invert, z, ctx)
+    for a, b in zip(buffered, recorded):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)
+
+
 def test_gradcheck():
     made = _random_made(3, 2, (6,), context=1)
     z = torch.randn(2, 3, dtype=D64, requires_grad=True)

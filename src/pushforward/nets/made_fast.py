@@ -21,8 +21,10 @@ computes every hidden unit exactly **once**: the inverse costs the FLOPs of one 
 plus ``D`` small kernel launches per layer, instead of ``D`` full passes. Only nonzero weight blocks are ever
 multiplied, so the result equals the naive inverse up to floating-point summation order.
 
-The hidden units of each degree are appended to a growing tensor with :func:`torch.cat` (no in-place writes),
-so autograd differentiates through the fast inverse (``rsample`` of a MAF, the density of an IAF).
+The hidden units of each degree are appended to a growing tensor with :func:`torch.cat` (no in-place writes)
+when autograd records the inverse, so it is differentiable (``rsample`` of a MAF, the density of an IAF);
+without autograd (sampling under ``torch.no_grad``, or nothing requiring a gradient) they are written into one
+preallocated buffer per level instead, which saves the quadratic copying of the concatenations.
 
 Supported: plain and residual MADEs, any order, context inputs, no hidden layer. Anything else (a custom
 conditioner) makes :func:`supports_one_pass` return ``False`` and callers fall back to the naive inverse.
@@ -108,6 +110,31 @@ def _masked(layer: MaskedLinear) -> Tensor:
     return layer.weight * layer.mask
 
 
+class _Units:
+    """The units of one level computed so far (in degree order), appended block by block: concatenated when
+    autograd records (no in-place writes), else written into one preallocated ``(B, n)`` buffer."""
+
+    __slots__ = ("buf", "end", "grown")
+
+    def __init__(self, like: Tensor, n: int, record: bool) -> None:
+        self.buf = None if record else like.new_empty(like.shape[0], n)
+        self.grown = like.new_zeros(like.shape[0], 0)
+        self.end = 0
+
+    def append(self, block: Tensor) -> None:
+        end = self.end + block.shape[1]
+        if self.buf is None:
+            self.grown = torch.cat([self.grown, block], 1)
+        else:
+            self.buf[:, self.end : end].copy_(block)
+        self.end = end
+
+    @property
+    def values(self) -> Tensor:
+        """``(B, end)``: every unit appended so far."""
+        return self.grown if self.buf is None else self.buf[:, : self.end]
+
+
 def made_one_pass_inverse(
     made: MADE, invert: Invert, z: Tensor, context: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -155,18 +182,22 @@ def made_one_pass_inverse(
         w_out = w_out.index_select(1, order)
     b_out = made.output.bias
 
-    # growing tensors, one per level, holding the units of degree ≤ current step (cat only: autograd-safe)
-    empty = z.new_zeros(B, 0)
-    x_sorted = empty  # inputs in degree order
-    levels: list[Tensor] = [empty for _ in layers]  # h^(l)
-    res_in: list[Tensor] = [empty for _ in layers]  # act(h^(l-1)) feeding a residual block
-    res_mid: list[Tensor] = [empty for _ in layers]  # act(first(act(h^(l-1))))
+    # growing units, one per level: concatenated when autograd records, else written into buffers
+    record = torch.is_grad_enabled() and (
+        z.requires_grad
+        or (context is not None and context.requires_grad)
+        or any(p.requires_grad for p in made.parameters())
+    )
+    x_sorted = _Units(z, D, record)  # inputs in degree order
+    widths = [len(deg) for deg in made.hidden_degrees]
+    levels = [_Units(z, n, record) for n in widths]  # h^(l)
+    res_in = [_Units(z, n, record) for n in widths]  # act(h^(l-1)) feeding a residual block
+    res_mid = [_Units(z, n, record) for n in widths]  # act(first(act(h^(l-1))))
     hidden_ends = plan.hidden_ends
 
     def advance(j: int) -> None:
         """Compute the units of degree ``j`` of every hidden layer (inputs of degree ≤ j are known)."""
-        nonlocal x_sorted
-        prev, prev_end = x_sorted, plan.input_ends[j]
+        prev, prev_end = x_sorted.values, plan.input_ends[j]
         prev_start = plan.input_ends[j - 1] if j > 0 else 0
         for i, layer_is_res in enumerate(plan.residual):
             ends = hidden_ends[i]
@@ -174,25 +205,25 @@ def made_one_pass_inverse(
             if e > s:
                 if layer_is_res:
                     w1, b1, w2, b2 = weights[i]
-                    res_in[i] = torch.cat([res_in[i], act(prev[:, prev_start:prev_end])], 1)
-                    mid = act(torch.addmm(b1[s:e], res_in[i], w1[s:e, :e].t()))
-                    res_mid[i] = torch.cat([res_mid[i], mid], 1)
-                    block = prev[:, s:e] + torch.addmm(b2[s:e], res_mid[i], w2[s:e, :e].t())
+                    res_in[i].append(act(prev[:, prev_start:prev_end]))
+                    mid = act(torch.addmm(b1[s:e], res_in[i].values, w1[s:e, :e].t()))
+                    res_mid[i].append(mid)
+                    block = prev[:, s:e] + torch.addmm(b2[s:e], res_mid[i].values, w2[s:e, :e].t())
                 else:
                     w, b = weights[i]
                     pre = torch.addmm(b[s:e], prev[:, :prev_end], w[s:e, :prev_end].t())
                     if i == 0 and ctx is not None:
                         pre = pre + ctx[:, s:e]
                     block = act(pre)
-                levels[i] = torch.cat([levels[i], block], 1)
-            prev, prev_start, prev_end = levels[i], s, e
+                levels[i].append(block)
+            prev, prev_start, prev_end = levels[i].values, s, e
 
     advance(0)  # units of degree 0 (only when D = 1): they see no input
     xs: list[Tensor | None] = [None] * D
     logds: list[Tensor | None] = [None] * D
     for k in range(1, D + 1):
         d = plan.order[k - 1]
-        last = levels[-1] if layers else x_sorted
+        last = levels[-1].values if layers else x_sorted.values
         c = hidden_ends[-1][k - 1] if layers else k - 1
         rows = slice(d * P, (d + 1) * P)
         params = torch.addmm(b_out[rows], last[:, :c], w_out[rows, :c].t())
@@ -201,7 +232,7 @@ def made_one_pass_inverse(
         x_d, logd_d = invert(d, z[:, d], params)
         xs[d], logds[d] = x_d, logd_d
         if k < D:
-            x_sorted = torch.cat([x_sorted, x_d.unsqueeze(1)], 1)
+            x_sorted.append(x_d.unsqueeze(1))
             advance(k)
     return torch.stack(xs, 1), torch.stack(logds, 1)  # type: ignore[arg-type]
 
