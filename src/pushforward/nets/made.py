@@ -59,8 +59,8 @@ class MaskedLinear(nn.Linear):
 
     @property
     def plan(self) -> LayerPlan:
-        """The block plan at the current intra-op thread count (:func:`~pushforward.nets.masked_blocks.
-        rows_per_range`), built once per count."""
+        """The block plan at the current intra-op thread count, built once per count (see
+        :func:`~pushforward.nets.masked_blocks.rows_per_range`)."""
         rows = rows_per_range()
         plan = self._plans.get(rows)
         if plan is None:
