@@ -74,10 +74,8 @@ class MaskedLinear(nn.Linear):
         module._plans = {module._rows: LayerPlan(module.mask, module._rows)}
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.block_sparse:
-            return _linear(
-                x, self.weight * self.mask, self.bias
-            )  # F.linear unless the oneDNN backend is chosen
+        if not self.block_sparse:  # one dense product: F.linear unless the oneDNN backend is chosen
+            return _linear(x, self.weight * self.mask, self.bias)
         if torch.compiler.is_compiling():  # the compiler cannot ask for the thread count: the last eager plan
             return masked_linear(x, self.weight, self.bias, self.mask, self._plans[self._rows], traced=True)
         return masked_linear(x, self.weight, self.bias, self.mask, self.plan)
