@@ -201,16 +201,10 @@ def run_block(args: argparse.Namespace, threads: int, D: int, out: dict) -> dict
     return block
 
 
-def thread_scaling(args: argparse.Namespace) -> dict:
-    """Throughput at ``max(args.threads)`` threads over 1 thread with the thread counts **interleaved**:
-    every round times the matmul peak and, for every family and library, one training step and one
-    ``log_prob`` at 1 thread and at n threads (order 1, n then n, 1 on alternate rounds), so load changes
-    on a shared machine hit both counts alike. Reports the medians and their ratio, with the load average."""
-    n = max(args.threads)
-    counts = (1, n)
+def _peer_models(args: argparse.Namespace):
+    """``(family name, library, model, plain Adam)`` for every family of ``--families`` and every library,
+    built one at a time in that order; a peer that cannot build is reported and left out."""
     fams = speed._families(args.features, args, small=False)
-    x = torch.randn(args.batch, args.features)
-    models: dict = {}
     for name in args.families:
         fam = fams[name]()
         for lib in LIBS:
@@ -219,13 +213,21 @@ def thread_scaling(args: argparse.Namespace) -> dict:
             except Exception as e:  # a peer that cannot build is reported, not fatal
                 print(f"  {fam.name}/{lib}: skipped ({type(e).__name__}: {e})")
                 continue
-            opt = torch.optim.Adam(m.module.parameters(), lr=1e-4)
-            models[(fam.name, lib)] = (m, opt)
+            yield fam.name, lib, m, torch.optim.Adam(m.module.parameters(), lr=1e-4)
+
+
+def thread_scaling(args: argparse.Namespace) -> dict:
+    """Throughput at ``max(args.threads)`` threads over 1 thread with the thread counts **interleaved**:
+    every round times the matmul peak and, for every family and library, one training step and one
+    ``log_prob`` at 1 thread and at n threads (order 1, n then n, 1 on alternate rounds), so load changes
+    on a shared machine hit both counts alike. Reports the medians and their ratio, with the load average."""
+    n = max(args.threads)
+    counts = (1, n)
+    x = torch.randn(args.batch, args.features)
+    models = {(fam, lib): (m, opt) for fam, lib, m, opt in _peer_models(args)}
 
     def train(m, opt) -> None:
-        opt.zero_grad(set_to_none=True)
-        (-m.log_prob(x).mean()).backward()
-        opt.step()
+        speed.adam_step(m, opt, x)
 
     def logp(m, opt) -> None:
         with torch.no_grad():
@@ -301,62 +303,46 @@ def breakdown(args: argparse.Namespace) -> dict:
 
     n = max(args.threads)
     counts = (1, n) if n > 1 else (1,)
-    fams = speed._families(args.features, args, small=False)
     x = torch.randn(args.batch, args.features)
     out: dict = {"threads": list(counts), "load_start": os.getloadavg(), "rows": []}
-    for name in args.families:
-        fam = fams[name]()
-        for lib in LIBS:
-            try:
-                m = fam.builders[lib]()
-            except Exception as e:  # a peer that cannot build is reported, not fatal
-                print(f"  {fam.name}/{lib}: skipped ({type(e).__name__}: {e})")
-                continue
-            opt = torch.optim.Adam(m.module.parameters(), lr=1e-4)
+    for fam, lib, m, opt in _peer_models(args):
 
-            def step(m=m, opt=opt) -> None:
-                with speed._backend(m):
-                    opt.zero_grad(set_to_none=True)
-                    (-(m.train_loss or m.log_prob)(x).mean()).backward()
-                    opt.step()
+        def step(m=m, opt=opt) -> None:
+            speed.adam_step(m, opt, x)
 
-            per = {
-                t: dict.fromkeys(("matmul", "optimizer", "other_aten", "python_autograd"), 0.0)
-                for t in counts
-            }
-            for t in counts:
+        per = {
+            t: dict.fromkeys(("matmul", "optimizer", "other_aten", "python_autograd"), 0.0) for t in counts
+        }
+        for t in counts:
+            torch.set_num_threads(t)
+            step()
+            step()
+        for r in range(args.repeats):
+            for t in counts if r % 2 == 0 else counts[::-1]:
                 torch.set_num_threads(t)
-                step()
-                step()
-            for r in range(args.repeats):
-                for t in counts if r % 2 == 0 else counts[::-1]:
-                    torch.set_num_threads(t)
-                    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-                        for _ in range(3):
-                            step()
-                    for k, v in _categories(prof, 3).items():
-                        per[t][k] += v / args.repeats
-            torch.set_num_threads(1)
-            row = {"family": fam.name, "lib": lib, "seconds": {str(t): per[t] for t in counts}}
-            one = per[1]
-            tot1 = sum(one.values())
-            line = f"{fam.name:<14}{lib:<8}{1e3 * tot1:>8.1f}" + "".join(
-                f"{100 * one[k] / tot1:>7.0f}%"
-                for k in ("matmul", "other_aten", "python_autograd", "optimizer")
-            )
-            if n > 1:
-                many = per[n]
-                totn = sum(many.values())
-                mm_s = one["matmul"] / many["matmul"]
-                rest_s = (tot1 - one["matmul"]) / (totn - many["matmul"])
-                # Amdahl: products scaled perfectly by n, the rest as measured / not at all
-                ceil_meas = tot1 / (one["matmul"] / n + (tot1 - one["matmul"]) / rest_s)
-                row.update(scaling=tot1 / totn, matmul_scaling=mm_s, rest_scaling=rest_s, ceiling=ceil_meas)
-                line += (
-                    f"{1e3 * totn:>9.1f}{tot1 / totn:>8.2f}x{mm_s:>8.2f}x{rest_s:>8.2f}x{ceil_meas:>9.2f}x"
-                )
-            out["rows"].append(row)
-            print(line, flush=True)
+                with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for _ in range(3):
+                        step()
+                for k, v in _categories(prof, 3).items():
+                    per[t][k] += v / args.repeats
+        torch.set_num_threads(1)
+        row = {"family": fam, "lib": lib, "seconds": {str(t): per[t] for t in counts}}
+        one = per[1]
+        tot1 = sum(one.values())
+        line = f"{fam:<14}{lib:<8}{1e3 * tot1:>8.1f}" + "".join(
+            f"{100 * one[k] / tot1:>7.0f}%" for k in ("matmul", "other_aten", "python_autograd", "optimizer")
+        )
+        if n > 1:
+            many = per[n]
+            totn = sum(many.values())
+            mm_s = one["matmul"] / many["matmul"]
+            rest_s = (tot1 - one["matmul"]) / (totn - many["matmul"])
+            # Amdahl: products scaled perfectly by n, the rest as measured / not at all
+            ceil_meas = tot1 / (one["matmul"] / n + (tot1 - one["matmul"]) / rest_s)
+            row.update(scaling=tot1 / totn, matmul_scaling=mm_s, rest_scaling=rest_s, ceiling=ceil_meas)
+            line += f"{1e3 * totn:>9.1f}{tot1 / totn:>8.2f}x{mm_s:>8.2f}x{rest_s:>8.2f}x{ceil_meas:>9.2f}x"
+        out["rows"].append(row)
+        print(line, flush=True)
     out["load_end"] = os.getloadavg()
     return out
 

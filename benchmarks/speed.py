@@ -353,6 +353,15 @@ def _backend(m: Model):
     return fast_linear.use_backend(m.backend) if m.backend else contextlib.nullcontext()
 
 
+def adam_step(m: Model, opt: torch.optim.Optimizer, x: Tensor) -> None:
+    """One plain training step of ``m`` (``-log_prob(x).mean()``, backward, ``opt.step()``): the step every
+    library is timed with."""
+    with _backend(m):
+        opt.zero_grad(set_to_none=True)
+        (-(m.train_loss or m.log_prob)(x).mean()).backward()
+        opt.step()
+
+
 def measure(
     models: dict[str, Model],
     batch: int,
@@ -387,13 +396,7 @@ def measure(
             skip_nonfinite_step(-(m.train_loss or m.log_prob)(x).mean(), eng_params, eng_opt, clip)
 
     def train(k: str) -> None:
-        m, opt = models[k], opts[k]
-        loss_fn = m.train_loss or m.log_prob
-        with _backend(m):
-            opt.zero_grad(set_to_none=True)
-            loss = -loss_fn(x).mean()
-            loss.backward()
-            opt.step()
+        adam_step(models[k], opts[k], x)
 
     def logp(k: str) -> None:
         with torch.no_grad(), _backend(models[k]):
