@@ -53,7 +53,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> int:
     """Draw the rows and write them."""
-    import numpy as np
 
     from .common import CLIError
 
@@ -73,10 +72,20 @@ def run(a: argparse.Namespace) -> int:
     x = model.sample(a.num, seed=a.seed, context=context)
     names = list(model.columns) if model.columns else None
     if context is not None:
+        context_names = list(model.context_columns or [f"context_{j}" for j in range(k)])
+        names = [*context_names, *(names or [f"x{j}" for j in range(n_columns(model))])]
+    return _write(a, x, names, context)
+
+
+def _write(a: argparse.Namespace, x, names: list[str] | None, context) -> int:
+    """Write the drawn rows; with a context, ``a.num`` rows per context row, each prefixed by ``context_row``
+    and that row's context values (``names`` then already lists the context columns first)."""
+    import numpy as np
+
+    if context is not None:
         row = np.repeat(np.arange(context.shape[0], dtype=np.float64), a.num)[:, None]
         x = np.hstack([row, np.repeat(context, a.num, axis=0), x])
-        context_names = list(model.context_columns or [f"context_{j}" for j in range(k)])
-        names = ["context_row", *context_names, *(names or [f"x{j}" for j in range(n_columns(model))])]
+        names = ["context_row", *names]
     write_rows(a.out, x, names)
     per = f" for each of {context.shape[0]} context rows ({x.shape[0]} rows)" if context is not None else ""
     if a.out:
@@ -88,7 +97,6 @@ def run(a: argparse.Namespace) -> int:
 
 def _run_flow(model, a: argparse.Namespace) -> int:
     """``sample`` for a flow file (a posterior, a preset, a hand-built flow): the same rows and labels."""
-    import numpy as np
 
     from .common import CLIError
 
@@ -104,13 +112,5 @@ def _run_flow(model, a: argparse.Namespace) -> int:
     x = flow_samples(model, a.num, a.seed, context)
     names = flow_columns(model)
     if context is not None:
-        row = np.repeat(np.arange(context.shape[0], dtype=np.float64), a.num)[:, None]
-        x = np.hstack([row, np.repeat(context, a.num, axis=0), x])
-        names = ["context_row", *[f"context_{j}" for j in range(context.shape[1])], *names]
-    write_rows(a.out, x, names)
-    per = f" for each of {context.shape[0]} context rows ({x.shape[0]} rows)" if context is not None else ""
-    if a.out:
-        print(f"wrote {a.num} samples{per} to {a.out}", file=sys.stderr)
-    elif per:
-        print(f"{a.num} samples{per}", file=sys.stderr)
-    return 0
+        names = [*[f"context_{j}" for j in range(context.shape[1])], *names]
+    return _write(a, x, names, context)
