@@ -11,21 +11,13 @@ from pushforward.distributions import AutoregressiveLogisticMixture
 from pushforward.flows import DISCRETE_PRESETS, AutoregressiveIDF
 from pushforward.io import load, save
 
-DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
-
-
-def _perturb(module, std: float, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(std * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
-    return module
+from .common import DTYPES, perturb
 
 
 def _prior(dtype=torch.float64, **kw):
     options = {"components": 2, "hidden": (6, 5), "window": 1, "scale": 4.0, **kw}
     torch.manual_seed(0)
-    return _perturb(AutoregressiveLogisticMixture((1, 2, 2), **options), 0.3).to(dtype)
+    return perturb(AutoregressiveLogisticMixture((1, 2, 2), **options), 0.3).to(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -43,7 +35,7 @@ def test_pmf_sums_to_one_exhaustively(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_one_pass_equals_pixel_by_pixel(dtype):
-    prior = _perturb(AutoregressiveLogisticMixture((2, 5, 4), components=3, hidden=(8, 8), window=2), 0.2)
+    prior = perturb(AutoregressiveLogisticMixture((2, 5, 4), components=3, hidden=(8, 8), window=2), 0.2)
     prior = prior.to(dtype)
     z = torch.randint(0, 256, (3, 2, 5, 4)).to(dtype)
     whole = prior.parameters_of(z)
@@ -64,7 +56,7 @@ def test_one_pass_equals_pixel_by_pixel(dtype):
 
 def test_sample_integer_and_gradients_reach_every_parameter():
     flow = AutoregressiveIDF((1, 4, 4), layers=2, hidden=(8,), prior_hidden=(8,), window=1, components=2)
-    flow = _perturb(flow, 0.1)  # the couplings start at the identity (zero last layer)
+    flow = perturb(flow, 0.1)  # the couplings start at the identity (zero last layer)
     x = flow.sample((3,))
     assert x.shape == (3, 1, 4, 4) and bool((x == x.round()).all())
     assert torch.isfinite(flow.log_prob(x)).all()
@@ -75,7 +67,7 @@ def test_sample_integer_and_gradients_reach_every_parameter():
 
 
 def test_save_load_round_trip(tmp_path):
-    flow = _perturb(AutoregressiveIDF((1, 4, 4), layers=1, hidden=(8,), prior_hidden=(8,), window=2), 0.1)
+    flow = perturb(AutoregressiveIDF((1, 4, 4), layers=1, hidden=(8,), prior_hidden=(8,), window=2), 0.1)
     path = tmp_path / "ar.safetensors"
     save(flow, path)
     back = load(path)
@@ -108,7 +100,7 @@ def test_codec_round_trip_and_code_length(layers, dtype):
 
     torch.manual_seed(layers)
     flow = AutoregressiveIDF((1, 5, 6), layers=layers, hidden=(8,), prior_hidden=(8, 8), window=2)
-    flow = _perturb(flow, 0.1).to(dtype).eval()
+    flow = perturb(flow, 0.1).to(dtype).eval()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 5, 6), dtype=np.uint8)
     images[0] = 0  # a sharply predictable image beside noisy ones

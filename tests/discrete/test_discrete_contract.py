@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ..registry import REGISTRY, Case
+from .common import DTYPES
 
 DISCRETE = [pytest.param(c, id=name) for name, c in REGISTRY.items() if c.kind == "discrete"]
-DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 
 
 def _build(case: Case, dtype: torch.dtype, seed: int = 0):

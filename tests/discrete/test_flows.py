@@ -10,21 +10,13 @@ from pushforward.distributions import Categorical, DiscretizedLogisticMixture
 from pushforward.distributions.discretized import discretized_logistic_mixture_log_pmf
 from pushforward.flows import DISCRETE_PRESETS, IDF, PRESETS, DiscreteFlow, IntegerDiscreteFlow
 
-DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
-
-
-def _perturb(module, std: float, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(std * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
-    return module
+from .common import DTYPES, perturb
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("features", "categories"), [(2, 5), (3, 3), (3, 4)])
 def test_categorical_flow_sums_to_one(dtype, features, categories):
-    flow = _perturb(DiscreteFlow(features, categories=categories, layers=3, hidden=(16,)), 1.0).to(dtype)
+    flow = perturb(DiscreteFlow(features, categories=categories, layers=3, hidden=(16,)), 1.0).to(dtype)
     grid = torch.cartesian_prod(*[torch.arange(categories, dtype=dtype)] * features).reshape(-1, features)
     lp = flow.log_prob(grid).detach()
     total = float(torch.logsumexp(lp.double(), 0).exp())
@@ -36,7 +28,7 @@ def test_categorical_flow_sums_to_one(dtype, features, categories):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_integer_flow_sums_to_one(dtype):
     """Over a window much wider than the pmf's spread, the mass is 1 up to the logistic tails."""
-    flow = _perturb(IDF(2, layers=3, hidden=(8,), components=3), 0.05).to(dtype)
+    flow = perturb(IDF(2, layers=3, hidden=(8,), components=3), 0.05).to(dtype)
     r = torch.arange(-150, 151, dtype=dtype)
     grid = torch.cartesian_prod(r, r)
     with torch.no_grad():
@@ -52,7 +44,7 @@ def test_integer_flow_sums_to_one(dtype):
 
 
 def test_factor_out_prior_is_normalised_per_element():
-    flow = _perturb(IDF((1, 4, 4), levels=2, layers=1, hidden=(8,), components=3), 0.1).double()
+    flow = perturb(IDF((1, 4, 4), levels=2, layers=1, hidden=(8,), components=3), 0.1).double()
     kept = torch.randint(0, 256, (2, *flow.base.kept_shapes[0])).double()
     logits, loc, log_scale = flow.base.chunk_parameters(0, kept)
     k = torch.arange(-3000.0, 3300.0, dtype=torch.float64).reshape(-1, 1, 1, 1, 1)
@@ -62,7 +54,7 @@ def test_factor_out_prior_is_normalised_per_element():
 
 def test_idf_log_prob_matches_its_chunks():
     """log_prob = log P(top) + sum of conditional chunk log-pmfs, computed independently here."""
-    flow = _perturb(IDF((1, 4, 4), levels=2, layers=2, hidden=(8,), components=2), 0.1).double()
+    flow = perturb(IDF((1, 4, 4), levels=2, layers=2, hidden=(8,), components=2), 0.1).double()
     x = torch.randint(0, 256, (3, 1, 4, 4)).double()
     chunks, kept = flow.latents(x)
     ref = sum(
@@ -101,7 +93,7 @@ def test_categorical_flow_rejects_out_of_range():
 
 
 def test_samples_are_integers_in_shape():
-    flow = _perturb(IDF((1, 4, 4), levels=2, layers=1, hidden=(8,), components=2), 0.1)
+    flow = perturb(IDF((1, 4, 4), levels=2, layers=1, hidden=(8,), components=2), 0.1)
     x, lp = flow.sample_and_log_prob((5,))
     assert x.shape == (5, 1, 4, 4) and torch.equal(x, x.round()) and lp.shape == (5,)
     torch.testing.assert_close(lp, flow.log_prob(x))
@@ -113,7 +105,7 @@ def test_samples_are_integers_in_shape():
 def test_sampling_follows_the_pmf():
     """Empirical frequencies of 20k draws match the exact pmf on a 3 x 3 space (chi-square bound)."""
     torch.manual_seed(0)
-    flow = _perturb(DiscreteFlow(2, categories=3, layers=2, hidden=(8,)), 1.0)
+    flow = perturb(DiscreteFlow(2, categories=3, layers=2, hidden=(8,)), 1.0)
     s = flow.sample((20000,))
     grid = torch.cartesian_prod(torch.arange(3.0), torch.arange(3.0))
     p = flow.log_prob(grid).exp().detach()
@@ -165,7 +157,7 @@ def test_fit_trains_a_discrete_flow(kind):
 def test_onehot_path_matches_the_integer_path(dtype):
     """CategoricalFlow.log_prob (one-hot, for gradients) equals base.log_prob(transform(x)); each layer's
     forward_onehot is the one-hot encoding of its forward, and its gradient reaches the conditioner."""
-    flow = _perturb(DiscreteFlow(3, categories=6, layers=3, hidden=(16,)), 1.0).to(dtype)
+    flow = perturb(DiscreteFlow(3, categories=6, layers=3, hidden=(16,)), 1.0).to(dtype)
     x = torch.cartesian_prod(*[torch.arange(6, dtype=dtype)] * 3)
     torch.testing.assert_close(flow.log_prob(x), flow.base.log_prob(flow.transform(x)[0]))
     layer = flow.layers[0]
