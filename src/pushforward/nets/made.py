@@ -65,7 +65,8 @@ class MaskedLinear(nn.Linear):
         plan = self._plans.get(rows)
         if plan is None:
             plan = self._plans[rows] = LayerPlan(self.mask, rows)
-        self._rows = rows
+        if rows != self._rows:  # (nn.Module attribute writes are not free: only on a change)
+            self._rows = rows
         return plan
 
     @staticmethod
